@@ -1,0 +1,3 @@
+"""calprompt: calibrated prompt tuning of CLIP-like vision-language models."""
+
+__version__ = "0.1.0"

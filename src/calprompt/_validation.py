@@ -1,0 +1,37 @@
+"""Small argument checks shared by the library.
+
+Each helper validates one concept and raises ``ValueError`` with a message of the form
+"Expected `name` to be ..., got ...", so that errors read the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+
+def fail(name: str, expected: str, got: Any) -> NoReturn:
+    """Raise the project's standard ``ValueError`` for argument ``name``."""
+    raise ValueError(f"Expected `{name}` to be {expected}, got {got!r}.")
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` if it is an int > 0 (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        fail(name, "a positive integer", value)
+    return value
+
+
+def check_non_negative(value: Any, name: str) -> float:
+    """Return ``value`` as float if it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
+        fail(name, "a finite number >= 0", value)
+    return float(value)
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``."""
+    options = tuple(choices)
+    if value not in options:
+        fail(name, f"one of {', '.join(map(repr, options))}", value)
+    return value

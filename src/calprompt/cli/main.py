@@ -1,0 +1,32 @@
+"""Root typer application; sub-command groups are attached here explicitly (no import side effects)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from calprompt import __version__
+
+app = typer.Typer(
+    name="calprompt",
+    help="Calibrated prompt tuning of CLIP-like vision-language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"calprompt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress at INFO level."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Calibrated prompt tuning of CLIP-like vision-language models."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,60 @@
+"""The data types every dataset produces: items, splits and the image loader that reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+ImageLoader = Callable[[str], Image.Image]
+
+
+def open_rgb_image(impath: str) -> Image.Image:
+    """Open an image file as RGB, failing with a message that names the file and the fix."""
+    path = Path(impath)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Image file not found: {path}. Check the dataset root and that the download was unpacked completely "
+            "(`calprompt datasets check --root DIR NAME` lists every missing file)."
+        )
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise OSError(f"Image file is unreadable or corrupt: {path} ({error}). Re-download or replace it.") from error
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled example.
+
+    ``impath`` is an absolute file path, or a virtual id understood by the dataset's ``image_loader``
+    (the toy world renders its images from such ids).
+    """
+
+    impath: str
+    label: int
+    classname: str
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train/val/test items of one dataset with its class names (index = label) and zero-shot template."""
+
+    name: str
+    classnames: tuple[str, ...]
+    train: tuple[Item, ...]
+    val: tuple[Item, ...]
+    test: tuple[Item, ...]
+    template: str = "a photo of a {}."
+    image_loader: ImageLoader = field(default=open_rgb_image, compare=False, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def with_splits(self, **changes: object) -> DatasetSplits:
+        """A copy with some fields replaced (e.g. few-shot train/val, or a base/novel class subset)."""
+        return replace(self, **changes)
