@@ -1,1 +1,50 @@
-"""calibration."""
+"""Calibration: train-time loss components, the composable objective and its presets.
+
+``from calprompt.calibration import margin_mean_variance, text_moment_matching`` gives the paper's regularizers as
+plain tensor functions; :func:`build_objective` gives whole training objectives by name.
+"""
+
+from calprompt.calibration.baselines import (
+    focal_loss,
+    label_smoothing_cross_entropy,
+    mbls_penalty,
+    zs_norm_cross_entropy,
+    zs_norm_logits,
+    zs_range_penalty,
+)
+from calprompt.calibration.objective import CalibrationObjective, ObjectiveInputs, Term
+from calprompt.calibration.presets import OBJECTIVE_PRESETS, build_objective, describe_presets, register_preset
+from calprompt.calibration.registry import INPUT_NAMES, TERMS, register_term
+from calprompt.calibration.terms import (
+    TextMoments,
+    cross_entropy,
+    logit_margins,
+    margin_mean_variance,
+    text_moment_matching,
+    text_moments,
+)
+
+__all__ = [
+    "INPUT_NAMES",
+    "OBJECTIVE_PRESETS",
+    "TERMS",
+    "CalibrationObjective",
+    "ObjectiveInputs",
+    "Term",
+    "TextMoments",
+    "build_objective",
+    "cross_entropy",
+    "describe_presets",
+    "focal_loss",
+    "label_smoothing_cross_entropy",
+    "logit_margins",
+    "margin_mean_variance",
+    "mbls_penalty",
+    "register_preset",
+    "register_term",
+    "text_moment_matching",
+    "text_moments",
+    "zs_norm_cross_entropy",
+    "zs_norm_logits",
+    "zs_range_penalty",
+]

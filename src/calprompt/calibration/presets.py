@@ -1,0 +1,124 @@
+"""Named objectives (the paper's method, its ablations and the train-time baselines) with overridable constants.
+
+``build_objective("ours", lambda_mm=2.0)``. Each preset is a builder function registered here; its keyword
+defaults are the reference constants and the only overrides it accepts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from calprompt._validation import check_non_negative, fail
+from calprompt.calibration.objective import CalibrationObjective, Term
+
+Builder = Callable[..., CalibrationObjective]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named objective builder; ``defaults`` are its overridable constants."""
+
+    name: str
+    build: Builder
+    defaults: dict[str, float]
+    summary: str
+
+
+#: name -> preset, filled by :func:`register_preset` below.
+OBJECTIVE_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(name: str) -> Callable[[Builder], Builder]:
+    """Register a builder whose keyword-only defaults are its constants."""
+    if name in OBJECTIVE_PRESETS:
+        raise ValueError(f"An objective preset named {name!r} is already registered; pick another name.")
+
+    def decorator(build: Builder) -> Builder:
+        defaults = {p.name: p.default for p in inspect.signature(build).parameters.values()}
+        summary = (inspect.getdoc(build) or "").splitlines()[0] if build.__doc__ else ""
+        OBJECTIVE_PRESETS[name] = Preset(name, build, defaults, summary)
+        return build
+
+    return decorator
+
+
+def build_objective(name: str, **overrides: float) -> CalibrationObjective:
+    """The preset ``name`` with some constants overridden; bad names or values raise ``ValueError``."""
+    if name not in OBJECTIVE_PRESETS:
+        fail("objective", f"one of {', '.join(OBJECTIVE_PRESETS)}", name)
+    preset = OBJECTIVE_PRESETS[name]
+    unknown = sorted(set(overrides) - set(preset.defaults))
+    if unknown:
+        takes = ", ".join(preset.defaults) or "none"
+        raise ValueError(f"Expected the overrides of objective {name!r} to be among ({takes}), got {unknown!r}.")
+    constants = {key: check_non_negative(value, key) for key, value in {**preset.defaults, **overrides}.items()}
+    objective = preset.build(**constants)
+    return CalibrationObjective(objective.base_loss, objective.terms, name)
+
+
+def _ce_plus(*weighted: tuple[Term, float]) -> CalibrationObjective:
+    # A zero weight removes the term (and its inputs), so e.g. lambda_mm=0 gives the margin-only ablation.
+    return CalibrationObjective(Term("cross_entropy"), tuple((t, w) for t, w in weighted if w > 0))
+
+
+@register_preset("none")
+def _none() -> CalibrationObjective:
+    """Plain cross-entropy (the prompt learner's own loss)."""
+    return _ce_plus()
+
+
+@register_preset("ours")
+def _ours(alpha: float = 0.1, beta: float = 0.01, lambda_mm: float = 5.0) -> CalibrationObjective:
+    """CE + mean-variance margin penalty + lambda_mm * text moment matching (the paper's method)."""
+    margin = Term.of("margin_mean_variance", alpha=alpha, beta=beta)
+    return _ce_plus((margin, 1.0), (Term("text_moment_matching"), lambda_mm))
+
+
+@register_preset("margin")
+def _margin(alpha: float = 0.1, beta: float = 0.01) -> CalibrationObjective:
+    """CE + mean-variance margin penalty only (ablation)."""
+    return _ce_plus((Term.of("margin_mean_variance", alpha=alpha, beta=beta), 1.0))
+
+
+@register_preset("moments")
+def _moments(lambda_mm: float = 5.0) -> CalibrationObjective:
+    """CE + lambda_mm * text moment matching only (ablation)."""
+    return _ce_plus((Term("text_moment_matching"), lambda_mm))
+
+
+@register_preset("mbls")
+def _mbls(margin: float = 10.0, alpha: float = 0.1) -> CalibrationObjective:
+    """CE + alpha * MbLS margin penalty."""
+    return _ce_plus((Term.of("mbls_penalty", margin=margin), alpha))
+
+
+@register_preset("zs-norm")
+def _zs_norm() -> CalibrationObjective:
+    """Cross-entropy on logits rescaled to the zero-shot range (ZS-Norm)."""
+    return CalibrationObjective(Term("zs_norm_cross_entropy"))
+
+
+@register_preset("penalty")
+def _penalty(weight: float = 10.0) -> CalibrationObjective:
+    """CE + weight * penalty on logits outside the zero-shot range."""
+    return _ce_plus((Term("zs_range_penalty"), weight))
+
+
+@register_preset("ls")
+def _ls(smoothing: float = 0.1) -> CalibrationObjective:
+    """Label-smoothing cross-entropy."""
+    return CalibrationObjective(Term.of("label_smoothing_cross_entropy", smoothing=smoothing))
+
+
+@register_preset("focal")
+def _focal(gamma: float = 3.0) -> CalibrationObjective:
+    """Focal loss."""
+    return CalibrationObjective(Term.of("focal_loss", gamma=gamma))
+
+
+def describe_presets() -> dict[str, Any]:
+    """name -> {"summary", "defaults"}, e.g. for a CLI listing."""
+    return {name: {"summary": p.summary, "defaults": dict(p.defaults)} for name, p in OBJECTIVE_PRESETS.items()}
