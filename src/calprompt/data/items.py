@@ -26,6 +26,11 @@ def open_rgb_image(impath: str) -> Image.Image:
         raise OSError(f"Image file is unreadable or corrupt: {path} ({error}). Re-download or replace it.") from error
 
 
+def format_prompt(template: str, classname: str) -> str:
+    """Fill a zero-shot template; underscores in class names become spaces, as in CoOp (``Apply_Eye_Makeup``)."""
+    return template.format(classname.replace("_", " "))
+
+
 @dataclass(frozen=True)
 class Item:
     """One labelled example.
@@ -50,10 +55,25 @@ class DatasetSplits:
     test: tuple[Item, ...]
     template: str = "a photo of a {}."
     image_loader: ImageLoader = field(default=open_rgb_image, compare=False, repr=False)
+    # ImageNet protocol: the validation split *is* the test split, so few-shot sampling leaves it whole
+    # and base/novel subsetting treats it like test.
+    val_is_test: bool = False
+    # Listed image files that were absent and skipped; only ever non-empty with an explicit `skip_missing=True`.
+    missing_files: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
+
+    def split(self, name: str) -> tuple[Item, ...]:
+        """The items of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"Expected `split` to be one of 'train', 'val', 'test', got {name!r}.")
+        return getattr(self, name)
+
+    def prompts(self, template: str | None = None) -> list[str]:
+        """One prompt per class, from ``template`` (default: the dataset's own), see `format_prompt`."""
+        return [format_prompt(template or self.template, name) for name in self.classnames]
 
     def with_splits(self, **changes: object) -> DatasetSplits:
         """A copy with some fields replaced (e.g. few-shot train/val, or a base/novel class subset)."""

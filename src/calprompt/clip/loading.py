@@ -1,0 +1,273 @@
+"""Load a frozen CLIP backbone by name: open_clip built-ins with hub tags, local files, hub/local dirs, embedded models.
+
+Every failure to find weights is turned into one :class:`WeightsNotFoundError` that says what was asked, where we looked
+and how to fix it, so that an offline machine fails in seconds instead of spending minutes in download retries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.model import CLIP
+from open_clip.tokenizer import SimpleTokenizer
+
+from calprompt._validation import check_choice, fail
+from calprompt.clip.backbone import ClipBackbone, Preprocess
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+# Backbones shipped with the package: name -> "module:function(pretrained, device, precision) -> ClipBackbone".
+EMBEDDED_BACKBONES: dict[str, str] = {"toy": "calprompt.toy.backbone:load_toy_backbone"}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights could not be found locally or downloaded."""
+
+
+def load_clip(
+    name: str,
+    pretrained: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    quick_gelu: bool | None = None,
+    trust_torchscript: bool = False,
+    cache_dir: str | None = None,
+) -> ClipBackbone:
+    """Load a frozen CLIP backbone.
+
+    Args:
+        name: an open_clip architecture (``"ViT-B-16"``), ``"hf-hub:org/repo"``, ``"local-dir:/path"`` (a folder with
+            ``open_clip_config.json`` and weights), or an embedded model (``"toy"``).
+        pretrained: for architectures, a hub tag (``"openai"``, ``"laion2b_s34b_b88k"``) or a local weights file (state
+            dict, ``.safetensors``, or an OpenAI TorchScript ``.pt`` archive); ``None`` gives random init.
+        quick_gelu: force the activation; ``None`` decides from the source (always QuickGELU for OpenAI weights,
+            TorchScript archives and ``*-quickgelu`` names).
+        trust_torchscript: OpenAI TorchScript archives can run code when loaded; they are only read when the caller
+            says the file is trusted.
+    """
+    check_choice(precision, "precision", PRECISIONS)
+    if name in EMBEDDED_BACKBONES:
+        module_name, function_name = EMBEDDED_BACKBONES[name].split(":")
+        loader = getattr(importlib.import_module(module_name), function_name)
+        return loader(pretrained=pretrained, device=device, precision=precision)
+    if name.startswith(("local-dir:", "hf-hub:")):
+        if pretrained is not None:
+            fail(
+                "pretrained", f"None for '{name}' (its folder or hub repository already names the weights)", pretrained
+            )
+        model = _create_from_schema(name, device=device, precision=precision, cache_dir=cache_dir)
+        return wrap_open_clip_model(model, name=name, pretrained=None)
+
+    architecture = _resolve_architecture(name)
+    if pretrained is None:
+        logger.info("Building %s with random weights (no `pretrained` given).", architecture)
+        model = open_clip.create_model(
+            architecture, device=device, precision=precision, force_quick_gelu=bool(quick_gelu)
+        )
+    elif open_clip.get_pretrained_cfg(architecture, pretrained):
+        model = _create_from_tag(
+            architecture, pretrained, device=device, precision=precision, quick_gelu=quick_gelu, cache_dir=cache_dir
+        )
+    elif Path(pretrained).expanduser().is_file():
+        model = _create_from_file(
+            architecture,
+            Path(pretrained).expanduser(),
+            device=device,
+            precision=precision,
+            quick_gelu=quick_gelu,
+            trust_torchscript=trust_torchscript,
+        )
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        raise WeightsNotFoundError(
+            f"`pretrained={pretrained!r}` is neither a known tag of {architecture} "
+            f"(known: {', '.join(tags) or 'none'}) nor an existing file (looked for "
+            f"{Path(pretrained).expanduser().resolve()}). Pass a tag, or the path to a downloaded weights file."
+        )
+    return wrap_open_clip_model(model, name=architecture, pretrained=pretrained)
+
+
+def _resolve_architecture(name: str) -> str:
+    cleaned = name.replace("/", "-")
+    known = open_clip.list_models()
+    if cleaned not in known:
+        close = difflib.get_close_matches(cleaned, known, n=5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        fail(
+            "name",
+            f"an open_clip architecture, 'hf-hub:...', 'local-dir:...' or one of {sorted(EMBEDDED_BACKBONES)}"
+            f".{hint} (see `open_clip.list_models()`)",
+            name,
+        )
+    return cleaned
+
+
+def _hub_cache_dir(cache_dir: str | None) -> str:
+    if cache_dir:
+        return cache_dir
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _how_to_fix(hub_repo: str | None, architecture: str) -> str:
+    steps = []
+    if hub_repo:
+        steps.append(
+            f"download once with network access: `hf download {hub_repo.rstrip('/')}` "
+            "(or `huggingface-cli download ...`), then run again"
+        )
+    steps.append(
+        f"or pass a local weights file: `--pretrained /path/to/{architecture}.pt` (OpenAI archives also "
+        "need --trust-torchscript) or a .safetensors/state-dict file"
+    )
+    if _offline():
+        steps.append(
+            "or, if this machine has network access, unset HF_HUB_OFFLINE (it is set, so no download was tried)"
+        )
+    return "; ".join(steps) + "."
+
+
+def _create_from_tag(
+    architecture: str,
+    tag: str,
+    *,
+    device: str | torch.device,
+    precision: str,
+    quick_gelu: bool | None,
+    cache_dir: str | None,
+) -> CLIP:
+    cfg = open_clip.get_pretrained_cfg(architecture, tag)
+    tag_quick_gelu = bool(cfg.get("quick_gelu", False)) or tag == "openai"
+    if quick_gelu is not None and quick_gelu != tag_quick_gelu:
+        fail("quick_gelu", f"{tag_quick_gelu} (or None) for the weights '{architecture}/{tag}'", quick_gelu)
+    hub_repo = cfg.get("hf_hub") or None
+    try:
+        return open_clip.create_model(
+            architecture,
+            pretrained=tag,
+            device=device,
+            precision=precision,
+            force_quick_gelu=tag_quick_gelu,
+            cache_dir=cache_dir,
+        )
+    except Exception as error:  # open_clip raises RuntimeError/OSError/HF errors: one clear message instead
+        where = (
+            f"the Hugging Face cache {_hub_cache_dir(cache_dir)} (repository {hub_repo})"
+            if hub_repo
+            else cfg.get("url", "its download URL")
+        )
+        raise WeightsNotFoundError(
+            f"Could not load pretrained weights '{architecture}' / '{tag}': looked in {where}"
+            f"{' with HF_HUB_OFFLINE set' if _offline() else ''} ({type(error).__name__}: {error}). "
+            f"To fix: {_how_to_fix(hub_repo, architecture)}"
+        ) from error
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """OpenAI's original .pt files are TorchScript zip archives (they carry a ``code/`` folder)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in member or member.endswith("constants.pkl") for member in archive.namelist())
+
+
+def _create_from_file(
+    architecture: str,
+    path: Path,
+    *,
+    device: str | torch.device,
+    precision: str,
+    quick_gelu: bool | None,
+    trust_torchscript: bool,
+) -> CLIP:
+    if _is_torchscript_archive(path):
+        if not trust_torchscript:
+            raise PermissionError(
+                f"{path} is a TorchScript archive (the original OpenAI CLIP format). Loading one can execute code, "
+                "so it is only read when you trust the file: pass `trust_torchscript=True` "
+                "(CLI: --trust-torchscript), or convert it once to safetensors."
+            )
+        if quick_gelu is False:
+            fail("quick_gelu", "True or None for an OpenAI TorchScript archive (OpenAI weights use QuickGELU)", False)
+        model = open_clip.load_openai_model(str(path), precision=precision, device=device)
+        return model
+    use_quick_gelu = bool(quick_gelu) if quick_gelu is not None else architecture.endswith("quickgelu")
+    if quick_gelu is None and "openai" in path.name.lower():
+        use_quick_gelu = True
+        logger.info("Using QuickGELU for %s: its name says it holds OpenAI weights.", path)
+    try:
+        return open_clip.create_model(
+            architecture, pretrained=str(path), device=device, precision=precision, force_quick_gelu=use_quick_gelu
+        )
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"Could not load weights file {path} into {architecture} ({error}). Check that the file holds weights of "
+            "this architecture (an open_clip or OpenAI state dict, or safetensors)."
+        ) from error
+
+
+def _create_from_schema(name: str, *, device: str | torch.device, precision: str, cache_dir: str | None) -> CLIP:
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:")).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise WeightsNotFoundError(
+                f"'{name}': expected a folder holding open_clip_config.json (with 'model_cfg') and a weights file, "
+                f"but {folder / 'open_clip_config.json'} does not exist. Point local-dir: at such a folder."
+            )
+        return open_clip.create_model(name, device=device, precision=precision)
+    repo = name.removeprefix("hf-hub:")
+    try:
+        return open_clip.create_model(name, device=device, precision=precision, cache_dir=cache_dir)
+    except Exception as error:
+        raise WeightsNotFoundError(
+            f"Could not load '{name}': looked in the Hugging Face cache {_hub_cache_dir(cache_dir)} for repository "
+            f"{repo}{' with HF_HUB_OFFLINE set' if _offline() else ''} ({type(error).__name__}: {error}). "
+            f"To fix: {_how_to_fix(repo, repo)}"
+        ) from error
+
+
+def preprocess_of(model: CLIP) -> Preprocess:
+    """The preprocessing open_clip recorded for this model (size, mean/std, interpolation)."""
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    size = size[0] if isinstance(size, tuple | list) else size
+    mean = tuple(cfg.get("mean", Preprocess.mean))
+    std = tuple(cfg.get("std", Preprocess.std))
+    return Preprocess(image_size=int(size), mean=mean, std=std, interpolation=cfg.get("interpolation", "bicubic"))
+
+
+def wrap_open_clip_model(
+    model: CLIP, *, name: str, pretrained: str | None = None, preprocess: Preprocess | None = None
+) -> ClipBackbone:
+    """Freeze an open_clip ``CLIP`` behind the backbone interface, with the standard CLIP tokenizer."""
+    if not isinstance(model, CLIP):
+        fail(
+            name,
+            "a CLIP model with the standard text tower (CustomTextCLIP/CoCa are not supported)",
+            type(model).__name__,
+        )
+    if model.vocab_size != 49408:
+        fail(
+            f"{name} vocab_size",
+            "49408 (the CLIP BPE tokenizer; other tokenizers are not supported yet)",
+            model.vocab_size,
+        )
+    tokenizer = SimpleTokenizer(context_length=model.context_length)
+    return ClipBackbone(
+        model, tokenizer, name=name, pretrained=pretrained, preprocess=preprocess or preprocess_of(model)
+    )
