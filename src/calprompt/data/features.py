@@ -1,0 +1,201 @@
+"""An on-disk cache of frozen image-encoder features, one entry per (encoder, data, transform, view).
+
+Methods that leave the image encoder untouched see the same features every time a given image is given a given view,
+so encoding once and sharing the result across methods and calibration variants removes most of their image cost.
+An entry is a ``.npy`` array (memory-mapped on reuse) plus a JSON sidecar with its key. The file name is the sha256
+of the canonical JSON of the key, item ids included, so changing any part of the key (backbone, dataset, split,
+items, transform, view seed) addresses a different entry: nothing is ever overwritten by a different key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from calprompt._validation import check_positive_int, fail
+from calprompt.data.items import ImageLoader, Item, open_rgb_image
+from calprompt.data.views import ItemDataset
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+# numpy has no bfloat16: such tensors are stored as their int16 bit pattern and viewed back on load.
+_BIT_VIEWS = {torch.bfloat16: torch.int16}
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """Everything the features of one split depend on.
+
+    ``encoder_id`` must change whenever the image encoder's weights or code do (e.g. ``"ViT-B-16/openai"``);
+    ``transform_id`` names the preprocessing (`ImageTransformConfig.identity`); ``view_seed`` is ``None`` for the
+    deterministic test transform.
+    """
+
+    encoder_id: str
+    dataset: str
+    split: str
+    item_ids: tuple[str, ...]
+    transform_id: str
+    view_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_id", "dataset", "split", "transform_id"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                fail(name, "a non-empty string", getattr(self, name))
+        object.__setattr__(self, "item_ids", tuple(str(item_id) for item_id in self.item_ids))
+        if self.view_seed is not None and (isinstance(self.view_seed, bool) or not isinstance(self.view_seed, int)):
+            fail("view_seed", "an integer or None", self.view_seed)
+
+    def summary(self) -> dict[str, object]:
+        """The key with the item ids replaced by their count and digest (what the sidecar stores)."""
+        items_digest = hashlib.sha256("\n".join(self.item_ids).encode()).hexdigest()
+        return {
+            "encoder_id": self.encoder_id,
+            "dataset": self.dataset,
+            "split": self.split,
+            "num_items": len(self.item_ids),
+            "items_sha256": items_digest,
+            "transform_id": self.transform_id,
+            "view_seed": self.view_seed,
+        }
+
+    def digest(self) -> str:
+        canonical = json.dumps({"version": FORMAT_VERSION, **self.summary()}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def item_ids(items: Sequence[Item], root: str | Path | None = None) -> tuple[str, ...]:
+    """Ids for cache keys: image paths relative to ``root`` when given (so a moved data folder keeps its cache)."""
+    if root is None:
+        return tuple(item.impath for item in items)
+    base = os.path.abspath(root)
+    return tuple(os.path.relpath(item.impath, base) if os.path.isabs(item.impath) else item.impath for item in items)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the same folder, fsync it, then rename over ``path``."""
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        write(temp)
+        with temp.open("rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class FeatureCache:
+    """Features on disk under ``root``; see the module docstring for the format and keys."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    def paths(self, key: FeatureKey) -> tuple[Path, Path]:
+        """The array file and the JSON sidecar of ``key``."""
+        digest = key.digest()
+        folder = self.root / digest[:2]
+        return folder / f"{digest}.npy", folder / f"{digest}.json"
+
+    def __contains__(self, key: FeatureKey) -> bool:
+        array_path, meta_path = self.paths(key)
+        return array_path.is_file() and meta_path.is_file()
+
+    def get(self, key: FeatureKey) -> Tensor | None:
+        """The cached features of ``key`` (a memory-mapped CPU tensor), or ``None`` if absent."""
+        array_path, meta_path = self.paths(key)
+        if not (array_path.is_file() and meta_path.is_file()):
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("key") != key.summary():
+            raise ValueError(
+                f"Feature cache entry {meta_path} does not belong to the requested key (a corrupt or foreign file). "
+                "Delete it to recompute."
+            )
+        # mmap_mode="c" maps the file copy-on-write: nothing is read until used, and the array is writable
+        # (so torch.from_numpy needs no copy and raises no read-only warning), while the file never changes.
+        array = np.load(array_path, mmap_mode="c", allow_pickle=False)
+        tensor = torch.from_numpy(array)
+        dtype = getattr(torch, str(meta.get("dtype")), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"Feature cache entry {meta_path} names no torch dtype. Delete it to recompute.")
+        if dtype in _BIT_VIEWS:
+            tensor = tensor.view(dtype)
+        if tensor.shape[0] != len(key.item_ids) or tensor.dtype != dtype:
+            raise ValueError(f"Feature cache entry {array_path} does not match its sidecar. Delete it to recompute.")
+        return tensor
+
+    def put(self, key: FeatureKey, features: Tensor) -> Tensor:
+        """Store ``features`` (first dimension = one row per item) and return them as read back from disk."""
+        if not isinstance(features, Tensor) or features.ndim < 1 or features.shape[0] != len(key.item_ids):
+            got = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+            fail("features", f"a tensor with {len(key.item_ids)} rows (one per item)", got)
+        array_path, meta_path = self.paths(key)
+        array_path.parent.mkdir(parents=True, exist_ok=True)
+        stored = features.detach().to("cpu").contiguous()
+        dtype_name = str(stored.dtype).removeprefix("torch.")
+        if stored.dtype in _BIT_VIEWS:
+            stored = stored.view(_BIT_VIEWS[stored.dtype])
+        array = stored.numpy()
+
+        def write_array(temp: Path) -> None:
+            with temp.open("wb") as stream:
+                np.save(stream, array, allow_pickle=False)
+
+        meta = {"format_version": FORMAT_VERSION, "key": key.summary(), "dtype": dtype_name, "shape": list(array.shape)}
+        # The sidecar is written last: an entry counts as present only once both files exist.
+        _write_atomic(array_path, write_array)
+        _write_atomic(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
+        cached = self.get(key)
+        assert cached is not None  # just written
+        return cached
+
+    def get_or_compute(self, key: FeatureKey, compute: Callable[[], Tensor]) -> Tensor:
+        """Cached features of ``key``, computing and storing them with ``compute()`` on a miss."""
+        cached = self.get(key)
+        if cached is not None:
+            logger.debug("Feature cache hit %s (%s %s)", key.digest()[:12], key.dataset, key.split)
+            return cached
+        logger.info("Encoding %d %s/%s images for the feature cache.", len(key.item_ids), key.dataset, key.split)
+        return self.put(key, compute())
+
+
+@torch.no_grad()
+def encode_items(
+    items: Sequence[Item],
+    encode_fn: Callable[[Tensor], Tensor],
+    transform: Callable[[Image.Image], Tensor],
+    *,
+    loader: ImageLoader = open_rgb_image,
+    view_seed: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """Encode every item's view (seeded when ``view_seed`` is given, see `ItemDataset`) in no-grad batches.
+
+    Returns ``(N, D)`` float32 features on the CPU, in item order.
+    """
+    check_positive_int(batch_size, "batch_size")
+    dataset = ItemDataset(items, transform, loader=loader, view_seed=view_seed)
+    batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    outputs = []
+    for images, _labels, _indices in batches:
+        outputs.append(encode_fn(images.to(device)).float().cpu())  # (B, D)
+    if not outputs:
+        fail("items", "a non-empty sequence", items)
+    return torch.cat(outputs)
