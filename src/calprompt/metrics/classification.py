@@ -1,0 +1,65 @@
+"""Accuracy and proper scoring rules (NLL, Brier), plus the base/novel harmonic mean.
+
+Like every metric in :mod:`calprompt.metrics` they take probabilities ``probs`` (N, C) and integer ``labels`` (N,)
+and return a 0-d float64 tensor on the input's device. Accuracy is a fraction in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from calprompt._validation import check_non_negative
+from calprompt.metrics.calibration import checked_probs_labels, top_label
+from calprompt.metrics.checks import ArrayLike
+
+
+def nll_from_log_probs(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """Mean of ``-log p_{i, y_i}`` given log-probabilities (N, C)."""
+    return -log_probs.gather(1, labels[:, None]).to(torch.float64).mean()
+
+
+def log_probs_from_probs(probs: Tensor) -> Tensor:
+    """Float64 ``log p`` with exact zeros clamped to the smallest normal float64 (a loss of ~708 nats, not inf)."""
+    return probs.to(torch.float64).clamp(min=torch.finfo(torch.float64).tiny).log()
+
+
+def brier_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
+    """Mean over samples of ``sum_c (p_ic - [y_i = c])^2``, expanded so no one-hot (N, C) matrix is built."""
+    probs64 = probs.to(torch.float64)
+    squared_norm = (probs64 * probs64).sum(dim=1)  # (N,)
+    true_prob = probs64.gather(1, labels[:, None]).squeeze(1)  # (N,)
+    return (squared_norm - 2 * true_prob + 1).mean()
+
+
+def accuracy(probs: ArrayLike, labels: ArrayLike) -> Tensor:
+    """Top-1 accuracy as a fraction in [0, 1] (argmax takes the first index on ties)."""
+    probs, labels = checked_probs_labels(probs, labels)
+    return top_label(probs, labels)[1].to(torch.float64).mean()
+
+
+def negative_log_likelihood(probs: ArrayLike, labels: ArrayLike) -> Tensor:
+    """Mean negative log-likelihood of the true class (nats, in [0, inf)).
+
+    A true-class probability of exactly 0 is clamped (see :func:`log_probs_from_probs`) so the result stays finite;
+    ``evaluate(logits, ...)`` takes the log-softmax of the logits directly and needs no clamp.
+    """
+    probs, labels = checked_probs_labels(probs, labels)
+    return nll_from_log_probs(log_probs_from_probs(probs), labels)
+
+
+def brier_score(probs: ArrayLike, labels: ArrayLike) -> Tensor:
+    """Multiclass Brier score (Brier, 1950): mean over samples of ``sum_c (p_ic - [y_i = c])^2``, in [0, 2]."""
+    probs, labels = checked_probs_labels(probs, labels)
+    return brier_from_probs(probs, labels)
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """Harmonic mean ``2 b n / (b + n)`` of base and novel accuracy (0 when both are 0).
+
+    Scale-free: fractions in give a fraction out, percentages in give a percentage out.
+    """
+    base = check_non_negative(base, "base")
+    novel = check_non_negative(novel, "novel")
+    total = base + novel
+    return 0.0 if total == 0 else 2 * base * novel / total

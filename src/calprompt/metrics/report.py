@@ -1,0 +1,193 @@
+"""``evaluate``: every metric of one (scores, labels) pair in a typed, JSON-serialisable report.
+
+The report stores plain Python floats and lists (fractions in [0, 1]; NLL in nats, Brier in [0, 2]); whoever prints a
+table converts to percent. ``to_dict`` / ``from_dict`` round-trip through ``json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from calprompt._validation import check_positive_int, fail
+from calprompt.metrics.binning import bin_edges
+from calprompt.metrics.calibration import (
+    adaptive_ece_from_top_label,
+    checked_probs_labels,
+    classwise_ece_from_checked,
+    ece_from_totals,
+    mce_from_totals,
+    top_label,
+    top_label_totals,
+)
+from calprompt.metrics.checks import ArrayLike, check_labels, check_logits
+from calprompt.metrics.classification import brier_from_probs, log_probs_from_probs, nll_from_log_probs
+from calprompt.metrics.selective import excess_from_aurc, risk_coverage_from_top_label
+
+# The report keeps the risk-coverage curve at these coverages (5 % steps) rather than at all N points.
+COVERAGE_STEPS = 20
+
+
+def _check_keys(cls: type, data: Mapping[str, Any]) -> None:
+    """Refuse a mapping whose keys differ from the dataclass fields, naming what is missing or unknown."""
+    expected = {f.name for f in fields(cls)}
+    if not isinstance(data, Mapping) or set(data) != expected:
+        got = set(data) if isinstance(data, Mapping) else type(data).__name__
+        fail(cls.__name__, f"a mapping with exactly the keys {sorted(expected)}", got)
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Per-bin data of a reliability diagram (equal-width bins; convention in :mod:`calprompt.metrics.binning`).
+
+    ``edges`` has ``n_bins + 1`` entries; ``accuracy`` and ``confidence`` are bin means, ``None`` for empty bins.
+    """
+
+    edges: list[float]
+    counts: list[int]
+    accuracy: list[float | None]
+    confidence: list[float | None]
+
+    @classmethod
+    def from_totals(cls, count: Tensor, confidence_sum: Tensor, correct_sum: Tensor) -> ReliabilityBins:
+        """Build from per-bin float64 totals (count, sum of confidence, number correct)."""
+        counts, conf_sums, hits = torch.stack([count, confidence_sum, correct_sum]).tolist()
+        counts = [int(c) for c in counts]
+        return cls(
+            edges=bin_edges(len(counts)).tolist(),
+            counts=counts,
+            accuracy=[h / c if c else None for h, c in zip(hits, counts, strict=True)],
+            confidence=[s / c if c else None for s, c in zip(conf_sums, counts, strict=True)],
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReliabilityBins:
+        _check_keys(cls, data)
+        return cls(**{key: list(value) for key, value in data.items()})
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """The risk-coverage curve sampled at ``coverage`` = 0.05, 0.10, ..., 1.0 (risk of the ceil(c N) most confident)."""
+
+    coverage: list[float]
+    risk: list[float]
+
+    @classmethod
+    def from_curve(cls, risk: Tensor) -> RiskCoverage:
+        n = risk.shape[0]
+        steps = range(1, COVERAGE_STEPS + 1)
+        answered = torch.tensor([max(1, -(-step * n // COVERAGE_STEPS)) for step in steps], device=risk.device)
+        return cls(coverage=[step / COVERAGE_STEPS for step in steps], risk=risk[answered - 1].tolist())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RiskCoverage:
+        _check_keys(cls, data)
+        return cls(coverage=list(data["coverage"]), risk=list(data["risk"]))
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """All metrics of one evaluation. Fractions in [0, 1] unless stated; see each metric function for its formula.
+
+    Attributes:
+        n, n_classes, n_bins: number of samples, classes and equal-width / equal-mass bins.
+        accuracy: top-1 accuracy. ece, adaptive_ece, mce, classwise_ece: calibration errors.
+        nll: mean negative log-likelihood in nats. brier: multiclass Brier score in [0, 2].
+        aurc, e_aurc: area under the risk-coverage curve and its excess over the oracle ranking.
+        reliability: per-bin data of the reliability diagram. risk_coverage: the sampled risk-coverage curve.
+    """
+
+    n: int
+    n_classes: int
+    n_bins: int
+    accuracy: float
+    ece: float
+    adaptive_ece: float
+    mce: float
+    classwise_ece: float
+    nll: float
+    brier: float
+    aurc: float
+    e_aurc: float
+    reliability: ReliabilityBins
+    risk_coverage: RiskCoverage
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict of ints, floats, lists and ``None``: ready for ``json.dumps``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationReport:
+        """Inverse of :meth:`to_dict`; refuses missing or unknown keys."""
+        _check_keys(cls, data)
+        values = dict(data)
+        values["reliability"] = ReliabilityBins.from_dict(data["reliability"])
+        values["risk_coverage"] = RiskCoverage.from_dict(data["risk_coverage"])
+        return cls(**values)
+
+
+def _report(probs: Tensor, log_probs: Tensor, labels: Tensor, n_bins: int) -> EvaluationReport:
+    """Compute every metric from validated probabilities and log-probabilities, sharing the top-label work."""
+    confidence, correct = top_label(probs, labels)
+    totals = top_label_totals(confidence, correct, n_bins)
+    risk = risk_coverage_from_top_label(confidence, correct)[1]
+    area = risk.mean()
+    scalars = torch.stack(
+        [
+            correct.to(torch.float64).mean(),
+            ece_from_totals(*totals),
+            adaptive_ece_from_top_label(confidence, correct, n_bins),
+            mce_from_totals(*totals),
+            classwise_ece_from_checked(probs, labels, n_bins),
+            nll_from_log_probs(log_probs, labels),
+            brier_from_probs(probs, labels),
+            area,
+            excess_from_aurc(area, correct),
+        ]
+    ).tolist()  # one device -> host transfer for all scalars
+    accuracy, ece, adaptive_ece, mce, classwise_ece, nll, brier, aurc, e_aurc = scalars
+    return EvaluationReport(
+        n=probs.shape[0],
+        n_classes=probs.shape[1],
+        n_bins=n_bins,
+        accuracy=accuracy,
+        ece=ece,
+        adaptive_ece=adaptive_ece,
+        mce=mce,
+        classwise_ece=classwise_ece,
+        nll=nll,
+        brier=brier,
+        aurc=aurc,
+        e_aurc=e_aurc,
+        reliability=ReliabilityBins.from_totals(*totals),
+        risk_coverage=RiskCoverage.from_curve(risk),
+    )
+
+
+def evaluate(logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> EvaluationReport:
+    """Evaluate logits (N, C) against labels (N,): softmax in float64, then every metric of the package.
+
+    Raises ``ValueError`` for empty input, mismatched lengths, labels outside ``[0, C)`` or NaN/inf logits.
+    """
+    check_positive_int(n_bins, "n_bins")
+    logits = check_logits(logits)
+    labels = check_labels(labels, logits.shape[0], logits.shape[1], logits.device)
+    log_probs = torch.log_softmax(logits.to(torch.float64), dim=1)  # (N, C), exact NLL without clamping
+    return _report(log_probs.exp(), log_probs, labels, n_bins)
+
+
+def evaluate_probs(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> EvaluationReport:
+    """Like :func:`evaluate`, for probabilities (N, C) (rows summing to 1) instead of logits."""
+    probs, labels = checked_probs_labels(probs, labels, n_bins)
+    return _report(probs, log_probs_from_probs(probs), labels, n_bins)
+
+
+def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> ReliabilityBins:
+    """Per-bin counts, accuracy and mean confidence of the top-label prediction (equal-width bins)."""
+    probs, labels = checked_probs_labels(probs, labels, n_bins)
+    return ReliabilityBins.from_totals(*top_label_totals(*top_label(probs, labels), n_bins))
