@@ -1,0 +1,120 @@
+"""Reliability diagrams with confidence histograms, one panel per model, drawn headless.
+
+Draws from an :class:`~calprompt.metrics.EvaluationReport` alone (its per-bin data), so stored JSON results can be
+plotted without the logits. matplotlib is imported lazily and used through ``Figure`` directly, not ``pyplot``: no
+display is needed and the caller's global backend is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from calprompt._validation import check_positive_int, fail
+from calprompt.metrics import EvaluationReport
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+# Reliability axes are this many times taller than the histogram under them.
+_HEIGHT_RATIOS = (3, 1)
+_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def _check_panel_size(panel_size: Any) -> tuple[float, float]:
+    ok = isinstance(panel_size, tuple | list) and len(panel_size) == 2
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in panel_size)
+    if not ok:
+        fail("panel_size", "a (width, height) pair of positive numbers in inches", panel_size)
+    return float(panel_size[0]), float(panel_size[1])
+
+
+def _draw_reliability(axes: Axes, report: EvaluationReport) -> None:
+    """Accuracy bars per bin, the gap to the mean confidence shaded, and each bin's sample count above its bar."""
+    bins = report.reliability
+    width = 1.0 / report.n_bins
+    centres = [lo + width / 2 for lo in bins.edges[:-1]]
+    filled = [i for i, count in enumerate(bins.counts) if count]
+    x = [centres[i] for i in filled]
+    acc = [bins.accuracy[i] for i in filled]
+    conf = [bins.confidence[i] for i in filled]
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    axes.bar(x, acc, width=width, color="tab:blue", edgecolor="black", linewidth=0.6, label="accuracy")
+    gaps = [c - a for a, c in zip(acc, conf, strict=True)]
+    axes.bar(x, gaps, bottom=acc, width=width, color="tab:red", alpha=0.3, edgecolor="tab:red", hatch="//", label="gap")
+    for i, centre in zip(filled, x, strict=True):
+        top = max(bins.accuracy[i], bins.confidence[i])
+        axes.text(centre, min(top + 0.02, 0.97), str(bins.counts[i]), ha="center", va="bottom", fontsize=6)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("accuracy")
+    axes.legend(loc="upper left", fontsize=7)
+
+
+def _draw_histogram(axes: Axes, report: EvaluationReport) -> None:
+    """Fraction of samples per confidence bin, with the overall accuracy and mean confidence marked."""
+    bins = report.reliability
+    width = 1.0 / report.n_bins
+    fractions = [count / report.n for count in bins.counts]
+    axes.bar([lo + width / 2 for lo in bins.edges[:-1]], fractions, width=width, color="grey", edgecolor="black")
+    mean_conf = sum(c * n for c, n in zip(bins.confidence, bins.counts, strict=True) if n) / report.n
+    axes.axvline(report.accuracy, color="tab:blue", linestyle="-", label=f"accuracy {report.accuracy:.2f}")
+    axes.axvline(mean_conf, color="tab:red", linestyle="--", label=f"mean confidence {mean_conf:.2f}")
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("confidence")
+    axes.set_ylabel("fraction")
+    axes.legend(loc="upper left", fontsize=6)
+
+
+def plot_reliability_diagrams(
+    reports: Mapping[str, EvaluationReport],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    panel_size: tuple[float, float] = (4.0, 5.0),
+    dpi: int = 100,
+) -> Path:
+    """Save one reliability diagram + confidence histogram per model, side by side, and return the file path.
+
+    Each panel's title shows the model name, its ECE and accuracy in percent. The figure is exactly
+    ``(panel_size[0] * len(reports), panel_size[1])`` inches at ``dpi`` (no tight bounding box), so a PNG has
+    ``(round(w * dpi), round(h * dpi))`` pixels. The format follows the suffix: .png, .pdf or .svg.
+    """
+    if not isinstance(reports, Mapping) or not reports:
+        fail("reports", "a non-empty mapping of model name -> EvaluationReport", reports)
+    for name, report in reports.items():
+        if not isinstance(report, EvaluationReport):
+            fail(f"reports[{name!r}]", "an EvaluationReport (see calprompt.metrics.evaluate)", type(report).__name__)
+    width, height = _check_panel_size(panel_size)
+    check_positive_int(dpi, "dpi")
+    path = Path(path)
+    if path.suffix.lower() not in _SUFFIXES:
+        fail("path", f"a file name ending in one of {', '.join(_SUFFIXES)}", str(path))
+
+    from matplotlib.figure import Figure  # lazy: plotting is optional at import time
+
+    figure = Figure(figsize=(width * len(reports), height), dpi=dpi, layout="constrained")
+    grid = figure.subplots(2, len(reports), squeeze=False, sharex="col", gridspec_kw={"height_ratios": _HEIGHT_RATIOS})
+    for column, (name, report) in enumerate(reports.items()):
+        _draw_reliability(grid[0, column], report)
+        _draw_histogram(grid[1, column], report)
+        grid[0, column].set_title(f"{name}\nECE {100 * report.ece:.2f}%  acc {100 * report.accuracy:.1f}%", fontsize=9)
+    if title:
+        figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
+def plot_reliability_diagram(
+    report: EvaluationReport,
+    path: str | Path,
+    *,
+    name: str = "model",
+    title: str | None = None,
+    panel_size: tuple[float, float] = (4.0, 5.0),
+    dpi: int = 100,
+) -> Path:
+    """One model's reliability diagram and confidence histogram (see :func:`plot_reliability_diagrams`)."""
+    return plot_reliability_diagrams({name: report}, path, title=title, panel_size=panel_size, dpi=dpi)
