@@ -1,0 +1,46 @@
+"""Crash-safe file writes: write a temporary file in the same folder, fsync it, then rename it over the target.
+
+A reader therefore sees either the old file or the complete new one, never a partial write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import Tensor
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temp_path)`` and atomically move the result to ``path`` (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        write(temp)
+        with temp.open("rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """JSON with sorted keys and indentation, written atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
+    write_atomic(path, lambda temp: temp.write_text(text + "\n", encoding="utf-8"))
+
+
+def save_tensors_atomic(
+    path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    """A safetensors file, written atomically (tensors are made contiguous and moved to the CPU)."""
+    prepared = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    write_atomic(path, lambda temp: save_file(prepared, str(temp), metadata=dict(metadata or {})))

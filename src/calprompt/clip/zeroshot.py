@@ -1,0 +1,44 @@
+"""Frozen zero-shot text features: computed once per class list and template set, never per training step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from calprompt._validation import fail
+from calprompt.clip.backbone import ClipBackbone
+
+
+def clean_classname(name: str) -> str:
+    """Class names are written with spaces in prompts (``Apply_Eye_Makeup`` -> ``Apply Eye Makeup``)."""
+    return name.replace("_", " ").strip()
+
+
+def class_prompts(classnames: Sequence[str], template: str) -> list[str]:
+    """Fill ``template`` (with one ``{}``) with each cleaned class name."""
+    if template.count("{}") != 1:
+        fail("template", "a string with exactly one '{}' placeholder", template)
+    return [template.format(clean_classname(name)) for name in classnames]
+
+
+@torch.no_grad()
+def zero_shot_text_features(
+    backbone: ClipBackbone, classnames: Sequence[str], templates: str | Sequence[str], *, batch_size: int = 512
+) -> Tensor:
+    """L2-normalised (C, D) class text features; with several templates, the normalised mean of their features."""
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    if not classnames or not templates:
+        fail("classnames/templates", "non-empty", (len(classnames), len(templates)))
+    total = None
+    for template in templates:
+        prompts = class_prompts(classnames, template)
+        chunks = []
+        for start in range(0, len(prompts), batch_size):
+            ids = backbone.tokenize(prompts[start : start + batch_size])
+            chunks.append(backbone.encode_text(ids, normalize=True).float())
+        features = torch.cat(chunks)  # (C, D)
+        total = features if total is None else total + features
+    return F.normalize(total, dim=-1)

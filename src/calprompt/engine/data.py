@@ -1,0 +1,104 @@
+"""What the training loop consumes: the labelled training items, their augmented views and frozen features.
+
+The same seeded views feed both paths: the feature-cached path encodes every item's view of an epoch once in large
+no-grad batches (and stores it, so every calibration variant and method with the same seed reuses it), the on-line
+path reads the same views batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from calprompt.data.features import FeatureCache, FeatureKey, encode_items, item_ids
+from calprompt.data.items import ImageLoader, Item, open_rgb_image
+from calprompt.data.transforms import ImageTransformConfig, build_train_transform
+from calprompt.data.views import ItemDataset, derive_view_seed
+
+if TYPE_CHECKING:
+    from calprompt.engine.train import TrainConfig
+
+
+@dataclass
+class TrainingData:
+    """Training items plus everything needed to turn them into images or frozen features.
+
+    Args:
+        items: the (few-shot, base-class) training items; labels index the method's class list.
+        encode_image: the frozen image encoder (``backbone.encode_image``), used for cached features.
+        encoder_id: names the encoder's weights for feature-cache keys.
+        zero_shot_text_features: (C, D) frozen text features of the training classes (dataset template), needed by
+            objectives that use zero-shot moments or logits.
+        cache: an on-disk feature cache shared across runs; ``None`` keeps features in memory for this run only.
+    """
+
+    items: Sequence[Item]
+    encode_image: Callable[[Tensor], Tensor]
+    encoder_id: str
+    transform: ImageTransformConfig
+    loader: ImageLoader = open_rgb_image
+    dataset_name: str = "custom"
+    zero_shot_text_features: Tensor | None = None
+    cache: FeatureCache | None = None
+    num_workers: int = 0
+    _memory: dict[int, Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.items = tuple(self.items)
+        if not self.items:
+            raise ValueError("Expected `items` to be a non-empty training set, got 0 items.")
+        self.labels = torch.tensor([item.label for item in self.items], dtype=torch.long)
+        self._train_transform = build_train_transform(self.transform)
+
+    def view_seed(self, seed: int, view_epoch: int) -> int:
+        return derive_view_seed(seed, view_epoch)
+
+    def frozen_features(self, view_epoch: int, config: TrainConfig) -> Tensor:
+        """(N, D) frozen image features of every item's view for ``view_epoch``, from the cache when present."""
+        if view_epoch in self._memory:
+            return self._memory[view_epoch]
+        view_seed = self.view_seed(config.seed, view_epoch)
+
+        def compute() -> Tensor:
+            return encode_items(
+                self.items,
+                self.encode_image,
+                self._train_transform,
+                loader=self.loader,
+                view_seed=view_seed,
+                batch_size=config.encode_batch_size,
+                num_workers=self.num_workers,
+                device=config.device,
+            )
+
+        if self.cache is None:
+            features = compute()
+        else:
+            key = FeatureKey(
+                self.encoder_id,
+                self.dataset_name,
+                "train",
+                item_ids(self.items),
+                self.transform.identity(train=True),
+                view_seed,
+            )
+            features = self.cache.get_or_compute(key, compute)
+        if config.distinct_views is not None:  # views repeat: keep them in memory
+            self._memory[view_epoch] = features
+        return features
+
+    def image_batches(
+        self, view_epoch: int, batches: Sequence[Tensor], config: TrainConfig
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images, indices) per batch, with the same seeded views as :meth:`frozen_features`."""
+        dataset = ItemDataset(
+            self.items, self._train_transform, loader=self.loader, view_seed=self.view_seed(config.seed, view_epoch)
+        )
+        loader = DataLoader(dataset, batch_sampler=[batch.tolist() for batch in batches], num_workers=self.num_workers)
+        for images, _labels, indices in loader:
+            yield images, indices

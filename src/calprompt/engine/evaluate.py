@@ -1,0 +1,103 @@
+"""The one evaluation loop: logits of a method on a list of items, text features computed once per class list."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from calprompt.data.features import FeatureCache, FeatureKey, encode_items, item_ids
+from calprompt.data.items import ImageLoader, Item, open_rgb_image
+from calprompt.data.transforms import ImageTransformConfig, build_test_transform
+from calprompt.data.views import ItemDataset
+from calprompt.methods.base import PromptMethod
+
+
+@dataclass
+class Predictions:
+    """Logits (N, C) and labels (N,) on the CPU, plus the class text features (C, D) they were computed with."""
+
+    logits: Tensor
+    labels: Tensor
+    text_features: Tensor | None  # None when the prompts depend on the image (CoCoOp)
+
+
+def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(
+    method: PromptMethod,
+    items: Sequence[Item],
+    transform: ImageTransformConfig,
+    *,
+    loader: ImageLoader = open_rgb_image,
+    batch_size: int = 256,
+    device: str = "cpu",
+    precision: str = "fp32",
+    cache: FeatureCache | None = None,
+    cache_tag: tuple[str, str] = ("custom", "test"),
+    num_workers: int = 0,
+) -> Predictions:
+    """Evaluate ``method`` (in eval mode) on ``items`` with the deterministic test transform.
+
+    Methods that leave the image encoder untouched are evaluated on frozen image features (cached on disk when a
+    ``cache`` is given, keyed by ``cache_tag`` = (dataset, split)); their text features are encoded once.
+    """
+    method.eval()
+    items = tuple(items)
+    labels = torch.tensor([item.label for item in items], dtype=torch.long)
+    test_transform = build_test_transform(transform)
+    with _autocast(device, precision):
+        text = None if method.text_depends_on_image else F.normalize(method.encode_text(), dim=-1)
+        if method.image_encoder_untouched:
+
+            def compute() -> Tensor:
+                return encode_items(
+                    items,
+                    method.backbone.encode_image,
+                    test_transform,
+                    loader=loader,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    device=device,
+                )
+
+            if cache is None:
+                features = compute()
+            else:
+                key = FeatureKey(
+                    method.backbone.identity,
+                    cache_tag[0],
+                    cache_tag[1],
+                    item_ids(items),
+                    transform.identity(train=False),
+                    None,
+                )
+                features = cache.get_or_compute(key, compute)
+            chunks = []
+            for start in range(0, len(items), batch_size):
+                batch = F.normalize(features[start : start + batch_size].to(device).float(), dim=-1)
+                if text is None:
+                    chunks.append(method(image_features=batch).logits.float().cpu())
+                else:
+                    chunks.append(method.logits(batch, text).float().cpu())
+        else:
+            dataset = ItemDataset(items, test_transform, loader=loader)
+            chunks = []
+            for images, _labels, _index in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+                if text is None:
+                    chunks.append(method(images.to(device)).logits.float().cpu())
+                else:
+                    image_features = F.normalize(method.encode_image(images.to(device)), dim=-1)
+                    chunks.append(method.logits(image_features, text).float().cpu())
+    return Predictions(torch.cat(chunks), labels, None if text is None else text.float().cpu())

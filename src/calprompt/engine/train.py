@@ -1,0 +1,312 @@
+"""The one training loop for every prompt-tuning method and calibration objective.
+
+An explicit loop over arguments passed in: the method, the objective, the training data and a :class:`TrainConfig`.
+All randomness is derived from ``(seed, epoch)`` (batch order and augmented views), so a run resumed from a checkpoint
+after any epoch ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
+from calprompt.calibration import CalibrationObjective, text_moments
+from calprompt.engine.checkpoint import TrainingState, load_training_state, save_training_state
+from calprompt.engine.data import TrainingData
+from calprompt.engine.schedule import epoch_learning_rate
+from calprompt.methods.base import MethodOutput, PromptMethod
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (SGD with momentum, warm-up epoch, per-epoch cosine) and run mechanics."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    seed: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"  # bf16 / fp16 autocast (GPU); the calibration terms always run in float32
+    grad_accumulation: int = 1
+    feature_cache: bool = True  # train on cached frozen image features when the method allows it
+    distinct_views: int | None = None  # None: a fresh augmented view per epoch; k: cycle through k views
+    checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint directory is given)
+    encode_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accumulation", "checkpoint_every", "encode_batch_size"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
+            check_non_negative(getattr(self, name), name)
+        check_choice(self.precision, "precision", PRECISIONS)
+        if self.distinct_views is not None:
+            check_positive_int(self.distinct_views, "distinct_views")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            fail("seed", "an integer >= 0", self.seed)
+        if self.warmup_epochs < 0 or (self.warmup_epochs >= self.epochs and self.epochs > 1):
+            fail("warmup_epochs", f"an integer in [0, epochs={self.epochs})", self.warmup_epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EpochLog:
+    """Mean of each loss component over an epoch, the learning rate and the wall time."""
+
+    epoch: int
+    lr: float
+    losses: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochLog] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+    used_feature_cache: bool = False
+
+
+def _stable_seed(*parts: object) -> int:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int) -> list[Tensor]:
+    """Shuffled index batches of one epoch; the last incomplete batch is dropped when a full one exists (as Dassl)."""
+    generator = torch.Generator().manual_seed(_stable_seed("order", seed, epoch))
+    order = torch.randperm(num_items, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def _autocast(config: TrainConfig) -> contextlib.AbstractContextManager:
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(config.device).type, dtype=dtype)
+
+
+class Trainer:
+    """Trains one method under one objective; construct it, then call :meth:`fit`. Constructing touches no disk."""
+
+    def __init__(
+        self,
+        method: PromptMethod,
+        objective: CalibrationObjective,
+        data: TrainingData,
+        config: TrainConfig,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        progress: Callable[[Iterator[Any], int, str], Iterator[Any]] | None = None,
+    ) -> None:
+        self.method = method
+        self.objective = objective
+        self.data = data
+        self.config = config
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.progress = progress
+        self.use_cache = config.feature_cache and method.image_encoder_untouched
+        params = list(method.trainable_parameters().values())
+        self.optimizer = (
+            torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+            if params
+            else None
+        )
+        self.scaler = torch.amp.GradScaler(enabled=config.precision == "fp16" and config.device.startswith("cuda"))
+        self._zero_shot: Tensor | None = None
+        self._zs_moments = None
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Run (or resume) training to the last epoch; returns the per-epoch loss history."""
+        result = TrainResult(used_feature_cache=self.use_cache)
+        start = self._resume(result)
+        if self.optimizer is None:
+            logger.info("%s has no trainable parameters: nothing to train.", self.method.name)
+            return result
+        self._prepare_frozen_targets()
+        self.method.train()
+        for epoch in range(start, self.config.epochs):
+            result.history.append(self._run_epoch(epoch))
+            last = epoch + 1 == self.config.epochs
+            if self.checkpoint_dir is not None and ((epoch + 1) % self.config.checkpoint_every == 0 or last):
+                self._save(epoch, result)
+        self.method.eval()
+        return result
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def _prepare_frozen_targets(self) -> None:
+        """Frozen zero-shot text features and their moments: once per class list, never per step."""
+        needs = self.objective.needs
+        if not needs & {"zs_text_moments", "zs_logits"}:
+            return
+        zero_shot = self.data.zero_shot_text_features.to(self.method.backbone.device)
+        if zero_shot.shape[0] != len(self.method.classnames):
+            fail("zero-shot text features", f"one row per class ({len(self.method.classnames)})", zero_shot.shape[0])
+        self._zero_shot = zero_shot.float()
+        if "zs_text_moments" in needs:
+            self._zs_moments = text_moments(self._zero_shot)
+
+    def _view_seed_epoch(self, epoch: int) -> int:
+        views = self.config.distinct_views
+        return epoch if views is None else epoch % views
+
+    def _run_epoch(self, epoch: int) -> EpochLog:
+        config = self.config
+        started = time.perf_counter()
+        lr = epoch_learning_rate(
+            epoch, lr=config.lr, epochs=config.epochs, warmup_epochs=config.warmup_epochs, warmup_lr=config.warmup_lr
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = epoch_batches(len(self.data.items), config.batch_size, config.seed, epoch)
+        view_epoch = self._view_seed_epoch(epoch)
+        if self.use_cache:
+            epoch_features = self.data.frozen_features(view_epoch, config)  # (N, D)
+            inputs = ((epoch_features[idx], None, idx) for idx in batches)
+        else:
+            inputs = ((None, images, idx) for images, idx in self.data.image_batches(view_epoch, batches, config))
+        if self.progress is not None:
+            inputs = self.progress(inputs, len(batches), f"epoch {epoch + 1}/{config.epochs}")
+        totals: dict[str, float] = {}
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, (batch_features, images, idx) in enumerate(inputs):
+            labels = self.data.labels[idx].to(config.device)
+            parts = self._step(
+                batch_features,
+                images,
+                labels,
+                update=(step + 1) % config.grad_accumulation == 0 or step + 1 == len(batches),
+            )
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + value
+        losses = {key: value / max(len(batches), 1) for key, value in totals.items()}
+        if not math.isfinite(losses.get("loss", 0.0)):
+            raise FloatingPointError(
+                f"The training loss became {losses['loss']} in epoch {epoch + 1}; lower the learning rate or use fp32."
+            )
+        seconds = time.perf_counter() - started
+        logger.info(
+            "epoch %d/%d lr %.3g loss %.4f (%.1fs)", epoch + 1, config.epochs, lr, losses.get("loss", 0), seconds
+        )
+        return EpochLog(epoch=epoch, lr=lr, losses=losses, seconds=seconds)
+
+    def _step(
+        self, features: Tensor | None, images: Tensor | None, labels: Tensor, *, update: bool
+    ) -> dict[str, float]:
+        device = self.config.device
+        with _autocast(self.config):
+            if features is not None:
+                output = self.method(image_features=features.to(device))
+            else:
+                output = self.method(images.to(device))
+            loss, parts = self.objective(**self._objective_inputs(output, labels, images))
+            for name, (weight, value) in self.method.extra_losses(output, labels).items():
+                loss = loss + weight * value
+                parts[name] = float(value.detach())
+                parts["loss"] = float(loss.detach())
+        self.scaler.scale(loss / self.config.grad_accumulation).backward()
+        if update:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return parts
+
+    def _objective_inputs(self, output: MethodOutput, labels: Tensor, images: Tensor | None) -> dict[str, Any]:
+        needs = self.objective.needs
+        inputs: dict[str, Any] = {"logits": output.logits, "labels": labels}
+        if "text_features" in needs:
+            inputs["text_features"] = output.text_features
+        if "zs_text_moments" in needs:
+            inputs["zs_text_moments"] = self._zs_moments
+        if "zs_logits" in needs:
+            frozen = output.image_features
+            if not self.method.image_encoder_untouched:  # the tuned image features differ from frozen CLIP's
+                with torch.no_grad():
+                    frozen = F.normalize(self.method.backbone.encode_image(images.to(self.config.device)), dim=-1)
+            inputs["zs_logits"] = self.method.backbone.logit_scale * frozen.float() @ self._zero_shot.t()
+        return {key: value for key, value in inputs.items() if key in needs}
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed."""
+        return {
+            "method": self.method.describe(),
+            "objective": self.objective.to_dict(),
+            "train": {k: v for k, v in self.config.to_dict().items() if k not in ("device", "checkpoint_every")},
+            "classnames": list(self.method.classnames),
+            "num_items": len(self.data.items),
+        }
+
+    def _save(self, epoch: int, result: TrainResult) -> None:
+        state = TrainingState(
+            epoch=epoch,
+            parameters=self.method.trainable_state_dict(),
+            optimizer=_momentum_buffers(self.optimizer, self.method),
+            identity=self._identity(),
+            history=[asdict(log) for log in result.history],
+        )
+        save_training_state(self.checkpoint_dir, state)
+
+    def _resume(self, result: TrainResult) -> int:
+        if self.checkpoint_dir is None:
+            return 0
+        state = load_training_state(self.checkpoint_dir)
+        if state is None:
+            return 0
+        if state.identity != json.loads(json.dumps(self._identity())):  # compare as stored (tuples become lists)
+            raise ValueError(
+                f"The checkpoint in {self.checkpoint_dir} belongs to a different run (method, objective, data or "
+                "settings differ). Use another output directory, or delete the checkpoint to start over."
+            )
+        self.method.load_trainable_state_dict(state.parameters)
+        _load_momentum_buffers(self.optimizer, self.method, state.optimizer)
+        result.history = [EpochLog(**log) for log in state.history]
+        result.resumed_from_epoch = state.epoch + 1
+        logger.info("Resuming from %s after epoch %d.", self.checkpoint_dir, state.epoch + 1)
+        return state.epoch + 1
+
+
+def _momentum_buffers(optimizer: torch.optim.Optimizer | None, method: PromptMethod) -> dict[str, Tensor]:
+    if optimizer is None:
+        return {}
+    buffers = {}
+    for name, param in method.trainable_parameters().items():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            buffers[name] = buffer.detach().clone().contiguous()
+    return buffers
+
+
+def _load_momentum_buffers(
+    optimizer: torch.optim.Optimizer | None, method: PromptMethod, buffers: dict[str, Tensor]
+) -> None:
+    if optimizer is None:
+        return
+    for name, param in method.trainable_parameters().items():
+        if name in buffers:
+            optimizer.state[param]["momentum_buffer"] = buffers[name].to(param.device, param.dtype).clone()

@@ -1,0 +1,235 @@
+"""One run of the base-to-novel protocol: data -> few-shot -> base/novel -> train -> evaluate -> post-hoc -> files.
+
+Files written to the run directory (all JSON or safetensors):
+``config.json`` (the resolved run config), ``prompt.safetensors`` + ``method.json`` (the learned prompts),
+``predictions.safetensors`` (logits, labels and text features of every evaluated split: what the reports and DAC
+need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc calibrated), ``checkpoint/`` (resume state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from calprompt import __version__
+from calprompt._io import save_tensors_atomic, write_json_atomic
+from calprompt.calibration import build_objective
+from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
+from calprompt.clip import ClipBackbone, load_clip
+from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.data import FeatureCache, ImageTransformConfig, load_dataset, sample_few_shot, split_base_novel
+from calprompt.data.items import DatasetSplits
+from calprompt.engine.data import TrainingData
+from calprompt.engine.evaluate import Predictions, predict
+from calprompt.engine.train import TrainConfig, Trainer
+from calprompt.experiments.config import RunConfig, default_cache_dir
+from calprompt.methods import PromptMethod, build_method
+from calprompt.metrics import evaluate, harmonic_mean
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE, METRICS_FILE, PROMPT_FILE, METHOD_FILE = "config.json", "metrics.json", "prompt.safetensors", "method.json"
+PREDICTIONS_FILE = "predictions.safetensors"
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (what the published few-shot code does before building data and prompts)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | None]:
+    """Few-shot sample, then the base and novel halves (``novel`` is None under the ``all`` protocol)."""
+    splits = sample_few_shot(load_dataset(config.dataset, config.root), config.shots, config.seed)
+    if config.protocol == "all":
+        return splits, None
+    return split_base_novel(splits, "base"), split_base_novel(splits, "new")
+
+
+def run_experiment(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    backbone: ClipBackbone | None = None,
+    cache_dir: str | Path | None = None,
+    progress: Callable | None = None,
+) -> RunResult:
+    """Train ``config.method`` with ``config.calibration`` on the base classes and evaluate base and novel classes.
+
+    Pass a loaded ``backbone`` to share it across runs. Re-running into the same ``out_dir`` resumes an interrupted
+    run from its last checkpoint.
+    """
+    config = config.resolved()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "run_id": config.run_id()})
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    base, novel = prepare_splits(config)
+    backbone = backbone if backbone is not None else load_clip(config.backbone, config.pretrained, device=config.device)
+    cache = FeatureCache(Path(cache_dir or default_cache_dir()) / "features") if config.feature_cache else None
+    transform = ImageTransformConfig.from_preprocess(backbone.preprocess)
+
+    seed_everything(config.seed)  # method initialisation draws from the run seed, whatever loading consumed
+    method = build_method(config.method, backbone, base.classnames, template=base.template, **config.method_options)
+    objective = build_objective(config.calibration, **config.calibration_options)
+    zs_base = zero_shot_text_features(backbone, base.classnames, base.template)
+    data = TrainingData(
+        base.train,
+        backbone.encode_image,
+        backbone.identity,
+        transform,
+        loader=base.image_loader,
+        dataset_name=config.dataset,
+        zero_shot_text_features=zs_base,
+        cache=cache,
+        num_workers=config.num_workers,
+    )
+    train_config = TrainConfig(
+        epochs=max(config.epochs, 1),
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        device=config.device,
+        precision=config.precision,
+        feature_cache=config.feature_cache,
+        distinct_views=config.distinct_views,
+    )
+    history = []
+    if config.epochs > 0:
+        trainer = Trainer(method, objective, data, train_config, checkpoint_dir=out / "checkpoint", progress=progress)
+        history = trainer.fit().history
+    train_seconds = time.perf_counter() - started
+    save_tensors_atomic(out / PROMPT_FILE, method.trainable_state_dict())
+    write_json_atomic(out / METHOD_FILE, method.describe())
+
+    metrics, tensors = evaluate_base_novel(method, base, novel, transform, config, cache=cache, zs_base=zs_base)
+    metrics["train"] = {
+        "epochs": config.epochs,
+        "seconds": round(train_seconds, 2),
+        "final_loss": history[-1].losses if history else None,
+        "trainable_parameters": method.num_trainable_parameters(),
+    }
+    metrics["run"] = {
+        "run_id": config.run_id(),
+        "calprompt": __version__,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    save_tensors_atomic(out / PREDICTIONS_FILE, tensors)
+    write_json_atomic(out / METRICS_FILE, metrics)
+    return RunResult(out, metrics)
+
+
+def evaluate_base_novel(
+    method: PromptMethod,
+    base: DatasetSplits,
+    novel: DatasetSplits | None,
+    transform: ImageTransformConfig,
+    config: RunConfig,
+    *,
+    cache: FeatureCache | None,
+    zs_base: Tensor,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Raw and post-hoc calibrated metrics on base (and novel) test classes, and the tensors behind them.
+
+    Temperature scaling is fitted on the few-shot base validation split and applied to both; DAC is fitted from the
+    base classes' zero-shot and tuned text features and applied to novel classes (it is the identity on base).
+    """
+    backbone = method.backbone
+
+    def run(splits: DatasetSplits, split: str) -> Predictions:
+        items = splits.test if split == "test" else splits.val
+        return predict(
+            method,
+            items,
+            transform,
+            loader=splits.image_loader,
+            device=config.device,
+            precision=config.precision,
+            cache=cache,
+            cache_tag=(config.dataset, split),
+            num_workers=config.num_workers,
+        )
+
+    method.set_classnames(base.classnames)
+    base_test = run(base, "test")
+    tensors = {"base/logits": base_test.logits, "base/labels": base_test.labels, "base/zs_text": zs_base}
+    if base_test.text_features is not None:
+        tensors["base/tuned_text"] = base_test.text_features
+    reports: dict[str, Any] = {"base": _report(base_test.logits, base_test.labels, config)}
+
+    ts = None
+    if base.val:
+        base_val = run(base, "val")
+        tensors.update({"base_val/logits": base_val.logits, "base_val/labels": base_val.labels})
+        ts = TemperatureScaling().fit(base_val.logits, base_val.labels)
+        reports["base+ts"] = _report(ts.transform(base_test.logits), base_test.labels, config)
+        reports["temperature"] = ts.temperature_
+
+    if novel is not None:
+        method.set_classnames(novel.classnames)
+        novel_test = run(novel, "test")
+        method.set_classnames(base.classnames)
+        zs_novel = zero_shot_text_features(backbone, novel.classnames, novel.template)
+        tensors.update(
+            {"novel/logits": novel_test.logits, "novel/labels": novel_test.labels, "novel/zs_text": zs_novel}
+        )
+        reports["novel"] = _report(novel_test.logits, novel_test.labels, config)
+        if ts is not None:
+            reports["novel+ts"] = _report(ts.transform(novel_test.logits), novel_test.labels, config)
+        if novel_test.text_features is not None and base_test.text_features is not None:
+            tensors["novel/tuned_text"] = novel_test.text_features
+            dac = DistanceAwareCalibration().fit(zs_base, base_test.text_features)
+            dac_logits = dac.transform(novel_test.logits, zs_novel, novel_test.text_features)
+            reports["novel+dac"] = _report(dac_logits, novel_test.labels, config)
+            if ts is not None:
+                reports["novel+ts+dac"] = _report(
+                    dac.transform(ts.transform(novel_test.logits), zs_novel, novel_test.text_features),
+                    novel_test.labels,
+                    config,
+                )
+        reports["hm"] = harmonic_mean(reports["base"]["accuracy"], reports["novel"]["accuracy"])
+    return reports, tensors
+
+
+def _report(logits: Tensor, labels: Tensor, config: RunConfig) -> dict[str, Any]:
+    return evaluate(logits, labels, n_bins=config.n_bins).to_dict()
+
+
+def load_run(
+    run_dir: str | Path, *, backbone: ClipBackbone | None = None, device: str | None = None
+) -> tuple[RunConfig, PromptMethod]:
+    """Rebuild a finished run's method with its learned prompts (base classes), for evaluation or prediction."""
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, PROMPT_FILE):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished calprompt run directory?")
+    data = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    data.pop("run_id", None)
+    if device is not None:
+        data["device"] = device
+    config = RunConfig.from_dict(data)
+    base, _ = prepare_splits(config)
+    backbone = backbone if backbone is not None else load_clip(config.backbone, config.pretrained, device=config.device)
+    seed_everything(config.seed)
+    method = build_method(config.method, backbone, base.classnames, template=base.template, **config.method_options)
+    method.load_trainable_state_dict(load_file(str(run_dir / PROMPT_FILE)))
+    return config, method

@@ -1,0 +1,109 @@
+"""Learnable-context text prompts: ``[SOS] ctx_1..ctx_n {class} . [EOS]`` shared by every CoOp-style method.
+
+Token ids and frozen token embeddings are built once per class list and kept only up to the longest prompt's
+end-of-text token (exact context truncation), so each training step encodes ~max_eot + 1 positions instead of 77.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from calprompt._validation import fail
+from calprompt.clip.backbone import ClipBackbone
+from calprompt.clip.zeroshot import clean_classname
+
+ClassTokenPosition = Literal["end", "middle", "front"]
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+PLACEHOLDER = "X"
+
+
+def context_from_phrase(backbone: ClipBackbone, phrase: str) -> Tensor:
+    """Token embeddings (n, D) of an initialisation phrase such as "a photo of a" (without SOS/EOS)."""
+    n_tokens = len(backbone.tokenizer.encode(phrase))
+    if n_tokens == 0:
+        fail("ctx_init", "a phrase with at least one token", phrase)
+    ids = backbone.tokenize(phrase)
+    with torch.no_grad():
+        return backbone.embed_tokens(ids)[0, 1 : 1 + n_tokens].float().clone()
+
+
+class ClassPromptTokens(nn.Module):
+    """Frozen pieces of the prompts of one class list, and their assembly around learnable context vectors.
+
+    Buffers (not saved with weights; rebuilt by :meth:`build`): ``token_ids`` (C, L), ``prefix`` (C, 1, D) = SOS,
+    ``suffix`` (C, L - 1 - n_ctx, D) = class tokens, ".", EOS and padding, and for non-"end" positions a gather index
+    that moves the class tokens in front of / into the middle of the context.
+    """
+
+    def __init__(self, n_ctx: int, position: ClassTokenPosition = "end") -> None:
+        super().__init__()
+        if position not in CLASS_TOKEN_POSITIONS:
+            fail("class_token_position", f"one of {CLASS_TOKEN_POSITIONS}", position)
+        self.n_ctx = n_ctx
+        self.position = position
+
+    def build(self, backbone: ClipBackbone, classnames: Sequence[str]) -> None:
+        """Tokenize ``"X ... X {class}."`` for each class and keep the frozen embeddings."""
+        names = [clean_classname(name) for name in classnames]
+        placeholder = " ".join([PLACEHOLDER] * self.n_ctx)
+        prompts = [f"{placeholder} {name}." if self.n_ctx else f"{name}." for name in names]
+        limit = backbone.context_length - 2  # SOS and EOS
+        name_lengths = []
+        for name, prompt in zip(names, prompts, strict=True):
+            if len(backbone.tokenizer.encode(prompt)) > limit:
+                fail(
+                    "class name",
+                    f"short enough for {self.n_ctx} context tokens in a {backbone.context_length}-token context",
+                    name,
+                )
+            name_lengths.append(len(backbone.tokenizer.encode(name)))
+        ids = backbone.tokenize(prompts)
+        length = int(backbone.eot_positions(ids).max()) + 1  # exact truncation: nothing after EOS matters
+        ids = ids[:, :length]
+        with torch.no_grad():
+            embeddings = backbone.embed_tokens(ids).float()
+        self.register_buffer("token_ids", ids, persistent=False)
+        self.register_buffer("prefix", embeddings[:, :1].clone(), persistent=False)
+        self.register_buffer("suffix", embeddings[:, 1 + self.n_ctx :].clone(), persistent=False)
+        self.register_buffer("order", self._order(name_lengths, length, ids.device), persistent=False)
+
+    def _order(self, name_lengths: list[int], length: int, device: torch.device) -> Tensor | None:
+        """Per-class gather index (C, L) from the "end" layout to the requested layout, or None for "end"."""
+        if self.position == "end":
+            return None
+        n = self.n_ctx
+        rows = []
+        for name_length in name_lengths:
+            ctx = list(range(1, 1 + n))
+            name = list(range(1 + n, 1 + n + name_length))
+            rest = list(range(1 + n + name_length, length))
+            if self.position == "front":
+                rows.append([0, *name, *ctx, *rest])
+            else:  # middle: half of the context, the class, the other half
+                half = n // 2
+                rows.append([0, *ctx[:half], *name, *ctx[half:], *rest])
+        return torch.tensor(rows, dtype=torch.long, device=device)
+
+    def assemble(self, context: Tensor) -> Tensor:
+        """Prompt embeddings (C, L, D) from shared context (n_ctx, D) or class-specific context (C, n_ctx, D)."""
+        num_classes = self.prefix.shape[0]
+        if context.ndim == 2:
+            context = context.unsqueeze(0).expand(num_classes, -1, -1)
+        if context.ndim == 3 and context.shape[0] == num_classes:
+            prompts = torch.cat([self.prefix, context.to(self.prefix.dtype), self.suffix], dim=1)  # (C, L, D)
+            return prompts if self.order is None else _gather_positions(prompts, self.order)
+        fail("context", f"of shape (n_ctx, D) or ({num_classes}, n_ctx, D)", tuple(context.shape))
+
+    @property
+    def ids(self) -> Tensor:
+        """Token ids in the assembled order (the EOS position is the same in every layout)."""
+        return self.token_ids if self.order is None else torch.gather(self.token_ids, 1, self.order)
+
+
+def _gather_positions(prompts: Tensor, order: Tensor) -> Tensor:
+    """prompts (C, L, D), order (C, L) -> prompts[c, order[c, j]]."""
+    return torch.gather(prompts, 1, order.unsqueeze(-1).expand(-1, -1, prompts.shape[-1]))

@@ -1,0 +1,160 @@
+"""The training loop: cached vs on-line equivalence, exact resume, checkpoints, what gets trained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from calprompt.calibration import build_objective
+from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.data import FeatureCache, ImageTransformConfig
+from calprompt.engine.data import TrainingData
+from calprompt.engine.evaluate import predict
+from calprompt.engine.train import TrainConfig, Trainer, epoch_batches
+from calprompt.methods import build_method
+from tests.synthetic import synthetic_splits
+
+TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
+
+
+def _setup(backbone, *, objective="ours", cache=None, seed=3):
+    splits = synthetic_splits()
+    torch.manual_seed(seed)
+    method = build_method("coop", backbone, splits.classnames)
+    data = TrainingData(
+        splits.train,
+        backbone.encode_image,
+        backbone.identity,
+        TRANSFORM,
+        loader=splits.image_loader,
+        dataset_name="synthetic",
+        zero_shot_text_features=zero_shot_text_features(backbone, splits.classnames, splits.template),
+        cache=cache,
+    )
+    return splits, method, build_objective(objective), data
+
+
+def _config(**changes):
+    values = {"epochs": 3, "batch_size": 8, "lr": 0.05, "seed": 3, "warmup_epochs": 1, "warmup_lr": 0.01}
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("objective", ["ours", "penalty"])
+def test_cached_and_online_training_follow_the_same_trajectory(tiny_backbone, objective):
+    _, cached_method, obj, data = _setup(tiny_backbone, objective=objective)
+    cached = Trainer(cached_method, obj, data, _config(feature_cache=True)).fit()
+    _, online_method, obj, data = _setup(tiny_backbone, objective=objective)
+    online = Trainer(online_method, obj, data, _config(feature_cache=False)).fit()
+    assert cached.used_feature_cache and not online.used_feature_cache
+    for a, b in zip(cached.history, online.history, strict=True):
+        assert a.losses.keys() == b.losses.keys()
+        for key in a.losses:
+            assert a.losses[key] == pytest.approx(b.losses[key], rel=1e-4, abs=1e-6)
+    assert torch.allclose(cached_method.ctx, online_method.ctx, atol=1e-5)
+    assert not torch.allclose(cached_method.ctx, _setup(tiny_backbone)[1].ctx)  # it did train
+
+
+class _InterruptedError(Exception):
+    pass
+
+
+def _interrupt_at(epoch_to_stop: int):
+    def progress(iterator, total, description):
+        if description.startswith(f"epoch {epoch_to_stop + 1}/"):
+            raise _InterruptedError
+        return iterator
+
+    return progress
+
+
+def test_resume_after_interruption_gives_the_same_weights(tiny_backbone, tmp_path):
+    _, method, obj, data = _setup(tiny_backbone)
+    Trainer(method, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "full").fit()
+
+    _, first, obj, data = _setup(tiny_backbone)
+    with pytest.raises(_InterruptedError):
+        Trainer(first, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "cut", progress=_interrupt_at(2)).fit()
+    _, resumed, obj, data = _setup(tiny_backbone)
+    result = Trainer(resumed, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "cut").fit()
+    assert result.resumed_from_epoch == 2
+    assert [log.epoch for log in result.history] == [0, 1, 2, 3]
+    assert torch.equal(resumed.ctx, method.ctx)
+
+
+def test_checkpoint_of_another_run_is_refused(tiny_backbone, tmp_path):
+    _, method, obj, data = _setup(tiny_backbone)
+    Trainer(method, obj, data, _config(epochs=2), checkpoint_dir=tmp_path).fit()
+    _, method, _, data = _setup(tiny_backbone)
+    with pytest.raises(ValueError, match="different run"):
+        Trainer(method, build_objective("none"), data, _config(epochs=2), checkpoint_dir=tmp_path).fit()
+
+
+def test_backbone_untouched_and_loss_decreases(tiny_backbone):
+    before = {k: v.clone() for k, v in tiny_backbone.state_dict().items()}
+    _, method, obj, data = _setup(tiny_backbone, objective="none")
+    result = Trainer(method, obj, data, _config(epochs=6, lr=0.2, warmup_epochs=0)).fit()
+    assert all(torch.equal(before[k], v) for k, v in tiny_backbone.state_dict().items())
+    assert result.history[-1].losses["loss"] < result.history[0].losses["loss"]
+
+
+def test_feature_cache_is_reused_across_runs(tiny_backbone, tmp_path):
+    cache = FeatureCache(tmp_path)
+    _, method, obj, data = _setup(tiny_backbone, cache=cache)
+    Trainer(method, obj, data, _config(epochs=2)).fit()
+    entries = sorted(tmp_path.rglob("*.npy"))
+    assert len(entries) == 2  # one view per epoch
+    stamps = [p.stat().st_mtime_ns for p in entries]
+
+    def fail_encode(images):
+        raise AssertionError("the cache should have answered")
+
+    _, method, obj, data = _setup(tiny_backbone, objective="none", cache=cache)
+    data.encode_image = fail_encode  # a different objective with the same seed reuses the views
+    Trainer(method, obj, data, _config(epochs=2)).fit()
+    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("*.npy"))] == stamps
+
+
+def test_distinct_views_cycle(tiny_backbone):
+    _, method, obj, data = _setup(tiny_backbone)
+    calls = []
+    encode = data.encode_image
+
+    def counting(images):
+        calls.append(images.shape[0])
+        return encode(images)
+
+    data.encode_image = counting
+    Trainer(method, obj, data, _config(epochs=5, distinct_views=2)).fit()
+    assert sum(calls) == 2 * len(data.items)
+
+
+def test_epoch_batches_are_seeded_and_drop_the_incomplete_last():
+    a = epoch_batches(20, 8, seed=1, epoch=0)
+    assert [len(b) for b in a] == [8, 8]
+    assert all(torch.equal(x, y) for x, y in zip(a, epoch_batches(20, 8, seed=1, epoch=0), strict=True))
+    assert not torch.equal(torch.cat(a), torch.cat(epoch_batches(20, 8, seed=1, epoch=1)))
+    assert [len(b) for b in epoch_batches(5, 8, seed=1, epoch=0)] == [5]
+
+
+def test_predict_uses_text_features_once(tiny_backbone):
+    splits, method, _, _ = _setup(tiny_backbone)
+    calls = []
+    original = method.encode_text
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    method.encode_text = counting
+    predictions = predict(method, splits.test, TRANSFORM, loader=splits.image_loader, batch_size=5)
+    assert len(calls) == 1
+    assert predictions.logits.shape == (len(splits.test), 4)
+    assert torch.equal(predictions.labels, torch.tensor([item.label for item in splits.test]))
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(epochs=1, batch_size=2, lr=0.1, precision="fp8")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(epochs=1, batch_size=0, lr=0.1)
