@@ -32,3 +32,18 @@ def main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+
+
+def _attach() -> None:
+    """Attach the command groups explicitly, so `calprompt --help` lists everything without import side effects."""
+    from calprompt.cli.datasets import datasets_app
+    from calprompt.cli.run import evaluate, train
+    from calprompt.cli.toy import toy_app
+
+    app.command("train")(train)
+    app.command("eval")(evaluate)
+    app.add_typer(datasets_app, name="datasets")
+    app.add_typer(toy_app, name="toy")
+
+
+_attach()

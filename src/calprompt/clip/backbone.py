@@ -52,6 +52,7 @@ class ClipBackbone(nn.Module):
         name: str,
         pretrained: str | None,
         preprocess: Preprocess,
+        identity: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, CLIP):
@@ -67,6 +68,7 @@ class ClipBackbone(nn.Module):
         self.name = name
         self.pretrained = pretrained
         self.preprocess = preprocess
+        self._identity = identity or f"{name}|{pretrained}"
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.eval()
@@ -79,8 +81,8 @@ class ClipBackbone(nn.Module):
 
     @property
     def identity(self) -> str:
-        """A string naming the weights, used to key feature caches."""
-        return f"{self.name}|{self.pretrained}"
+        """A string naming the weights, used to key feature caches (a content hash where the loader set one)."""
+        return self._identity
 
     @property
     def dtype(self) -> torch.dtype:

@@ -7,6 +7,7 @@ and how to fix it, so that an offline machine fails in seconds instead of spendi
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import logging
 import os
@@ -94,7 +95,22 @@ def load_clip(
             f"(known: {', '.join(tags) or 'none'}) nor an existing file (looked for "
             f"{Path(pretrained).expanduser().resolve()}). Pass a tag, or the path to a downloaded weights file."
         )
-    return wrap_open_clip_model(model, name=architecture, pretrained=pretrained)
+    identity = None
+    if pretrained is not None and Path(pretrained).expanduser().is_file():
+        identity = f"{architecture}|file:{file_digest(Path(pretrained).expanduser())}"
+    return wrap_open_clip_model(model, name=architecture, pretrained=pretrained, identity=identity)
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """A short content hash of a weights file (size + sha256 of its first and last MiB), for feature-cache keys."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as stream:
+        digest.update(stream.read(chunk))
+        if size > chunk:
+            stream.seek(max(size - chunk, chunk))
+            digest.update(stream.read(chunk))
+    return digest.hexdigest()[:16]
 
 
 def _resolve_architecture(name: str) -> str:
@@ -252,7 +268,12 @@ def preprocess_of(model: CLIP) -> Preprocess:
 
 
 def wrap_open_clip_model(
-    model: CLIP, *, name: str, pretrained: str | None = None, preprocess: Preprocess | None = None
+    model: CLIP,
+    *,
+    name: str,
+    pretrained: str | None = None,
+    preprocess: Preprocess | None = None,
+    identity: str | None = None,
 ) -> ClipBackbone:
     """Freeze an open_clip ``CLIP`` behind the backbone interface, with the standard CLIP tokenizer."""
     if not isinstance(model, CLIP):
@@ -269,5 +290,10 @@ def wrap_open_clip_model(
         )
     tokenizer = SimpleTokenizer(context_length=model.context_length)
     return ClipBackbone(
-        model, tokenizer, name=name, pretrained=pretrained, preprocess=preprocess or preprocess_of(model)
+        model,
+        tokenizer,
+        name=name,
+        pretrained=pretrained,
+        preprocess=preprocess or preprocess_of(model),
+        identity=identity,
     )

@@ -20,7 +20,7 @@ from calprompt._validation import fail
 from calprompt.data.items import DatasetSplits
 
 # Modules whose import registers the built-in specs (in this order).
-BUILTIN_SPEC_MODULES: tuple[str, ...] = ("calprompt.data.benchmarks", "calprompt.data.custom")
+BUILTIN_SPEC_MODULES: tuple[str, ...] = ("calprompt.data.benchmarks", "calprompt.data.custom", "calprompt.toy.datasets")
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 

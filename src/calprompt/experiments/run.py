@@ -138,6 +138,51 @@ def run_experiment(
     return RunResult(out, metrics)
 
 
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    dataset: str | None = None,
+    root: str | None = None,
+    device: str | None = None,
+    backbone: ClipBackbone | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate a finished run on its base/novel test splits, or on another dataset's test split (all classes).
+
+    The second form measures distribution shift and cross-dataset transfer (e.g. prompts tuned on ``toy`` evaluated
+    on ``toy-domain``); its report is stored in ``metrics.json`` under ``"eval:<dataset>"``.
+    """
+    run_dir = Path(run_dir)
+    config, method = load_run(run_dir, backbone=backbone, device=device)
+    cache = FeatureCache(Path(cache_dir or default_cache_dir()) / "features") if config.feature_cache else None
+    transform = ImageTransformConfig.from_preprocess(method.backbone.preprocess)
+    metrics_path = run_dir / METRICS_FILE
+    previous = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    if dataset is None:
+        base, novel = prepare_splits(config)
+        zs_base = zero_shot_text_features(method.backbone, base.classnames, base.template)
+        fresh, tensors = evaluate_base_novel(method, base, novel, transform, config, cache=cache, zs_base=zs_base)
+        save_tensors_atomic(run_dir / PREDICTIONS_FILE, tensors)
+        write_json_atomic(metrics_path, {**previous, **fresh})
+        return fresh
+    target = load_dataset(dataset, root)
+    method.set_classnames(target.classnames)
+    predictions = predict(
+        method,
+        target.test,
+        transform,
+        loader=target.image_loader,
+        device=config.device,
+        precision=config.precision,
+        cache=cache,
+        cache_tag=(dataset, "test"),
+        num_workers=config.num_workers,
+    )
+    fresh = {f"eval:{dataset}": _report(predictions.logits, predictions.labels, config)}
+    write_json_atomic(metrics_path, {**previous, **fresh})
+    return fresh
+
+
 def evaluate_base_novel(
     method: PromptMethod,
     base: DatasetSplits,

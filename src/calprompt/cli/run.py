@@ -1,0 +1,139 @@
+"""``calprompt train`` and ``calprompt eval``: thin wrappers over :mod:`calprompt.experiments.run`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from calprompt.experiments.config import RunConfig
+from calprompt.experiments.run import evaluate_run, run_experiment
+
+console = Console()
+
+ROWS = (
+    ("base", "base"),
+    ("base+ts", "base + TS"),
+    ("novel", "novel"),
+    ("novel+ts", "novel + TS"),
+    ("novel+dac", "novel + DAC"),
+    ("novel+ts+dac", "novel + TS + DAC"),
+)
+
+
+def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["n_ctx=16", "ctx_init=null"]`` -> ``{"n_ctx": 16, "ctx_init": None}`` (values read as JSON, else text)."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"Expected KEY=VALUE, got {pair!r}.", param_hint=flag)
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def rich_progress(iterator: Iterator[Any], total: int, description: str) -> Iterator[Any]:
+    """A progress bar per epoch (the training loop's ``progress`` hook)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        for value in iterator:
+            yield value
+            progress.advance(task)
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """Accuracy and calibration (in %) of each evaluated split, raw and post-hoc."""
+    table = Table(title=title)
+    for column in ("split", "acc %", "ECE %", "ACE %", "MCE %", "NLL", "n"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    rows = [(label, metrics.get(key)) for key, label in ROWS]
+    rows += [(key.removeprefix("eval:"), report) for key, report in metrics.items() if key.startswith("eval:")]
+    for label, report in rows:
+        if report:
+            table.add_row(
+                label,
+                f"{100 * report['accuracy']:.2f}",
+                f"{100 * report['ece']:.2f}",
+                f"{100 * report['adaptive_ece']:.2f}",
+                f"{100 * report['mce']:.2f}",
+                f"{report['nll']:.3f}",
+                str(report["n"]),
+            )
+    return table
+
+
+def train(
+    dataset: str = typer.Option("toy", "--dataset", "-d", help="Dataset name (`calprompt datasets list`)."),
+    root: Path | None = typer.Option(None, "--root", help="Data root holding the dataset folders (CoOp layout)."),
+    method: str = typer.Option("coop", "--method", "-m", help="Prompt-tuning method."),
+    calibration: str = typer.Option("ours", "--calibration", "-c", help="Calibration objective preset."),
+    shots: int = typer.Option(16, "--shots", help="Training images per class."),
+    seed: int = typer.Option(1, "--seed", help="Run seed (few-shot subset, initialisation, batch order, views)."),
+    backbone: str = typer.Option("toy", "--backbone", help="open_clip architecture, hf-hub:/local-dir: name, or toy."),
+    pretrained: str | None = typer.Option(None, "--pretrained", help="Hub tag (openai, ...) or weights file."),
+    protocol: str = typer.Option("base2novel", "--protocol", help="base2novel, or all (train/test on every class)."),
+    recipe: str = typer.Option("paper", "--recipe", help="paper or fast (epochs/batch/lr defaults)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Override the recipe's batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Override the recipe's learning rate."),
+    method_option: list[str] | None = typer.Option(None, "--method-option", help="KEY=VALUE method setting."),
+    calibration_option: list[str] | None = typer.Option(None, "--calibration-option", help="KEY=VALUE constant."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16/fp16 autocast (GPU)."),
+    feature_cache: bool = typer.Option(
+        True,
+        "--feature-cache/--no-feature-cache",
+        help="Train on cached frozen image features when the method allows it.",
+    ),
+    distinct_views: int | None = typer.Option(None, "--views", help="Cycle through this many augmented views."),
+    workers: int = typer.Option(0, "--workers", help="Image loading worker processes."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (re-running into it resumes)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train on the base classes, evaluate base and novel classes, write DIR/metrics.json."""
+    config = RunConfig(
+        dataset=dataset,
+        root=str(root) if root else None,
+        method=method,
+        method_options=parse_options(method_option, "--method-option"),
+        calibration=calibration,
+        calibration_options=parse_options(calibration_option, "--calibration-option"),
+        shots=shots,
+        seed=seed,
+        backbone=backbone,
+        pretrained=pretrained,
+        protocol=protocol,
+        recipe=recipe,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        precision=precision,
+        feature_cache=feature_cache,
+        distinct_views=distinct_views,
+        num_workers=workers,
+    )
+    result = run_experiment(config, out, progress=None if quiet else rich_progress)
+    console.print(metrics_table(result.metrics, f"{method} + {calibration} on {dataset} (seed {seed})"))
+    console.print(f"Wrote {out / 'metrics.json'}")
+
+
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="A run directory written by `calprompt train`."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Evaluate on another dataset (all classes)."),
+    root: Path | None = typer.Option(None, "--root", help="Data root for --dataset."),
+    device: str | None = typer.Option(None, "--device", help="Override the run's device."),
+) -> None:
+    """Re-evaluate a finished run; with --dataset, evaluate its prompts on another dataset (distribution shift)."""
+    metrics = evaluate_run(run, dataset=dataset, root=str(root) if root else None, device=device)
+    console.print(metrics_table(metrics, f"evaluation of {run}"))
