@@ -164,6 +164,17 @@ def test_foreign_or_corrupt_entries_are_named(tmp_path):
     assert str(meta_path) in str(info.value)
 
 
+def test_corrupt_sidecar_is_named(tmp_path):
+    items = make_items(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    cache.put(make_key(items), torch.zeros(5, 2))
+    _, meta_path = cache.paths(make_key(items))
+    meta_path.write_text('{"key": ')
+    with pytest.raises(ValueError, match="is corrupt") as info:
+        cache.get(make_key(items))
+    assert str(meta_path) in str(info.value)
+
+
 def test_put_rejects_wrong_row_count(tmp_path):
     items = make_items(tmp_path)
     with pytest.raises(ValueError, match="Expected `features` to be a tensor with 5 rows"):

@@ -78,6 +78,7 @@ def test_config_from_backbone_preprocess_and_identity():
         ({"mean": (0.5, 0.5)}, "mean"),
         ({"train_scale": (0.0, 1.0)}, "train_scale"),
         ({"train_scale": (0.9, 0.5)}, "train_scale"),
+        ({"train_scale": 0.5}, "train_scale"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, name):

@@ -120,8 +120,12 @@ class FeatureCache:
         array_path, meta_path = self.paths(key)
         if not (array_path.is_file() and meta_path.is_file()):
             return None
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("key") != key.summary():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            message = f"Feature cache sidecar {meta_path} is corrupt ({error}). Delete it to recompute."
+            raise ValueError(message) from error
+        if not isinstance(meta, dict) or meta.get("key") != key.summary():
             raise ValueError(
                 f"Feature cache entry {meta_path} does not belong to the requested key (a corrupt or foreign file). "
                 "Delete it to recompute."

@@ -46,10 +46,10 @@ class ImageTransformConfig:
             object.__setattr__(self, name, tuple(float(v) for v in value))
         if any(v <= 0 for v in self.std):
             fail("std", "three numbers > 0", self.std)
-        scale = tuple(float(v) for v in self.train_scale)
-        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            fail("train_scale", "(low, high) with 0 < low <= high <= 1", self.train_scale)
-        object.__setattr__(self, "train_scale", scale)
+        scale = self.train_scale
+        if not isinstance(scale, tuple | list) or len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            fail("train_scale", "(low, high) with 0 < low <= high <= 1", scale)
+        object.__setattr__(self, "train_scale", (float(scale[0]), float(scale[1])))
 
     @classmethod
     def from_preprocess(cls, preprocess: Any) -> ImageTransformConfig:
