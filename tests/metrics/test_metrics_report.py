@@ -95,10 +95,12 @@ def test_numpy_input_and_probabilities_agree(case):
         assert getattr(from_probs, name) == pytest.approx(getattr(from_torch, name), abs=1e-9)
 
 
-def test_nll_from_logits_is_exact_when_float32_softmax_underflows():
-    logits = torch.tensor([[0.0, 200.0], [3.0, 1.0]])  # p(class 0) of the first row underflows in float32
-    labels = torch.tensor([0, 0])
+def test_nll_from_logits_is_exact_when_the_softmax_underflows():
+    # p(class 0) is exp(-200) (float32 underflow) in row 0 and exp(-1000) (float64 underflow) in row 1.
+    logits = torch.tensor([[0.0, 200.0], [0.0, 1000.0], [3.0, 1.0]])
+    labels = torch.tensor([0, 0, 0])
     expected = F.cross_entropy(logits.double(), labels).item()
+    assert expected == pytest.approx((200 + 1000 + math.log1p(math.exp(-2))) / 3)
     assert evaluate(logits, labels).nll == pytest.approx(expected, rel=1e-12)
 
 

@@ -38,8 +38,12 @@ def check_matrix(value: Any, name: str, layout: str = "(N, C)") -> Tensor:
         fail(name, "non-empty (both dimensions >= 1)", f"shape {tuple(tensor.shape)}")
     if not tensor.is_floating_point():
         fail(name, "a floating-point array", tensor.dtype)
-    if not bool(torch.isfinite(tensor).all()):
-        fail(name, "finite (no NaN or inf)", f"{int((~torch.isfinite(tensor)).sum())} non-finite entries")
+    # Fast path: a finite sum proves every entry finite (NaN and inf propagate); only a non-finite sum (which may
+    # also be an overflow of finite entries) needs the element-wise check.
+    if not bool(torch.isfinite(tensor.sum())):
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            fail(name, "finite (no NaN or inf)", f"{bad} non-finite entries")
     return tensor
 
 
@@ -51,7 +55,8 @@ def check_logits(logits: Any, name: str = "logits") -> Tensor:
 def check_probs(probs: Any, name: str = "probs") -> Tensor:
     """Return ``probs`` as an (N, C) tensor of probabilities in [0, 1] whose rows sum to 1."""
     tensor = check_matrix(probs, name)
-    if bool((tensor < 0).any()) or bool((tensor > 1).any()):
+    low, high = torch.aminmax(tensor)
+    if float(low) < 0 or float(high) > 1:
         fail(name, "probabilities in [0, 1] (pass logits to the logits variant instead)", "values outside [0, 1]")
     worst = float((tensor.sum(dim=1, dtype=torch.float64) - 1).abs().max())
     if worst > PROB_SUM_ATOL:

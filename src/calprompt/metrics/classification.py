@@ -14,21 +14,16 @@ from calprompt.metrics.calibration import checked_probs_labels, top_label
 from calprompt.metrics.checks import ArrayLike
 
 
-def nll_from_log_probs(log_probs: Tensor, labels: Tensor) -> Tensor:
-    """Mean of ``-log p_{i, y_i}`` given log-probabilities (N, C)."""
-    return -log_probs.gather(1, labels[:, None]).to(torch.float64).mean()
-
-
-def log_probs_from_probs(probs: Tensor) -> Tensor:
-    """Float64 ``log p`` with exact zeros clamped to the smallest normal float64 (a loss of ~708 nats, not inf)."""
-    return probs.to(torch.float64).clamp(min=torch.finfo(torch.float64).tiny).log()
+def true_log_prob_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
+    """Float64 ``log p_{i, y_i}`` (N,); an exact zero is clamped to the smallest normal float64 (~708 nats, not inf)."""
+    true_prob = probs.gather(1, labels[:, None]).squeeze(1).to(torch.float64)
+    return true_prob.clamp(min=torch.finfo(torch.float64).tiny).log()
 
 
 def brier_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
-    """Mean over samples of ``sum_c (p_ic - [y_i = c])^2``, expanded so no one-hot (N, C) matrix is built."""
-    probs64 = probs.to(torch.float64)
-    squared_norm = (probs64 * probs64).sum(dim=1)  # (N,)
-    true_prob = probs64.gather(1, labels[:, None]).squeeze(1)  # (N,)
+    """Mean over samples of ``sum_c (p_ic - [y_i = c])^2 = ||p_i||^2 - 2 p_{i, y_i} + 1`` (no one-hot matrix)."""
+    squared_norm = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()  # (N,)
+    true_prob = probs.gather(1, labels[:, None]).squeeze(1).to(torch.float64)  # (N,)
     return (squared_norm - 2 * true_prob + 1).mean()
 
 
@@ -41,11 +36,11 @@ def accuracy(probs: ArrayLike, labels: ArrayLike) -> Tensor:
 def negative_log_likelihood(probs: ArrayLike, labels: ArrayLike) -> Tensor:
     """Mean negative log-likelihood of the true class (nats, in [0, inf)).
 
-    A true-class probability of exactly 0 is clamped (see :func:`log_probs_from_probs`) so the result stays finite;
-    ``evaluate(logits, ...)`` takes the log-softmax of the logits directly and needs no clamp.
+    A true-class probability of exactly 0 is clamped (see :func:`true_log_prob_from_probs`) so the result stays
+    finite; ``evaluate(logits, ...)`` works from the logits and needs no clamp.
     """
     probs, labels = checked_probs_labels(probs, labels)
-    return nll_from_log_probs(log_probs_from_probs(probs), labels)
+    return -true_log_prob_from_probs(probs, labels).mean()
 
 
 def brier_score(probs: ArrayLike, labels: ArrayLike) -> Tensor:

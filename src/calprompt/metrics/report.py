@@ -25,7 +25,7 @@ from calprompt.metrics.calibration import (
     top_label_totals,
 )
 from calprompt.metrics.checks import ArrayLike, check_labels, check_logits
-from calprompt.metrics.classification import brier_from_probs, log_probs_from_probs, nll_from_log_probs
+from calprompt.metrics.classification import brier_from_probs, true_log_prob_from_probs
 from calprompt.metrics.selective import excess_from_aurc, risk_coverage_from_top_label
 
 # The report keeps the risk-coverage curve at these coverages (5 % steps) rather than at all N points.
@@ -131,8 +131,8 @@ class EvaluationReport:
         return cls(**values)
 
 
-def _report(probs: Tensor, log_probs: Tensor, labels: Tensor, n_bins: int) -> EvaluationReport:
-    """Compute every metric from validated probabilities and log-probabilities, sharing the top-label work."""
+def _report(probs: Tensor, true_log_prob: Tensor, labels: Tensor, n_bins: int) -> EvaluationReport:
+    """Compute every metric from validated probabilities and true-class log-probabilities (N,), sharing work."""
     confidence, correct = top_label(probs, labels)
     totals = top_label_totals(confidence, correct, n_bins)
     risk = risk_coverage_from_top_label(confidence, correct)[1]
@@ -144,7 +144,7 @@ def _report(probs: Tensor, log_probs: Tensor, labels: Tensor, n_bins: int) -> Ev
             adaptive_ece_from_top_label(confidence, correct, n_bins),
             mce_from_totals(*totals),
             classwise_ece_from_checked(probs, labels, n_bins),
-            nll_from_log_probs(log_probs, labels),
+            -true_log_prob.mean(),
             brier_from_probs(probs, labels),
             area,
             excess_from_aurc(area, correct),
@@ -169,6 +169,18 @@ def _report(probs: Tensor, log_probs: Tensor, labels: Tensor, n_bins: int) -> Ev
     )
 
 
+def _true_log_prob_from_logits(logits: Tensor, probs: Tensor, labels: Tensor) -> Tensor:
+    """Float64 ``log p_{i, y_i}`` (N,): the log of the softmax where it is a normal float, else an exact log-softmax."""
+    true_prob = probs.gather(1, labels[:, None]).squeeze(1)
+    tiny = torch.finfo(torch.float64).tiny
+    true_log_prob = true_prob.clamp(min=tiny).log()
+    underflow = torch.nonzero(true_prob < tiny).squeeze(1)  # logit gaps beyond ~708: rare, recomputed row by row
+    if underflow.numel():
+        exact = torch.log_softmax(logits[underflow].to(torch.float64), dim=1)
+        true_log_prob[underflow] = exact.gather(1, labels[underflow, None]).squeeze(1)
+    return true_log_prob
+
+
 def evaluate(logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> EvaluationReport:
     """Evaluate logits (N, C) against labels (N,): softmax in float64, then every metric of the package.
 
@@ -177,14 +189,14 @@ def evaluate(logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> Evalu
     check_positive_int(n_bins, "n_bins")
     logits = check_logits(logits)
     labels = check_labels(labels, logits.shape[0], logits.shape[1], logits.device)
-    log_probs = torch.log_softmax(logits.to(torch.float64), dim=1)  # (N, C), exact NLL without clamping
-    return _report(log_probs.exp(), log_probs, labels, n_bins)
+    probs = torch.softmax(logits.to(torch.float64), dim=1)  # (N, C)
+    return _report(probs, _true_log_prob_from_logits(logits, probs, labels), labels, n_bins)
 
 
 def evaluate_probs(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> EvaluationReport:
     """Like :func:`evaluate`, for probabilities (N, C) (rows summing to 1) instead of logits."""
     probs, labels = checked_probs_labels(probs, labels, n_bins)
-    return _report(probs, log_probs_from_probs(probs), labels, n_bins)
+    return _report(probs, true_log_prob_from_probs(probs, labels), labels, n_bins)
 
 
 def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> ReliabilityBins:
