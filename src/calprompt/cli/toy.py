@@ -9,7 +9,12 @@ import typer
 
 from calprompt.toy.downstream import TOY_DATASETS
 
-toy_app = typer.Typer(name="toy", help="The embedded toy world and its tiny CLIP.", no_args_is_help=True)
+toy_app = typer.Typer(name="toy", no_args_is_help=True)
+
+
+@toy_app.callback()
+def toy() -> None:
+    """The embedded toy world and its tiny CLIP."""  # a callback keeps `pretrain` a sub-command on its own
 
 
 @toy_app.command("pretrain")
