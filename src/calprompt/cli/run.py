@@ -97,6 +97,7 @@ def train(
     ),
     distinct_views: int | None = typer.Option(None, "--views", help="Cycle through this many augmented views."),
     workers: int = typer.Option(0, "--workers", help="Image loading worker processes."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Drop (and count) listed images that are missing."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (re-running into it resumes)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -122,6 +123,7 @@ def train(
         feature_cache=feature_cache,
         distinct_views=distinct_views,
         num_workers=workers,
+        skip_missing=skip_missing,
     )
     result = run_experiment(config, out, progress=None if quiet else rich_progress)
     console.print(metrics_table(result.metrics, f"{method} + {calibration} on {dataset} (seed {seed})"))

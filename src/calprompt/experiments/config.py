@@ -50,6 +50,7 @@ class RunConfig:
     distinct_views: int | None = None
     num_workers: int = 0
     n_bins: int = 10
+    skip_missing: bool = False  # drop listed images that are missing (counted and logged) instead of failing
 
     def __post_init__(self) -> None:
         check_positive_int(self.shots, "shots")

@@ -58,7 +58,8 @@ def seed_everything(seed: int) -> None:
 
 def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | None]:
     """Few-shot sample, then the base and novel halves (``novel`` is None under the ``all`` protocol)."""
-    splits = sample_few_shot(load_dataset(config.dataset, config.root), config.shots, config.seed)
+    dataset = load_dataset(config.dataset, config.root, skip_missing=config.skip_missing)
+    splits = sample_few_shot(dataset, config.shots, config.seed)
     if config.protocol == "all":
         return splits, None
     return split_base_novel(splits, "base"), split_base_novel(splits, "new")
@@ -165,7 +166,7 @@ def evaluate_run(
         save_tensors_atomic(run_dir / PREDICTIONS_FILE, tensors)
         write_json_atomic(metrics_path, {**previous, **fresh})
         return fresh
-    target = load_dataset(dataset, root)
+    target = load_dataset(dataset, root, skip_missing=config.skip_missing)
     method.set_classnames(target.classnames)
     predictions = predict(
         method,
