@@ -35,6 +35,11 @@ def top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return confidence.to(torch.float64), prediction == labels
 
 
+def true_class_prob(probs: Tensor, labels: Tensor) -> Tensor:
+    """The probability ``p_{i, y_i}`` of each sample's true class (N,), in the input dtype."""
+    return probs.gather(1, labels[:, None]).squeeze(1)
+
+
 def top_label_totals(confidence: Tensor, correct: Tensor, n_bins: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per equal-width bin: (count, sum of confidence, number correct), each float64 (n_bins,)."""
     return bin_totals(equal_width_bin_index(confidence, n_bins), confidence, correct, n_bins)
@@ -75,8 +80,7 @@ def classwise_ece_from_checked(probs: Tensor, labels: Tensor, n_bins: int) -> Te
     binned_total = prob_sum.sum(dim=1)
     prob_sum[:, 0] += probs.sum(dim=0, dtype=torch.float64) - binned_total
     # The indicator [y_i = c] is 1 only at (i, y_i): bin those N entries for the label frequencies.
-    true_prob = probs.gather(1, labels[:, None]).squeeze(1)
-    hit_ids = labels * n_bins + equal_width_bin_index(true_prob, n_bins)
+    hit_ids = labels * n_bins + equal_width_bin_index(true_class_prob(probs, labels), n_bins)
     hits = torch.bincount(hit_ids, minlength=n_classes * n_bins).view(n_classes, n_bins).to(torch.float64)
     return ((hits - prob_sum).abs().sum(dim=1) / n).mean()
 

@@ -10,20 +10,20 @@ import torch
 from torch import Tensor
 
 from calprompt._validation import check_non_negative
-from calprompt.metrics.calibration import checked_probs_labels, top_label
+from calprompt.metrics.calibration import checked_probs_labels, top_label, true_class_prob
 from calprompt.metrics.checks import ArrayLike
 
 
 def true_log_prob_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
     """Float64 ``log p_{i, y_i}`` (N,); an exact zero is clamped to the smallest normal float64 (~708 nats, not inf)."""
-    true_prob = probs.gather(1, labels[:, None]).squeeze(1).to(torch.float64)
+    true_prob = true_class_prob(probs, labels).to(torch.float64)
     return true_prob.clamp(min=torch.finfo(torch.float64).tiny).log()
 
 
 def brier_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
     """Mean over samples of ``sum_c (p_ic - [y_i = c])^2 = ||p_i||^2 - 2 p_{i, y_i} + 1`` (no one-hot matrix)."""
     squared_norm = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()  # (N,)
-    true_prob = probs.gather(1, labels[:, None]).squeeze(1).to(torch.float64)  # (N,)
+    true_prob = true_class_prob(probs, labels).to(torch.float64)  # (N,)
     return (squared_norm - 2 * true_prob + 1).mean()
 
 

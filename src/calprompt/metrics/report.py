@@ -23,6 +23,7 @@ from calprompt.metrics.calibration import (
     mce_from_totals,
     top_label,
     top_label_totals,
+    true_class_prob,
 )
 from calprompt.metrics.checks import ArrayLike, check_labels, check_logits
 from calprompt.metrics.classification import brier_from_probs, true_log_prob_from_probs
@@ -171,13 +172,13 @@ def _report(probs: Tensor, true_log_prob: Tensor, labels: Tensor, n_bins: int) -
 
 def _true_log_prob_from_logits(logits: Tensor, probs: Tensor, labels: Tensor) -> Tensor:
     """Float64 ``log p_{i, y_i}`` (N,): the log of the softmax where it is a normal float, else an exact log-softmax."""
-    true_prob = probs.gather(1, labels[:, None]).squeeze(1)
+    true_prob = true_class_prob(probs, labels)
     tiny = torch.finfo(torch.float64).tiny
     true_log_prob = true_prob.clamp(min=tiny).log()
     underflow = torch.nonzero(true_prob < tiny).squeeze(1)  # logit gaps beyond ~708: rare, recomputed row by row
     if underflow.numel():
         exact = torch.log_softmax(logits[underflow].to(torch.float64), dim=1)
-        true_log_prob[underflow] = exact.gather(1, labels[underflow, None]).squeeze(1)
+        true_log_prob[underflow] = true_class_prob(exact, labels[underflow])
     return true_log_prob
 
 
