@@ -1,7 +1,8 @@
 """The embedded toy world: procedurally rendered images with captions, toy downstream datasets and a tiny CLIP.
 
 Rendering and the datasets need only numpy and PIL; the model, pretraining and zero-shot helpers (which import
-torch and open_clip) are loaded on first access, so registering the toy datasets stays cheap.
+torch and open_clip) are loaded on first access, so registering the toy datasets stays cheap. Pretraining itself is
+`calprompt.toy.pretrain.pretrain` (the package attribute `pretrain` is that module).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ _LAZY = {
     "DEFAULT_RECIPE": "calprompt.toy.pretrain",
     "PretrainResult": "calprompt.toy.pretrain",
     "Stage": "calprompt.toy.pretrain",
-    "pretrain": "calprompt.toy.pretrain",
     "scale_recipe": "calprompt.toy.pretrain",
     "toy_token_ids": "calprompt.toy.vocab",
     "evaluate_zero_shot": "calprompt.toy.zeroshot",
