@@ -6,7 +6,8 @@ Each helper validates one concept and raises ``ValueError`` with a message of th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 
@@ -35,3 +36,13 @@ def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     if value not in options:
         fail(name, f"one of {', '.join(map(repr, options))}", value)
     return value
+
+
+def check_dataclass_keys(cls: type, data: Any, name: str) -> None:
+    """Refuse a mapping with keys that are not fields of the dataclass ``cls`` (e.g. a misspelt option)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(data, Mapping):
+        fail(name, f"a mapping with keys among {sorted(known)}", type(data).__name__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        fail(name, f"keys among {sorted(known)}", unknown)

@@ -17,12 +17,10 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
+from calprompt.data.transforms import CLIP_MEAN, CLIP_STD
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
 DeepPrompts = Sequence[Tensor | None]
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)

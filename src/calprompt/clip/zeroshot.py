@@ -10,18 +10,14 @@ from torch import Tensor
 
 from calprompt._validation import fail
 from calprompt.clip.backbone import ClipBackbone
-
-
-def clean_classname(name: str) -> str:
-    """Class names are written with spaces in prompts (``Apply_Eye_Makeup`` -> ``Apply Eye Makeup``)."""
-    return name.replace("_", " ").strip()
+from calprompt.data.items import format_prompt
 
 
 def class_prompts(classnames: Sequence[str], template: str) -> list[str]:
     """Fill ``template`` (with one ``{}``) with each cleaned class name."""
     if template.count("{}") != 1:
         fail("template", "a string with exactly one '{}' placeholder", template)
-    return [template.format(clean_classname(name)) for name in classnames]
+    return [format_prompt(template, name) for name in classnames]
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from calprompt._io import write_atomic
 from calprompt._validation import check_positive_int, fail
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.views import ItemDataset
@@ -83,20 +83,6 @@ def item_ids(items: Sequence[Item], root: str | Path | None = None) -> tuple[str
         return tuple(item.impath for item in items)
     base = os.path.abspath(root)
     return tuple(os.path.relpath(item.impath, base) if os.path.isabs(item.impath) else item.impath for item in items)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same folder, fsync it, then rename over ``path``."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        write(temp)
-        with temp.open("rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 class FeatureCache:
@@ -162,8 +148,8 @@ class FeatureCache:
 
         meta = {"format_version": FORMAT_VERSION, "key": key.summary(), "dtype": dtype_name, "shape": list(array.shape)}
         # The sidecar is written last: an entry counts as present only once both files exist.
-        _write_atomic(array_path, write_array)
-        _write_atomic(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
+        write_atomic(array_path, write_array)
+        write_atomic(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
         cached = self.get(key)
         assert cached is not None  # just written
         return cached

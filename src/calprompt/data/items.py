@@ -26,9 +26,14 @@ def open_rgb_image(impath: str) -> Image.Image:
         raise OSError(f"Image file is unreadable or corrupt: {path} ({error}). Re-download or replace it.") from error
 
 
+def clean_classname(classname: str) -> str:
+    """Class names are written with spaces in prompts, as in CoOp (``Apply_Eye_Makeup`` -> ``Apply Eye Makeup``)."""
+    return classname.replace("_", " ").strip()
+
+
 def format_prompt(template: str, classname: str) -> str:
-    """Fill a zero-shot template; underscores in class names become spaces, as in CoOp (``Apply_Eye_Makeup``)."""
-    return template.format(classname.replace("_", " "))
+    """Fill a zero-shot template with the cleaned class name (see `clean_classname`)."""
+    return template.format(clean_classname(classname))
 
 
 @dataclass(frozen=True)

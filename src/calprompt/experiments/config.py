@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calprompt._validation import check_choice, check_positive_int, fail
+from calprompt._validation import check_choice, check_dataclass_keys, check_positive_int, fail
 from calprompt.experiments.recipes import RECIPE_NAMES, resolve_recipe
 
 PROTOCOLS = ("base2novel", "all")
@@ -79,10 +79,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            fail("run config keys", f"among {sorted(known)}", unknown)
+        check_dataclass_keys(cls, data, "run config")
         return cls(**data)
 
     def run_id(self) -> str:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from calprompt._validation import fail
+from calprompt._validation import check_dataclass_keys, fail
 from calprompt.clip.backbone import ClipBackbone
 
 
@@ -31,10 +31,7 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MethodConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            fail(f"{cls.__name__} options", f"among {sorted(known)}", unknown)
+        check_dataclass_keys(cls, data, f"{cls.__name__} options")
         values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
         return cls(**values)
 
