@@ -37,9 +37,11 @@ def main(
 def _attach() -> None:
     """Attach the command groups explicitly, so `calprompt --help` lists everything without import side effects."""
     from calprompt.cli.datasets import datasets_app
+    from calprompt.cli.demo import demo
     from calprompt.cli.run import evaluate, train
     from calprompt.cli.toy import toy_app
 
+    app.command("demo")(demo)
     app.command("train")(train)
     app.command("eval")(evaluate)
     app.add_typer(datasets_app, name="datasets")

@@ -1,0 +1,5 @@
+"""``python -m calprompt.cli``."""
+
+from calprompt.cli import app
+
+app()

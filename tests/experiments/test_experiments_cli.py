@@ -1,0 +1,126 @@
+"""End to end through the command line on the toy world (a random-init toy checkpoint: no shipped model needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from calprompt.cli import app
+from calprompt.experiments.demo import run_demo
+from calprompt.metrics import EvaluationReport
+
+
+@pytest.fixture(scope="module")
+def toy_weights(tmp_path_factory):
+    from calprompt.toy.model import build_toy_clip, save_toy_checkpoint
+
+    torch.manual_seed(0)
+    return str(save_toy_checkpoint(build_toy_clip(), tmp_path_factory.mktemp("toy") / "toy.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One feature cache for the module: test-split features are encoded once (keys hash the weights)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture()
+def cache_env(shared_cache, monkeypatch):
+    monkeypatch.setenv("CALPROMPT_CACHE", str(shared_cache))
+    return {**os.environ, "CALPROMPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}
+
+
+def _train_args(weights: str, out, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--dataset",
+        "toy",
+        "--method",
+        "coop",
+        "--shots",
+        "2",
+        "--pretrained",
+        weights,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("calibration", ["none", "ours"])
+def test_train_writes_metrics_for_base_and_novel(toy_weights, tmp_path, cache_env, calibration):
+    result = CliRunner().invoke(app, _train_args(toy_weights, tmp_path / "run", "--calibration", calibration))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for split in ("base", "novel", "base+ts", "novel+ts", "novel+dac"):
+        report = EvaluationReport.from_dict(metrics[split])
+        assert report.n == 24 * 50 and report.n_classes == 24  # toy: 48 classes, 50 test images each
+        assert 0.0 <= report.accuracy <= 1.0 and 0.0 <= report.ece <= 1.0
+    assert "base" in result.output and "novel" in result.output and "ECE" in result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["calibration"] == calibration and config["epochs"] == 3
+    prompts = load_file(str(tmp_path / "run" / "prompt.safetensors"))
+    assert list(prompts) == ["ctx"] and prompts["ctx"].shape == (4, 64)
+
+    # re-evaluating from the saved prompts reproduces the numbers; another dataset gets its own entry
+    result = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["base"]["accuracy"] == pytest.approx(metrics["base"]["accuracy"])
+    assert again["novel"]["ece"] == pytest.approx(metrics["novel"]["ece"])
+    result = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "run"), "--dataset", "toy-domain"])
+    assert result.exit_code == 0, result.output
+    shifted = json.loads((tmp_path / "run" / "metrics.json").read_text())["eval:toy-domain"]
+    assert shifted["n_classes"] == 48
+
+
+def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env):
+    """SIGKILL after the first epoch's checkpoint, start again: the final prompts equal an uninterrupted run's."""
+    command = [sys.executable, "-m", "calprompt.cli", *_train_args(toy_weights, tmp_path / "cut")]
+    command[command.index("3")] = "6"  # more epochs, so that the kill lands mid-run
+    process = subprocess.Popen(command, env=cache_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = tmp_path / "cut" / "checkpoint" / "checkpoint.json"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    epoch_at_kill = json.loads(checkpoint.read_text())["epoch"]
+    assert epoch_at_kill < 5 and not (tmp_path / "cut" / "metrics.json").exists()
+
+    subprocess.run(command, env=cache_env, check=True, capture_output=True)
+    full = [*command[:-1], str(tmp_path / "full")]
+    subprocess.run(full, env=cache_env, check=True, capture_output=True)
+    resumed = load_file(str(tmp_path / "cut" / "prompt.safetensors"))["ctx"]
+    uninterrupted = load_file(str(tmp_path / "full" / "prompt.safetensors"))["ctx"]
+    assert torch.equal(resumed, uninterrupted)
+
+
+def test_bad_option_is_a_clear_error(toy_weights, tmp_path, cache_env):
+    result = CliRunner().invoke(app, _train_args(toy_weights, tmp_path / "x", "--method-option", "n_ctx"))
+    assert result.exit_code != 0 and "KEY=VALUE" in result.output
+    result = CliRunner().invoke(app, _train_args(toy_weights, tmp_path / "x", "--calibration", "nope"))
+    assert result.exit_code != 0 and "ours" in str(result.exception)
+
+
+def test_demo_writes_table_and_figures(toy_weights, tmp_path, cache_env):
+    result = run_demo(tmp_path / "demo", pretrained=toy_weights, epochs=2)
+    assert set(result.metrics) == {"zero-shot CLIP", "CoOp", "CoOp + ours"}
+    assert "| CoOp + ours |" in result.table and (tmp_path / "demo" / "table.md").is_file()
+    assert [p.name for p in result.figures] == ["reliability-base.png", "reliability-novel.png"]
+    assert all(p.stat().st_size > 10_000 for p in result.figures)
