@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,26 +16,6 @@ from typer.testing import CliRunner
 from calprompt.cli import app
 from calprompt.experiments.demo import run_demo
 from calprompt.metrics import EvaluationReport
-
-
-@pytest.fixture(scope="module")
-def toy_weights(tmp_path_factory):
-    from calprompt.toy.model import build_toy_clip, save_toy_checkpoint
-
-    torch.manual_seed(0)
-    return str(save_toy_checkpoint(build_toy_clip(), tmp_path_factory.mktemp("toy") / "toy.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One feature cache for the module: test-split features are encoded once (keys hash the weights)."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture()
-def cache_env(shared_cache, monkeypatch):
-    monkeypatch.setenv("CALPROMPT_CACHE", str(shared_cache))
-    return {**os.environ, "CALPROMPT_CACHE": str(shared_cache), "HF_HUB_OFFLINE": "1"}
 
 
 def _train_args(weights: str, out, *extra: str) -> list[str]:

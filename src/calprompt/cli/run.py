@@ -139,3 +139,39 @@ def evaluate(
     """Re-evaluate a finished run; with --dataset, evaluate its prompts on another dataset (distribution shift)."""
     metrics = evaluate_run(run, dataset=dataset, root=str(root) if root else None, device=device)
     console.print(metrics_table(metrics, f"evaluation of {run}"))
+
+
+def grid(
+    dataset: list[str] = typer.Option(["toy"], "--dataset", "-d", help="Datasets (repeat the option)."),
+    run: list[str] = typer.Option(
+        ["zeroshot", "coop:none", "coop:ours"], "--run", "-r", help="METHOD[:CALIBRATION] rows (repeat)."
+    ),
+    seeds: list[int] = typer.Option([1, 2, 3], "--seed", help="Seeds (repeat the option)."),
+    root: Path | None = typer.Option(None, "--root", help="Data root (CoOp layout)."),
+    shots: int = typer.Option(16, "--shots"),
+    backbone: str = typer.Option("toy", "--backbone"),
+    pretrained: str | None = typer.Option(None, "--pretrained"),
+    recipe: str = typer.Option("paper", "--recipe"),
+    device: str = typer.Option("cpu", "--device"),
+    precision: str = typer.Option("fp32", "--precision"),
+    out: Path = typer.Option(..., "--out", "-o", help="Grid directory (re-running skips finished runs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run a grid of datasets x methods x seeds (skipping finished runs) and print mean ± std tables."""
+    from calprompt.experiments.grid import grid_tables, parse_entries, run_grid
+
+    base = RunConfig(
+        root=str(root) if root else None,
+        shots=shots,
+        backbone=backbone,
+        pretrained=pretrained,
+        recipe=recipe,
+        device=device,
+        precision=precision,
+    )
+    results = run_grid(base, dataset, parse_entries(run), seeds, out, progress=None if quiet else rich_progress)
+    tables = grid_tables(results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tables.md").write_text(tables, encoding="utf-8")
+    console.print(tables)
+    console.print(f"Wrote {out / 'tables.md'}")

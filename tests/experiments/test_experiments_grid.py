@@ -1,0 +1,42 @@
+"""The local grid: runs every cell once, skips finished runs, and tabulates mean ± std over seeds and datasets."""
+
+from __future__ import annotations
+
+import pytest
+
+from calprompt.experiments import grid as grid_module
+from calprompt.experiments.config import RunConfig
+from calprompt.experiments.grid import grid_tables, parse_entries, run_grid
+
+
+def test_parse_entries():
+    entries = parse_entries(["zeroshot", "coop:ours", "coop:none"])
+    assert [(e.label, e.method, e.calibration) for e in entries] == [
+        ("zeroshot", "zeroshot", "none"),
+        ("coop + ours", "coop", "ours"),
+        ("coop", "coop", "none"),
+    ]
+    with pytest.raises(ValueError, match="METHOD"):
+        parse_entries([":ours"])
+
+
+def test_grid_runs_once_and_tabulates(toy_weights, tmp_path, cache_env, monkeypatch):
+    base = RunConfig(shots=1, epochs=1, batch_size=8, pretrained=toy_weights)
+    entries = parse_entries(["zeroshot", "coop:ours"])
+    results = run_grid(base, ["toy", "toy-shape-texture"], entries, [1, 2], tmp_path)
+    assert {d: {k: len(v) for k, v in rows.items()} for d, rows in results.items()} == {
+        "toy": {"zeroshot": 2, "coop + ours": 2},
+        "toy-shape-texture": {"zeroshot": 2, "coop + ours": 2},
+    }
+    tables = grid_tables(results)
+    assert "### toy\n" in tables and "### average over 2 datasets" in tables and "| coop + ours |" in tables
+    zero_shot = results["toy"]["zeroshot"]
+    mean = 100 * sum(r["base"]["accuracy"] for r in zero_shot) / 2
+    assert f"| zeroshot | {mean:.1f} ±" in tables
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("finished runs must not run again")
+
+    monkeypatch.setattr(grid_module, "run_experiment", refuse)
+    again = run_grid(base, ["toy", "toy-shape-texture"], entries, [1, 2], tmp_path)
+    assert again == results
