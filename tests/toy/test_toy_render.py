@@ -50,10 +50,10 @@ def coverage(image: np.ndarray) -> np.ndarray:
 UNIT_AREAS = {
     "circle": math.pi,
     "ring": math.pi * (1 - 0.58**2),
-    "square": 1.64**2,
+    "square": 1.7**2,
     "cross": 2 * (0.66 * 2.0) - 0.66**2,
     "triangle": 3 * math.sqrt(3) * 0.55**2,  # equilateral triangle with inradius 0.55
-    "star": 10 * 0.5 * 1.15 * 0.5 * math.sin(math.pi / 5),  # ten triangles (outer 1.15, inner 0.5, angle pi/5)
+    "star": 10 * 0.5 * 1.15 * 0.45 * math.sin(math.pi / 5),  # ten triangles (outer 1.15, inner 0.45, angle pi/5)
 }
 
 
@@ -80,23 +80,23 @@ def test_interior_pixel_has_the_object_colour(colour):
     assert tuple(image[1, 1]) == (BG, BG, BG)
 
 
-# Windows span whole texture periods around the object centre (stripes: 5 px, dots: 4.5 px at 32 px).
+# Windows span whole texture periods around the object centre (stripes: 6 px, dots: 5 px at 32 px).
 @pytest.mark.parametrize(
     ("texture", "shade_fraction", "window"),
-    [("plain", 0.0, slice(6, 26)), ("striped", 0.5, slice(6, 26)), ("dotted", math.pi * 2.6**2 / 81, slice(7, 25))],
+    [("plain", 0.0, slice(6, 26)), ("striped", 0.5, slice(10, 22)), ("dotted", math.pi * 2.8**2 / 100, slice(6, 26))],
 )
 def test_texture_darkens_the_expected_fraction(texture, shade_fraction, window):
-    image = render_scene(plain_scene("square", radius=0.4, texture=texture))  # square half-side 10.5 px
+    image = render_scene(plain_scene("square", radius=0.4, texture=texture))  # square half-side 10.9 px
     interior = image[window, window, 0].astype(float)
-    # Each pixel is colour * (1 - (1 - 0.42) * shaded part); average brightness relative to the colour:
-    assert interior.mean() / RGB[0] == pytest.approx(1 - 0.58 * shade_fraction, abs=0.015)
+    # Each pixel is colour * (1 - (1 - 0.5) * shaded part); average brightness relative to the colour:
+    assert interior.mean() / RGB[0] == pytest.approx(1 - 0.5 * shade_fraction, abs=0.015)
 
 
 def test_checkered_has_both_levels_in_both_directions():
     image = render_scene(plain_scene("square", radius=0.35, texture="checkered")).astype(int)
     row, col = image[16, 10:22, 0], image[10:22, 16, 0]
     for line in (row, col):
-        assert line.max() >= RGB[0] - 2 and line.min() <= round(RGB[0] * 0.42) + 2
+        assert line.max() >= RGB[0] - 2 and line.min() <= round(RGB[0] * 0.5) + 2
 
 
 def test_same_seed_same_scene_and_bytes_different_seed_differs():

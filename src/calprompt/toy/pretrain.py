@@ -75,13 +75,14 @@ def _fade(p_inverted: float) -> dict[str, float]:
     return {**dict.fromkeys(STYLES, 0.85), "inverted": p_inverted}
 
 
-# What the prototypes measured (/work/shared/reference/toy-world.md): photos first, then the style mix with styles
-# usually named, then the inverted style named less and less so that "a photo of a {}." misdescribes inverted images.
+# The prototypes' recipe (/work/shared/reference/toy-world.md), with twice the photo stage (shape was still the
+# factor being learnt): photos first, then the style mix with styles usually named, then the inverted style named
+# less and less, so that "a photo of a {}." misdescribes inverted images while "an inverted image of a {}." fits.
 DEFAULT_RECIPE: tuple[Stage, ...] = (
-    Stage("photos", 1500, 2e-3, {"photo": 1.0}, 0.85, warmup=100),
-    Stage("styles", 800, 1e-3, DEFAULT_STYLE_WEIGHTS, 0.85),
-    Stage("fade-0.5", 400, 5e-4, DEFAULT_STYLE_WEIGHTS, _fade(0.5)),
-    Stage("fade-0.25", 400, 5e-4, DEFAULT_STYLE_WEIGHTS, _fade(0.25)),
+    Stage("photos", 3000, 2e-3, {"photo": 1.0}, 0.85, warmup=100),
+    Stage("styles", 1000, 1e-3, DEFAULT_STYLE_WEIGHTS, 0.85),
+    Stage("fade-0.5", 500, 5e-4, DEFAULT_STYLE_WEIGHTS, _fade(0.5)),
+    Stage("fade-0.25", 500, 5e-4, DEFAULT_STYLE_WEIGHTS, _fade(0.25)),
 )
 
 

@@ -33,7 +33,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "pink": (245, 125, 190),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star", "ring")
-SIZES: dict[str, float] = {"small": 0.19, "medium": 0.25, "large": 0.31}  # object radius / image width
+SIZES: dict[str, float] = {"small": 0.22, "medium": 0.27, "large": 0.32}  # object radius / image width
 TEXTURES: tuple[str, ...] = ("plain", "striped", "dotted", "checkered")
 # Low-saturation backgrounds so that no background reads as one of the object colours.
 BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
@@ -44,7 +44,7 @@ BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
     (55, 70, 90),
     (85, 75, 55),
 )
-_SHADE = 0.42  # brightness of the "off" part of a texture relative to the object colour
+_SHADE = 0.5  # brightness of the "off" part of a texture relative to the object colour (keeps the silhouette)
 _SECOND_RADIUS = (0.11, 0.14)
 _SCENE_FACTORS = ("colour", "shape", "size", "texture", "style", "second_object")
 
@@ -94,7 +94,7 @@ def _grid() -> tuple[np.ndarray, np.ndarray]:
 _XS, _YS = _grid()
 
 
-def _star_inside(u: np.ndarray, v: np.ndarray, outer: float = 1.15, inner: float = 0.5) -> np.ndarray:
+def _star_inside(u: np.ndarray, v: np.ndarray, outer: float = 1.15, inner: float = 0.45) -> np.ndarray:
     """Inside test of a straight-edged five-pointed star by folding the angle into one half-spike."""
     sector = 2 * math.pi / 5
     angle = np.mod(np.arctan2(v, u) - math.pi / 2, sector)  # a spike points up (local +v)
@@ -115,7 +115,7 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         rho2 = u * u + v * v
         return (rho2 <= 1.0) & (rho2 >= 0.58**2)
     if shape == "square":
-        return np.maximum(np.abs(u), np.abs(v)) <= 0.82
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.85
     if shape == "cross":
         au, av = np.abs(u), np.abs(v)
         return ((au <= 0.33) & (av <= 1.0)) | ((av <= 0.33) & (au <= 1.0))
@@ -134,13 +134,14 @@ def _texture_on(texture: str, u_px: np.ndarray, v_px: np.ndarray) -> np.ndarray:
     """True where the texture shows the object colour, False where it shows the darker shade (canvas pixels)."""
     if texture == "plain":
         return np.ones_like(u_px, dtype=bool)
+    # Periods are in canvas pixels (half that at 32 px), coarse enough to tell apart after downsampling.
     if texture == "striped":
-        return np.mod(u_px, 10.0) < 5.0
+        return np.mod(u_px, 12.0) < 6.0
     if texture == "dotted":
-        du, dv = np.mod(u_px, 9.0) - 4.5, np.mod(v_px, 9.0) - 4.5
-        return du * du + dv * dv > 2.6**2
+        du, dv = np.mod(u_px, 10.0) - 5.0, np.mod(v_px, 10.0) - 5.0
+        return du * du + dv * dv > 2.8**2
     if texture == "checkered":
-        return (np.floor(u_px / 6.0) + np.floor(v_px / 6.0)) % 2 == 0
+        return (np.floor(u_px / 8.0) + np.floor(v_px / 8.0)) % 2 == 0
     fail("texture", f"one of {TEXTURES}", texture)
 
 
@@ -216,7 +217,7 @@ def sample_scene(rng: np.random.Generator, **constraints: Any) -> Scene:
     has_second = bool(constraints.get("second_object", has_second))
 
     radius = SIZES[size] * float(rng.uniform(0.93, 1.07))
-    margin = radius * 0.85  # keep the object (almost) inside the frame
+    margin = radius  # keep the object inside the frame (star and triangle tips may touch the border)
     center = (float(rng.uniform(margin, 1 - margin)), float(rng.uniform(margin, 1 - margin)))
     main = SceneObject(
         shape=shape,
