@@ -23,10 +23,10 @@ def test_parse_entries():
 def test_grid_runs_once_and_tabulates(toy_weights, tmp_path, cache_env, monkeypatch):
     base = RunConfig(shots=1, epochs=1, batch_size=8, pretrained=toy_weights)
     entries = parse_entries(["zeroshot", "coop:ours"])
-    results = run_grid(base, ["toy", "toy-shape-texture"], entries, [1, 2], tmp_path)
+    results = run_grid(base, ["toy", "toy-texture"], entries, [1, 2], tmp_path)
     assert {d: {k: len(v) for k, v in rows.items()} for d, rows in results.items()} == {
         "toy": {"zeroshot": 2, "coop + ours": 2},
-        "toy-shape-texture": {"zeroshot": 2, "coop + ours": 2},
+        "toy-texture": {"zeroshot": 2, "coop + ours": 2},
     }
     tables = grid_tables(results)
     assert "### toy\n" in tables and "### average over 2 datasets" in tables and "| coop + ours |" in tables
@@ -38,5 +38,5 @@ def test_grid_runs_once_and_tabulates(toy_weights, tmp_path, cache_env, monkeypa
         raise AssertionError("finished runs must not run again")
 
     monkeypatch.setattr(grid_module, "run_experiment", refuse)
-    again = run_grid(base, ["toy", "toy-shape-texture"], entries, [1, 2], tmp_path)
+    again = run_grid(base, ["toy", "toy-texture"], entries, [1, 2], tmp_path)
     assert again == results

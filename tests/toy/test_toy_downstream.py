@@ -23,7 +23,7 @@ from calprompt.toy.downstream import (
 from calprompt.toy.render import render_photo
 from calprompt.toy.styles import sketch
 
-EXPECTED_CLASSES = {"toy": 48, "toy-shape-texture": 24, "toy-domain": 48}
+EXPECTED_CLASSES = {"toy": 48, "toy-texture": 32, "toy-domain": 48}
 
 
 @pytest.mark.parametrize("name", TOY_DATASETS)
@@ -31,7 +31,7 @@ def test_class_counts_split_sizes_and_labels(name):
     data = build_toy_dataset(name)
     n = EXPECTED_CLASSES[name]
     assert isinstance(data, DatasetSplits) and data.name == name
-    assert data.num_classes == n and list(data.classnames) == sorted(data.classnames)
+    assert data.num_classes == n and len(set(data.classnames)) == n
     assert data.template == "a photo of a {}."
     for split in ("train", "val", "test"):
         items = getattr(data, split)
@@ -42,14 +42,26 @@ def test_class_counts_split_sizes_and_labels(name):
     assert len(set(ids)) == len(ids)
 
 
-def test_base_novel_split_of_sorted_labels_separates_colours_and_textures():
+def test_label_order_decides_the_base_novel_split():
     toy = build_toy_dataset("toy")
     m = math.ceil(toy.num_classes / 2)
-    assert {c.split()[0] for c in toy.classnames[:m]} == {"blue", "cyan", "green", "orange"}
-    assert {c.split()[0] for c in toy.classnames[m:]} == {"pink", "purple", "red", "yellow"}
-    texture = build_toy_dataset("toy-shape-texture")
-    assert {c.split()[0] for c in texture.classnames[:12]} == {"checkered", "dotted"}
-    assert {c.split()[1] for c in texture.classnames} == {"circle", "square", "triangle", "cross", "star", "ring"}
+    # shape-major labels: base classes hold every colour (and so every inverted complement) of three shapes
+    assert {c.split()[1] for c in toy.classnames[:m]} == {"circle", "cross", "ring"}
+    assert {c.split()[1] for c in toy.classnames[m:]} == {"square", "star", "triangle"}
+    assert {c.split()[0] for c in toy.classnames[:m]} == {c.split()[0] for c in toy.classnames[m:]}
+    assert toy.classnames[:3] == ("blue circle", "cyan circle", "green circle")
+    assert build_toy_dataset("toy-domain").classnames == toy.classnames
+    texture = build_toy_dataset("toy-texture")
+    assert {c.split()[0] for c in texture.classnames[:16]} == {"checkered", "dotted"}
+    assert {c.split()[0] for c in texture.classnames[16:]} == {"plain", "striped"}
+    assert list(texture.classnames) == sorted(texture.classnames)  # naming order = label order
+
+
+def test_label_order_must_permute_the_factors():
+    from calprompt.toy.downstream import ToyDatasetSpec
+
+    with pytest.raises(ValueError, match="label_order"):
+        ToyDatasetSpec("x", ("colour", "shape"), "photo", label_order=("shape",))
 
 
 def test_alias_names_the_default_dataset():
@@ -63,16 +75,16 @@ def test_image_shows_the_item_class_in_the_dataset_style():
         scene = item_scene(name, split, index, seed)
         assert f"{scene.colour} {scene.shape}" == item.classname and scene.style == "inverted"
         assert np.array_equal(load_toy_array(item.impath).astype(int), 255 - render_photo(scene).astype(int))
-    item = build_toy_dataset("toy-shape-texture").train[7]
+    item = build_toy_dataset("toy-texture").train[7]
     scene = item_scene(*parse_toy_item_id(item.impath))
-    assert f"{scene.texture} {scene.shape}" == item.classname
+    assert f"{scene.texture} {scene.colour}" == item.classname and scene.style == "photo"
     item = build_toy_dataset("toy-domain").val[3]
     scene = item_scene(*parse_toy_item_id(item.impath))
     assert np.array_equal(load_toy_array(item.impath), sketch(render_photo(scene)))
 
 
 def test_rendering_an_id_twice_with_fresh_caches_gives_identical_bytes():
-    data = build_toy_dataset("toy-shape-texture")
+    data = build_toy_dataset("toy-texture")
     first = [data.image_loader(it.impath).tobytes() for it in data.train[:30]]
     clear_render_cache()
     second = [load_toy_image(it.impath).tobytes() for it in data.train[:30]]

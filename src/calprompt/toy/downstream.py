@@ -29,24 +29,37 @@ FACTOR_VALUES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": 
 
 @dataclass(frozen=True)
 class ToyDatasetSpec:
-    """A toy dataset: its classes are all combinations of `factors` (words in that order), drawn in `style`."""
+    """A toy dataset: its classes are all combinations of `factors` (words in that order), drawn in `style`.
+
+    Labels follow `label_order` (the factors by which classes are sorted; default: the naming order). The base/novel
+    split takes the first half of the labels, so this order decides what novel classes share with base ones: with
+    shape-major labels, base classes hold every colour together with its inverted complement, which makes the
+    inverted style a gap that the hand-written template does not close.
+    """
 
     name: str
     factors: tuple[str, ...]
     style: str
     template: str = "a photo of a {}."
     description: str = ""
+    label_order: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for factor in self.factors:
             check_choice(factor, "factor", FACTOR_VALUES)
         check_choice(self.style, "style", STYLES)
+        if self.label_order and sorted(self.label_order) != sorted(self.factors):
+            fail("label_order", f"a permutation of {self.factors}", self.label_order)
 
     @functools.cached_property
     def class_factors(self) -> tuple[dict[str, str], ...]:
-        """Scene constraints of each class, in label order (class names sorted, as the benchmarks' labels)."""
-        combos = itertools.product(*(FACTOR_VALUES[f] for f in self.factors))
-        return tuple(dict(zip(self.factors, c, strict=True)) for c in sorted(combos, key=" ".join))
+        """Scene constraints of each class, in label order (sorted by the `label_order` factors' words)."""
+        order = self.label_order or self.factors
+        combos = [
+            dict(zip(self.factors, c, strict=True))
+            for c in itertools.product(*(FACTOR_VALUES[f] for f in self.factors))
+        ]
+        return tuple(sorted(combos, key=lambda c: [c[f] for f in order]))
 
     @property
     def classnames(self) -> tuple[str, ...]:
@@ -60,21 +73,25 @@ TOY_DATASET_SPECS: dict[str, ToyDatasetSpec] = {
             "toy",
             ("colour", "shape"),
             "inverted",
-            description="8 colours x 6 shapes (48 classes) in the inverted style; base classes are blue, cyan, green, "
-            "orange, novel ones pink, purple, red, yellow.",
+            description="8 colours x 6 shapes (48 classes, 'red circle') in the inverted style, which 'a photo of a "
+            "{}.' does not describe; labels are shape-major, so base classes are circles, crosses and rings of every "
+            "colour, novel ones squares, stars and triangles.",
+            label_order=("shape", "colour"),
         ),
         ToyDatasetSpec(
-            "toy-shape-texture",
-            ("texture", "shape"),
-            "inverted",
-            description="4 textures x 6 shapes (24 classes), colour a nuisance, in the inverted style; base classes "
-            "are checkered and dotted, novel ones plain and striped.",
+            "toy-texture",
+            ("texture", "colour"),
+            "photo",
+            description="4 textures x 8 colours (32 classes, 'striped red'), shape a nuisance, in the photo style; "
+            "labels are texture-major: base classes are checkered and dotted, novel ones plain and striped.",
         ),
         ToyDatasetSpec(
             "toy-domain",
             ("colour", "shape"),
             "sketch",
-            description="the 48 classes of `toy` as sketches: a distribution shift for models tuned on `toy`.",
+            description="the 48 classes of `toy` as sketches (same label order): a distribution shift for prompts "
+            "tuned on `toy`.",
+            label_order=("shape", "colour"),
         ),
     )
 }

@@ -1,0 +1,107 @@
+"""Measurements of the shipped toy world: load time, zero-shot quality, and a linear probe's headroom.
+
+Prints, for every toy dataset: zero-shot accuracy and ECE on all, base and novel test classes, and the base-class
+test accuracy of a linear probe (multinomial logistic regression on frozen image features) trained on the 16-shot
+base training split (the data CoOp sees) and on the full base training split.
+
+Usage: python benchmarks/toy_world.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from calprompt.clip import load_clip
+from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.data import (
+    ImageTransformConfig,
+    build_test_transform,
+    encode_items,
+    load_dataset,
+    sample_few_shot,
+    split_base_novel,
+)
+from calprompt.metrics import evaluate
+from calprompt.toy.downstream import TOY_DATASETS, clear_render_cache
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, weight_decay: float = 1e-3) -> torch.nn.Linear:
+    """Multinomial logistic regression on L2-normalised features, full-batch L-BFGS."""
+    num_classes = int(train_y.max()) + 1
+    probe = torch.nn.Linear(train_x.shape[1], num_classes)
+    optimizer = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(probe(train_x), train_y) + weight_decay * probe.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe
+
+
+def main() -> None:
+    clear_render_cache()
+    start = time.perf_counter()
+    backbone = load_clip("toy")
+    transform = build_test_transform(ImageTransformConfig.from_preprocess(backbone.preprocess))
+    splits = {name: load_dataset(name) for name in TOY_DATASETS}
+    features = {
+        name: encode_items(s.test, backbone.encode_image, transform, loader=s.image_loader)
+        for name, s in splits.items()
+    }
+    seconds = time.perf_counter() - start
+    print(
+        f"load the shipped toy CLIP + render and encode all toy test sets: {seconds:.1f} s "
+        f"({sum(len(s.test) for s in splits.values())} images, {torch.get_num_threads()} threads)\n"
+    )
+    print(
+        "| dataset | classes | zero-shot acc all / base / novel | zero-shot ECE all / base / novel | "
+        "linear probe base acc (16-shot / full train) |"
+    )
+    print("|---|---|---|---|---|")
+    for name, full in splits.items():
+        cells_acc, cells_ece = [], []
+        few = sample_few_shot(full, 16, seed=1)
+        for subset in ("all", "base", "new"):
+            part = split_base_novel(few, subset)
+            keep = torch.tensor([item.label for item in full.test])
+            kept_labels = [full.classnames.index(c) for c in part.classnames]
+            mask = torch.isin(keep, torch.tensor(kept_labels))
+            labels = torch.tensor([item.label for item in part.test])
+            text = zero_shot_text_features(backbone, part.classnames, part.template)
+            logits = backbone.logit_scale * F.normalize(features[name][mask], dim=-1) @ text.t()
+            report = evaluate(logits, labels)
+            cells_acc.append(f"{100 * report.accuracy:.1f}")
+            cells_ece.append(f"{100 * report.ece:.1f}")
+        base_full = split_base_novel(full, "base")
+        base_few = split_base_novel(few, "base")
+        base_test_mask = torch.isin(
+            torch.tensor([item.label for item in full.test]),
+            torch.tensor([full.classnames.index(c) for c in base_full.classnames]),
+        )
+        test_x = F.normalize(features[name][base_test_mask], dim=-1)
+        test_y = torch.tensor([item.label for item in base_full.test])
+        probes = []
+        for train in (base_few, base_full):
+            x = encode_items(train.train, backbone.encode_image, transform, loader=train.image_loader)
+            y = torch.tensor([item.label for item in train.train])
+            probe = linear_probe(F.normalize(x, dim=-1), y)
+            with torch.no_grad():
+                accuracy = (probe(test_x).argmax(-1) == test_y).float().mean().item()
+            probes.append(f"{100 * accuracy:.1f}")
+        print(
+            f"| {name} | {full.num_classes} | {' / '.join(cells_acc)} | {' / '.join(cells_ece)} | "
+            f"{' / '.join(probes)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
