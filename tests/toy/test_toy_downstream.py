@@ -128,9 +128,13 @@ def test_render_items_stacks():
         (lambda: build_toy_dataset("toy", split_sizes={"train": 0}), "split_sizes"),
         (lambda: load_toy_image("toy://toy/dev/00001"), "toy image id"),
         (lambda: load_toy_image("/data/toy/0001.png"), "toy image id"),
-        (lambda: load_toy_image("toy://nope/test/00001"), "toy dataset name"),
+        (lambda: load_toy_image("toy://nope/test/00001/blue-circle/inverted"), "toy dataset name"),
+        # an id of another version of the datasets (other class at this index) is refused, never re-rendered
+        (lambda: load_toy_image("toy://toy/test/00001/red-star/inverted"), "toy image id"),
+        (lambda: load_toy_image("toy://toy/test/00001/cyan-circle/sketch"), "toy image id"),
     ],
 )
 def test_bad_input_is_named(call, message):
+    assert build_toy_dataset("toy").test[1].impath == "toy://toy/test/00001/cyan-circle/inverted"
     with pytest.raises(ValueError, match=f"Expected `{message}"):
         call()

@@ -98,7 +98,9 @@ TOY_DATASET_SPECS: dict[str, ToyDatasetSpec] = {
 TOY_DATASETS: tuple[str, ...] = tuple(TOY_DATASET_SPECS)
 TOY_DATASET_ALIASES: dict[str, str] = {"toy-colour-shape": "toy"}
 
-_ID = re.compile(r"^toy://(?P<name>[a-z-]+)/(?P<split>[a-z]+)/(?P<index>\d+)(\?seed=(?P<seed>\d+))?$")
+_ID = re.compile(
+    r"^toy://(?P<name>[a-z-]+)/(?P<split>[a-z]+)/(?P<index>\d+)/(?P<tail>[a-z-]+/[a-z]+)(\?seed=(?P<seed>\d+))?$"
+)
 
 
 def get_toy_spec(name: str) -> ToyDatasetSpec:
@@ -109,18 +111,36 @@ def get_toy_spec(name: str) -> ToyDatasetSpec:
     return TOY_DATASET_SPECS[canonical]
 
 
+def _id_tail(spec: ToyDatasetSpec, index: int) -> str:
+    """The class and style of item `index`, spelled into its id ("blue-circle/inverted")."""
+    return f"{spec.classnames[index % len(spec.classnames)].replace(' ', '-')}/{spec.style}"
+
+
 def toy_item_id(name: str, split: str, index: int, seed: int = 0) -> str:
-    """The virtual image id of item `index` of `split`."""
-    return f"toy://{name}/{split}/{index:05d}" + (f"?seed={seed}" if seed else "")
+    """The virtual image id of item `index` of `split`.
+
+    The id spells out the item's class and style, so it names one image whatever the dataset definitions say: if a
+    definition changes (label order, style), its ids change too, and nothing keyed by them (feature caches) goes stale.
+    """
+    spec = get_toy_spec(name)
+    return f"toy://{spec.name}/{split}/{index:05d}/{_id_tail(spec, index)}" + (f"?seed={seed}" if seed else "")
 
 
 def parse_toy_item_id(impath: str) -> tuple[str, str, int, int]:
     """(dataset, split, index, seed) of a virtual id; raises a ValueError naming the id otherwise."""
     match = _ID.match(impath)
     if match is None or match["split"] not in SPLITS:
-        fail("toy image id", "of the form 'toy://<dataset>/<train|val|test>/<index>[?seed=N]'", impath)
-    get_toy_spec(match["name"])
-    return match["name"], match["split"], int(match["index"]), int(match["seed"] or 0)
+        fail("toy image id", "of the form 'toy://<dataset>/<train|val|test>/<index>/<class>/<style>[?seed=N]'", impath)
+    spec = get_toy_spec(match["name"])
+    index = int(match["index"])
+    if match["tail"] != _id_tail(spec, index):
+        fail(
+            "toy image id",
+            f"to end in {_id_tail(spec, index)!r} (this version's class and style of item {index}); "
+            "it comes from another version of the toy datasets",
+            impath,
+        )
+    return match["name"], match["split"], index, int(match["seed"] or 0)
 
 
 def item_scene(name: str, split: str, index: int, seed: int = 0) -> Scene:
