@@ -12,12 +12,14 @@ import importlib
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import open_clip
 import torch
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
+from torch import Tensor
 
 from calprompt._validation import check_choice, fail
 from calprompt.clip.backbone import ClipBackbone, Preprocess
@@ -274,6 +276,7 @@ def wrap_open_clip_model(
     pretrained: str | None = None,
     preprocess: Preprocess | None = None,
     identity: str | None = None,
+    tokenizer: Callable[..., Tensor] | None = None,
 ) -> ClipBackbone:
     """Freeze an open_clip ``CLIP`` behind the backbone interface, with the standard CLIP tokenizer."""
     if not isinstance(model, CLIP):
@@ -288,7 +291,7 @@ def wrap_open_clip_model(
             "49408 (the CLIP BPE tokenizer; other tokenizers are not supported yet)",
             model.vocab_size,
         )
-    tokenizer = SimpleTokenizer(context_length=model.context_length)
+    tokenizer = tokenizer or SimpleTokenizer(context_length=model.context_length)
     return ClipBackbone(
         model,
         tokenizer,

@@ -36,7 +36,7 @@ DEFAULT_INIT_LOGIT_SCALE = math.log(50.0)  # real CLIP ends at 100; from 1/0.07 
 ASSET_DIR = Path(__file__).parent / "assets"
 DEFAULT_CHECKPOINT = ASSET_DIR / "toy_clip.safetensors"
 _EMBEDDING = "token_embedding.weight"
-_TOKEN_IDS = "toy.token_ids"
+TOKEN_IDS_KEY = "toy.token_ids"
 FORMAT = "calprompt-toy-clip/1"
 
 
@@ -77,7 +77,7 @@ def save_toy_checkpoint(
         if name == _EMBEDDING:
             value = value[ids]  # (n_used, width)
         tensors[name] = value.to(torch.float16).contiguous() if value.is_floating_point() else value.contiguous()
-    tensors[_TOKEN_IDS] = ids
+    tensors[TOKEN_IDS_KEY] = ids
     config = TOY_CLIP_CONFIG if config is None else config
     sidecar = {"format": FORMAT, "config": dict(config), "meta": dict(meta or {})}
     tmp = path.with_name(path.name + ".tmp")
@@ -106,7 +106,7 @@ def load_toy_clip_model(path: str | Path | None = None) -> tuple[open_clip.CLIP,
         raise ValueError(f"Expected {json_path} to describe a {FORMAT!r} checkpoint, got format {found!r}.")
     model = build_toy_clip(config=sidecar["config"])
     tensors = load_file(str(path))
-    ids = tensors.pop(_TOKEN_IDS)
+    ids = tensors.pop(TOKEN_IDS_KEY)
     compact = tensors.pop(_EMBEDDING)
     full = torch.zeros_like(model.token_embedding.weight)
     full[ids] = compact.float()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from open_clip.tokenizer import SimpleTokenizer
 
+from calprompt.data.templates import ENSEMBLE_TEMPLATES
 from calprompt.toy.captions import GENERIC_TEMPLATES, SECOND_TEMPLATES, STYLE_TEMPLATES, TEXTURE_PHRASES, article
 from calprompt.toy.downstream import TOY_DATASET_SPECS
 from calprompt.toy.render import COLOURS, SHAPES, SIZES, TEXTURES
@@ -26,13 +27,7 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "{}.",
     "X X X X {}.",
     "X X X X X X X X X X X X X X X X {}.",
-    "itap of a {}.",
-    "a bad photo of the {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
+    *ENSEMBLE_TEMPLATES,
     "an inverted image of a {}.",
     "a sketch of a {}.",
     "a photo of a {}, a type of shape.",
