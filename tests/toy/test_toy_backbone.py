@@ -37,5 +37,5 @@ def test_words_outside_the_toy_vocabulary_are_named_in_a_warning(checkpoint):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.safetensors"):
         load_clip("toy", str(tmp_path / "nothing.safetensors"))
