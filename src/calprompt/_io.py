@@ -43,4 +43,5 @@ def save_tensors_atomic(
 ) -> None:
     """A safetensors file, written atomically (tensors are made contiguous and moved to the CPU)."""
     prepared = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-    write_atomic(path, lambda temp: save_file(prepared, str(temp), metadata=dict(metadata or {})))
+    # metadata=None rather than {}: safetensors writes an unreadable header for no tensors with empty metadata.
+    write_atomic(path, lambda temp: save_file(prepared, str(temp), metadata=dict(metadata) if metadata else None))

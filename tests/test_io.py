@@ -1,0 +1,39 @@
+"""Crash-safe writers: complete files only, and round trips that load back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from calprompt._io import save_tensors_atomic, write_atomic, write_json_atomic
+
+
+@pytest.mark.parametrize("tensors", [{}, {"ctx": torch.arange(6.0).view(2, 3)}])
+def test_tensors_round_trip_including_an_empty_state(tmp_path, tensors):
+    """A method without parameters (zero-shot CLIP) saves an empty state that must load back."""
+    path = tmp_path / "sub" / "prompt.safetensors"
+    save_tensors_atomic(path, tensors)
+    loaded = load_file(str(path))
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json_atomic(path, {"a": 1})
+
+    def broken(temp):
+        temp.write_text("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(path, broken)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_json_refuses_nan(tmp_path):
+    with pytest.raises(ValueError):
+        write_json_atomic(tmp_path / "x.json", {"loss": float("nan")})
