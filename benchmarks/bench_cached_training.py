@@ -21,11 +21,14 @@ import torch.nn.functional as F
 from calprompt.calibration import build_objective, text_moments
 from calprompt.clip import ClipBackbone, load_clip
 from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.data import load_dataset
 from calprompt.methods import build_method
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CLASSNAMES = [
+# 50 base classes of fine-grained-looking names for real CLIP; the toy backbone gets the toy world's 48 class names
+# (its checkpoint stores only the toy world's token embeddings).
+REAL_CLASSNAMES = [
     f"{a} {b}"
     for a in ("red", "dark green", "pale blue", "golden", "striped")
     for b in (
@@ -40,7 +43,7 @@ CLASSNAMES = [
         "exterior balcony",
         "daisy",
     )
-]  # 50 base classes
+]
 
 
 def toy_backbone() -> tuple[ClipBackbone, str]:
@@ -60,10 +63,10 @@ def toy_backbone() -> tuple[ClipBackbone, str]:
 class ReferenceStyleStep:
     """A naive step: images encoded, frozen text re-encoded, all 77 positions, moments recomputed."""
 
-    def __init__(self, backbone: ClipBackbone, method, template: str) -> None:
-        self.backbone, self.method = backbone, method
-        self.zs_ids = backbone.tokenize([template.format(n) for n in CLASSNAMES])
-        self.ids = backbone.tokenize([f"X X X X {n}." for n in CLASSNAMES])  # full context length
+    def __init__(self, backbone: ClipBackbone, method, template: str, classnames: list[str]) -> None:
+        self.backbone, self.method, self.classnames = backbone, method, classnames
+        self.zs_ids = backbone.tokenize([template.format(n) for n in classnames])
+        self.ids = backbone.tokenize([f"X X X X {n}." for n in classnames])  # full context length
         with torch.no_grad():
             self.embeddings = backbone.embed_tokens(self.ids)
 
@@ -74,7 +77,7 @@ class ReferenceStyleStep:
             frozen = F.normalize(backbone.encode_text(self.zs_ids, truncate=False), dim=-1)
         n = self.method.ctx.shape[0]
         prompts = torch.cat(
-            [self.embeddings[:, :1], self.method.ctx.expand(len(CLASSNAMES), -1, -1), self.embeddings[:, 1 + n :]],
+            [self.embeddings[:, :1], self.method.ctx.expand(len(self.classnames), -1, -1), self.embeddings[:, 1 + n :]],
             dim=1,
         )
         text = F.normalize(backbone.encode_text_embeddings(prompts, self.ids, truncate=False), dim=-1)
@@ -91,20 +94,20 @@ def time_steps(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def bench(backbone: ClipBackbone, label: str, steps: int, batch: int = 32) -> None:
+def bench(backbone: ClipBackbone, label: str, classnames: list[str], steps: int, batch: int = 32) -> None:
     torch.manual_seed(0)
     size = backbone.preprocess.image_size
     images = torch.randn(batch, 3, size, size)
-    labels = torch.randint(0, len(CLASSNAMES), (batch,))
+    labels = torch.randint(0, len(classnames), (batch,))
     template = "a photo of a {}."
     objective = build_objective("ours")
-    method = build_method("coop", backbone, CLASSNAMES)
+    method = build_method("coop", backbone, classnames)
     optimizer = torch.optim.SGD([method.ctx], lr=0.002, momentum=0.9)
-    reference = ReferenceStyleStep(backbone, method, template)
+    reference = ReferenceStyleStep(backbone, method, template, classnames)
 
     with torch.no_grad():
         cached = backbone.encode_image(images)  # what the feature cache holds for this batch
-    zs_moments = text_moments(zero_shot_text_features(backbone, CLASSNAMES, template))
+    zs_moments = text_moments(zero_shot_text_features(backbone, classnames, template))
 
     def ours_loss() -> torch.Tensor:
         out = method(image_features=cached)
@@ -129,7 +132,7 @@ def bench(backbone: ClipBackbone, label: str, steps: int, batch: int = 32) -> No
     t_ref = time_steps(step(lambda: reference.loss(images, labels, objective)), steps)
     max_eot = int(method.prompts.ids.argmax(-1).max())
     print(
-        f"{label}: {len(CLASSNAMES)} classes, batch {batch}, text positions {max_eot + 1} vs "
+        f"{label}: {len(classnames)} classes, batch {batch}, text positions {max_eot + 1} vs "
         f"{backbone.context_length}, same loss ({a:.5f} vs {b:.5f})"
     )
     print(f"  reference-style step: {t_ref * 1000:9.1f} ms")
@@ -144,9 +147,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     backbone, label = toy_backbone()
-    bench(backbone, label, args.steps)
+    bench(backbone, label, list(load_dataset("toy").classnames), args.steps)
     if not args.skip_vit:
-        bench(load_clip("ViT-B-16"), "ViT-B-16 (random init)", max(1, args.steps // 5))
+        bench(load_clip("ViT-B-16"), "ViT-B-16 (random init)", REAL_CLASSNAMES, max(1, args.steps // 5))
 
 
 if __name__ == "__main__":

@@ -148,3 +148,22 @@ def test_invalid_probabilities_raise(probs, message):
 def test_invalid_n_bins_raises(case, n_bins):
     with pytest.raises(ValueError, match="Expected `n_bins`"):
         evaluate(*case, n_bins=n_bins)
+
+
+def test_chunked_evaluation_equals_a_single_block(monkeypatch):
+    """Rows are processed in cache-sized chunks; the report must not depend on where the chunks end."""
+    from calprompt.metrics import report as report_module
+
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.randn(301, 7, generator=generator) * 4
+    labels = torch.randint(0, 7, (301,), generator=generator)
+    whole = evaluate(logits, labels, n_bins=10).to_dict()
+    probs_whole = evaluate_probs(logits.softmax(dim=1), labels, n_bins=10).to_dict()
+    monkeypatch.setattr(report_module, "_CHUNK_ELEMENTS", 7 * 13)  # 13 rows per chunk, a ragged last chunk
+    chunked = evaluate(logits, labels, n_bins=10).to_dict()
+    probs_chunked = evaluate_probs(logits.softmax(dim=1), labels, n_bins=10).to_dict()
+    for reference, got in ((whole, chunked), (probs_whole, probs_chunked)):
+        assert got["reliability"] == reference["reliability"] and got["risk_coverage"] == reference["risk_coverage"]
+        for key, value in reference.items():
+            if key not in ("reliability", "risk_coverage"):
+                assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key

@@ -61,16 +61,15 @@ def adaptive_ece_from_top_label(confidence: Tensor, correct: Tensor, n_bins: int
     return ece_from_totals(*totals)
 
 
-def classwise_ece_from_checked(probs: Tensor, labels: Tensor, n_bins: int) -> Tensor:
-    """Classwise ECE of already validated inputs (see :func:`classwise_calibration_error`).
+def classwise_bin_sums(probs: Tensor, labels: Tensor, n_bins: int) -> tuple[Tensor, Tensor]:
+    """Per class c and bin b: the sum of p_ic over samples whose p_ic falls in b, and the count of those with y_i = c.
 
-    Most of the N x C probabilities of a many-class problem sit in the first bin, so only the entries above half the
-    first edge are binned one by one (fewer than ``2 n_bins`` per row, since rows sum to 1); the rest of each column
-    joins bin 0 through the column total. Per class c and bin b, ``|B_cb| |freq_cb - mean p_cb|`` equals
-    ``|hits_cb - sum p_cb|``, so bin counts are never needed.
+    Both (C, n_bins) float64, additive over row chunks. Most of the N x C probabilities of a many-class problem sit in
+    the first bin, so only the entries above half the first edge are binned one by one (fewer than ``2 n_bins`` per
+    row, since rows sum to 1); the rest of each column joins bin 0 through the column total.
     """
-    n, n_classes = probs.shape
-    # (C, n_bins) sums of p; the half-edge threshold keeps every entry that might leave bin 0, whatever the dtype.
+    n_classes = probs.shape[1]
+    # The half-edge threshold keeps every entry that might leave bin 0, whatever the dtype.
     rows, cols = torch.nonzero(probs > 0.5 / n_bins, as_tuple=True)
     values = probs[rows, cols].to(torch.float64)
     flat = cols * n_bins + equal_width_bin_index(values, n_bins)
@@ -82,7 +81,21 @@ def classwise_ece_from_checked(probs: Tensor, labels: Tensor, n_bins: int) -> Te
     # The indicator [y_i = c] is 1 only at (i, y_i): bin those N entries for the label frequencies.
     hit_ids = labels * n_bins + equal_width_bin_index(true_class_prob(probs, labels), n_bins)
     hits = torch.bincount(hit_ids, minlength=n_classes * n_bins).view(n_classes, n_bins).to(torch.float64)
+    return prob_sum, hits
+
+
+def classwise_ece_from_sums(prob_sum: Tensor, hits: Tensor, n: int) -> Tensor:
+    """Classwise ECE from :func:`classwise_bin_sums` over ``n`` samples.
+
+    Per class c and bin b, ``|B_cb| |freq_cb - mean p_cb|`` equals ``|hits_cb - sum p_cb|``, so bin counts are
+    never needed.
+    """
     return ((hits - prob_sum).abs().sum(dim=1) / n).mean()
+
+
+def classwise_ece_from_checked(probs: Tensor, labels: Tensor, n_bins: int) -> Tensor:
+    """Classwise ECE of already validated inputs (see :func:`classwise_calibration_error`)."""
+    return classwise_ece_from_sums(*classwise_bin_sums(probs, labels, n_bins), probs.shape[0])
 
 
 def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> Tensor:

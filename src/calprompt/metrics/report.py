@@ -18,7 +18,8 @@ from calprompt.metrics.binning import bin_edges
 from calprompt.metrics.calibration import (
     adaptive_ece_from_top_label,
     checked_probs_labels,
-    classwise_ece_from_checked,
+    classwise_bin_sums,
+    classwise_ece_from_sums,
     ece_from_totals,
     mce_from_totals,
     top_label,
@@ -26,7 +27,7 @@ from calprompt.metrics.calibration import (
     true_class_prob,
 )
 from calprompt.metrics.checks import ArrayLike, check_labels, check_logits
-from calprompt.metrics.classification import brier_from_probs, true_log_prob_from_probs
+from calprompt.metrics.classification import true_log_prob_from_probs
 from calprompt.metrics.selective import excess_from_aurc, risk_coverage_from_top_label
 
 # The report keeps the risk-coverage curve at these coverages (5 % steps) rather than at all N points.
@@ -132,9 +133,42 @@ class EvaluationReport:
         return cls(**values)
 
 
-def _report(probs: Tensor, true_log_prob: Tensor, labels: Tensor, n_bins: int) -> EvaluationReport:
-    """Compute every metric from validated probabilities and true-class log-probabilities (N,), sharing work."""
-    confidence, correct = top_label(probs, labels)
+# Rows per chunk: a float64 chunk of about 8 MiB stays in cache while every per-row statistic is taken from it.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+@dataclass
+class _RowStatistics:
+    """What every metric needs, gathered chunk by chunk: per-row vectors (N,) and additive classwise sums."""
+
+    confidence: list[Tensor]
+    correct: list[Tensor]
+    true_log_prob: list[Tensor]
+    squared_norm: list[Tensor]
+    true_prob: list[Tensor]
+    class_prob_sum: Tensor | None = None
+    class_hits: Tensor | None = None
+
+    def add(self, probs: Tensor, true_log_prob: Tensor, labels: Tensor, n_bins: int) -> None:
+        confidence, correct = top_label(probs, labels)
+        self.confidence.append(confidence)
+        self.correct.append(correct)
+        self.true_log_prob.append(true_log_prob)
+        self.squared_norm.append(torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square())
+        self.true_prob.append(true_class_prob(probs, labels).to(torch.float64))
+        prob_sum, hits = classwise_bin_sums(probs, labels, n_bins)
+        self.class_prob_sum = prob_sum if self.class_prob_sum is None else self.class_prob_sum + prob_sum
+        self.class_hits = hits if self.class_hits is None else self.class_hits + hits
+
+
+def _row_chunks(n: int, n_classes: int) -> range:
+    return range(0, n, max(1, _CHUNK_ELEMENTS // n_classes))
+
+
+def _report(stats: _RowStatistics, n: int, n_classes: int, n_bins: int) -> EvaluationReport:
+    """Compute every metric from the gathered row statistics, sharing the top-label work."""
+    confidence, correct = torch.cat(stats.confidence), torch.cat(stats.correct)
+    true_log_prob, true_prob = torch.cat(stats.true_log_prob), torch.cat(stats.true_prob)
     totals = top_label_totals(confidence, correct, n_bins)
     risk = risk_coverage_from_top_label(confidence, correct)[1]
     area = risk.mean()
@@ -144,17 +178,18 @@ def _report(probs: Tensor, true_log_prob: Tensor, labels: Tensor, n_bins: int) -
             ece_from_totals(*totals),
             adaptive_ece_from_top_label(confidence, correct, n_bins),
             mce_from_totals(*totals),
-            classwise_ece_from_checked(probs, labels, n_bins),
+            classwise_ece_from_sums(stats.class_prob_sum, stats.class_hits, n),
             -true_log_prob.mean(),
-            brier_from_probs(probs, labels),
+            # Brier: mean of ||p_i||^2 - 2 p_{i, y_i} + 1 (no one-hot matrix)
+            (torch.cat(stats.squared_norm) - 2 * true_prob + 1).mean(),
             area,
             excess_from_aurc(area, correct),
         ]
     ).tolist()  # one device -> host transfer for all scalars
     accuracy, ece, adaptive_ece, mce, classwise_ece, nll, brier, aurc, e_aurc = scalars
     return EvaluationReport(
-        n=probs.shape[0],
-        n_classes=probs.shape[1],
+        n=n,
+        n_classes=n_classes,
         n_bins=n_bins,
         accuracy=accuracy,
         ece=ece,
@@ -190,14 +225,24 @@ def evaluate(logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> Evalu
     check_positive_int(n_bins, "n_bins")
     logits = check_logits(logits)
     labels = check_labels(labels, logits.shape[0], logits.shape[1], logits.device)
-    probs = torch.softmax(logits.to(torch.float64), dim=1)  # (N, C)
-    return _report(probs, _true_log_prob_from_logits(logits, probs, labels), labels, n_bins)
+    n, n_classes = logits.shape
+    stats = _RowStatistics([], [], [], [], [])
+    for start in _row_chunks(n, n_classes):  # softmax in float64, one cache-sized block of rows at a time
+        rows = slice(start, start + max(1, _CHUNK_ELEMENTS // n_classes))
+        probs = torch.softmax(logits[rows].to(torch.float64), dim=1)  # (rows, C)
+        stats.add(probs, _true_log_prob_from_logits(logits[rows], probs, labels[rows]), labels[rows], n_bins)
+    return _report(stats, n, n_classes, n_bins)
 
 
 def evaluate_probs(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> EvaluationReport:
     """Like :func:`evaluate`, for probabilities (N, C) (rows summing to 1) instead of logits."""
     probs, labels = checked_probs_labels(probs, labels, n_bins)
-    return _report(probs, true_log_prob_from_probs(probs, labels), labels, n_bins)
+    n, n_classes = probs.shape
+    stats = _RowStatistics([], [], [], [], [])
+    for start in _row_chunks(n, n_classes):
+        rows = slice(start, start + max(1, _CHUNK_ELEMENTS // n_classes))
+        stats.add(probs[rows], true_log_prob_from_probs(probs[rows], labels[rows]), labels[rows], n_bins)
+    return _report(stats, n, n_classes, n_bins)
 
 
 def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> ReliabilityBins:
