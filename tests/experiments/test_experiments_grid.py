@@ -40,3 +40,17 @@ def test_grid_runs_once_and_tabulates(toy_weights, tmp_path, cache_env, monkeypa
     monkeypatch.setattr(grid_module, "run_experiment", refuse)
     again = run_grid(base, ["toy", "toy-texture"], entries, [1, 2], tmp_path)
     assert again == results
+
+
+def test_temperature_scaling_never_fits_on_a_test_split():
+    """ImageNet's val split is its test split: the calibration split is a few-shot draw from it, not all of it."""
+    from calprompt.data.items import DatasetSplits, Item
+    from calprompt.experiments.run import calibration_split
+
+    test = tuple(Item(f"/x/{c}/{i}.jpg", c, f"class {c}") for c in range(3) for i in range(10))
+    splits = DatasetSplits("in", ("class 0", "class 1", "class 2"), test[:6], test, test, val_is_test=True)
+    chosen = calibration_split(splits, RunConfig(shots=16, seed=1))
+    assert len(chosen) == 3 * 4 and set(chosen) < set(test)
+    assert calibration_split(splits, RunConfig(shots=16, seed=1)) == chosen  # seeded
+    regular = DatasetSplits("pets", splits.classnames, test[:6], test[:5], test)
+    assert calibration_split(regular, RunConfig(shots=16, seed=1)) == test[:5]

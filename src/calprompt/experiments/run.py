@@ -29,7 +29,8 @@ from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureS
 from calprompt.clip import ClipBackbone, load_clip
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data import FeatureCache, ImageTransformConfig, load_dataset, sample_few_shot, split_base_novel
-from calprompt.data.items import DatasetSplits
+from calprompt.data.fewshot import few_shot_items
+from calprompt.data.items import DatasetSplits, Item
 from calprompt.engine.data import TrainingData
 from calprompt.engine.evaluate import Predictions, predict
 from calprompt.engine.train import TrainConfig, Trainer
@@ -202,7 +203,7 @@ def evaluate_base_novel(
     backbone = method.backbone
 
     def run(splits: DatasetSplits, split: str) -> Predictions:
-        items = splits.test if split == "test" else splits.val
+        items = splits.test if split == "test" else calibration_split(splits, config)
         return predict(
             method,
             items,
@@ -254,6 +255,17 @@ def evaluate_base_novel(
                 )
         reports["hm"] = harmonic_mean(reports["base"]["accuracy"], reports["novel"]["accuracy"])
     return reports, tensors
+
+
+def calibration_split(splits: DatasetSplits, config: RunConfig) -> tuple[Item, ...]:
+    """The few-shot validation items that temperature scaling is fitted on (min(shots, 4) per class).
+
+    Datasets whose validation split is their test split (ImageNet) draw that many per class from it instead of
+    fitting on the whole test set, which would leak test labels into the calibrator.
+    """
+    if not splits.val_is_test:
+        return splits.val
+    return few_shot_items(splits.val, min(config.shots, 4), random.Random(config.seed))
 
 
 def _report(logits: Tensor, labels: Tensor, config: RunConfig) -> dict[str, Any]:
