@@ -22,7 +22,8 @@ from calprompt.data.items import ImageLoader, Item, open_rgb_image
 _SEED_MASK = (1 << 63) - 1
 
 
-def _hash_seed(*parts: object) -> int:
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from ``parts``, the same in every process."""
     # sha256 rather than hash(): Python's str hash is salted per process.
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & _SEED_MASK
@@ -36,12 +37,12 @@ def _check_int(value: object, name: str) -> int:
 
 def derive_view_seed(run_seed: int, epoch: int) -> int:
     """The view seed of ``epoch`` in a run seeded with ``run_seed`` (distinct per epoch, same in every process)."""
-    return _hash_seed("view", _check_int(run_seed, "run_seed"), _check_int(epoch, "epoch"))
+    return stable_seed("view", _check_int(run_seed, "run_seed"), _check_int(epoch, "epoch"))
 
 
 def item_view_seed(view_seed: int, index: int) -> int:
     """The torch seed that draws the augmentation of item ``index`` under ``view_seed``."""
-    return _hash_seed("item", _check_int(view_seed, "view_seed"), index)
+    return stable_seed("item", _check_int(view_seed, "view_seed"), index)
 
 
 class ItemDataset(Dataset[tuple[Tensor, int, int]]):

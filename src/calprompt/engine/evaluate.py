@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from calprompt.data.features import FeatureCache, FeatureKey, encode_items, item
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.transforms import ImageTransformConfig, build_test_transform
 from calprompt.data.views import ItemDataset
+from calprompt.engine.precision import autocast
 from calprompt.methods.base import PromptMethod
 
 
@@ -25,13 +25,6 @@ class Predictions:
     logits: Tensor
     labels: Tensor
     text_features: Tensor | None  # None when the prompts depend on the image (CoCoOp)
-
-
-def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -57,7 +50,7 @@ def predict(
     items = tuple(items)
     labels = torch.tensor([item.label for item in items], dtype=torch.long)
     test_transform = build_test_transform(transform)
-    with _autocast(device, precision):
+    with autocast(device, precision):
         text = None if method.text_depends_on_image else F.normalize(method.encode_text(), dim=-1)
         if method.image_encoder_untouched:
 

@@ -7,8 +7,6 @@ after any epoch ends with exactly the weights of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -24,14 +22,14 @@ from torch import Tensor
 
 from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
 from calprompt.calibration import CalibrationObjective, text_moments
+from calprompt.data.views import stable_seed
 from calprompt.engine.checkpoint import TrainingState, load_training_state, save_training_state
 from calprompt.engine.data import TrainingData
+from calprompt.engine.precision import PRECISIONS, autocast
 from calprompt.engine.schedule import epoch_learning_rate
 from calprompt.methods.base import MethodOutput, PromptMethod
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -88,26 +86,14 @@ class TrainResult:
     used_feature_cache: bool = False
 
 
-def _stable_seed(*parts: object) -> int:
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int) -> list[Tensor]:
     """Shuffled index batches of one epoch; the last incomplete batch is dropped when a full one exists (as Dassl)."""
-    generator = torch.Generator().manual_seed(_stable_seed("order", seed, epoch))
+    generator = torch.Generator().manual_seed(stable_seed("order", seed, epoch))
     order = torch.randperm(num_items, generator=generator)
     batches = list(order.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
-
-
-def _autocast(config: TrainConfig) -> contextlib.AbstractContextManager:
-    if config.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=torch.device(config.device).type, dtype=dtype)
 
 
 class Trainer:
@@ -219,7 +205,7 @@ class Trainer:
         self, features: Tensor | None, images: Tensor | None, labels: Tensor, *, update: bool
     ) -> dict[str, float]:
         device = self.config.device
-        with _autocast(self.config):
+        with autocast(self.config.device, self.config.precision):
             if features is not None:
                 output = self.method(image_features=features.to(device))
             else:

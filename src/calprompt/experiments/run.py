@@ -57,6 +57,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _feature_cache(config: RunConfig, cache_dir: str | Path | None) -> FeatureCache | None:
+    """The shared on-disk feature cache (``cache_dir`` or the default), or None when the run opts out."""
+    return FeatureCache(Path(cache_dir or default_cache_dir()) / "features") if config.feature_cache else None
+
+
 def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | None]:
     """Few-shot sample, then the base and novel halves (``novel`` is None under the ``all`` protocol)."""
     dataset = load_dataset(config.dataset, config.root, skip_missing=config.skip_missing)
@@ -87,7 +92,7 @@ def run_experiment(
     seed_everything(config.seed)
     base, novel = prepare_splits(config)
     backbone = backbone if backbone is not None else load_clip(config.backbone, config.pretrained, device=config.device)
-    cache = FeatureCache(Path(cache_dir or default_cache_dir()) / "features") if config.feature_cache else None
+    cache = _feature_cache(config, cache_dir)
     transform = ImageTransformConfig.from_preprocess(backbone.preprocess)
 
     seed_everything(config.seed)  # method initialisation draws from the run seed, whatever loading consumed
@@ -156,7 +161,7 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     config, method = load_run(run_dir, backbone=backbone, device=device)
-    cache = FeatureCache(Path(cache_dir or default_cache_dir()) / "features") if config.feature_cache else None
+    cache = _feature_cache(config, cache_dir)
     transform = ImageTransformConfig.from_preprocess(method.backbone.preprocess)
     metrics_path = run_dir / METRICS_FILE
     previous = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}

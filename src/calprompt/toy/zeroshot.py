@@ -1,7 +1,6 @@
 """Zero-shot accuracy and ECE of a CLIP model on the toy datasets (what pretraining reports as it goes).
 
-Kept self-contained (plain argmax accuracy, top-label ECE with equal-width bins) so that the toy world does not
-depend on the metrics package; the full evaluation goes through `calprompt.metrics`.
+ECE: `calprompt.metrics.expected_calibration_error` with 15 equal-width bins.
 """
 
 from __future__ import annotations
@@ -11,22 +10,11 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from calprompt._validation import check_positive_int
 from calprompt.data.items import DatasetSplits
+from calprompt.metrics import expected_calibration_error
 from calprompt.toy.downstream import TOY_DATASETS, build_toy_dataset, render_items
 from calprompt.toy.model import images_to_tensor
 from calprompt.toy.vocab import tokenizer
-
-
-def top_label_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    """Expected calibration error of the top label; bins (lo, hi] of equal width, a confidence of 0 in the first."""
-    check_positive_int(n_bins, "n_bins")
-    confidence, prediction = probs.max(dim=1)
-    correct = (prediction == labels).float()
-    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)  # (N,) bin index
-    count = torch.zeros(n_bins).index_add_(0, bins, torch.ones_like(confidence))
-    gap = torch.zeros(n_bins).index_add_(0, bins, confidence - correct)  # summed (conf - acc) per bin
-    return float(gap.abs().sum() / count.sum())
 
 
 @torch.no_grad()
@@ -58,7 +46,7 @@ def evaluate_zero_shot(
         probs = logits.softmax(dim=1)
         results[name] = {
             "accuracy": float((probs.argmax(dim=1) == labels).float().mean()),
-            "ece": top_label_ece(probs, labels),
+            "ece": float(expected_calibration_error(probs, labels, n_bins=15)),
         }
     model.train(was_training)
     return results
