@@ -1,6 +1,6 @@
 """Training recipes as data: epochs, batch size and learning rate per method, dataset family and recipe name.
 
-``paper`` follows the published ViT-B/16 base-to-novel recipes (``prompt-methods.md``); ``fast`` is a short
+``paper`` follows the published ViT-B/16 base-to-novel recipes (papers and code); ``fast`` is a short
 schedule for smoke runs, sweeps on CPUs and the toy world. Toy datasets use their own numbers because the tiny
 backbone's logit scale and feature statistics differ from real CLIP's (see the README's toy-world section).
 """

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from calprompt._validation import fail
 from calprompt.clip.backbone import ClipBackbone
-from calprompt.data.items import clean_classname
+from calprompt.conventions import clean_classname
 
 ClassTokenPosition = Literal["end", "middle", "front"]
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
