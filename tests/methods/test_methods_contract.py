@@ -130,8 +130,8 @@ def _train(backbone, name, *, epochs=3, checkpoint_dir=None, progress=None, feat
     splits = synthetic_splits()
     method = _build(backbone, name, splits.classnames, seed=3)
     config = TrainConfig(epochs=epochs, batch_size=8, lr=0.05, seed=3, warmup_lr=0.01, feature_cache=feature_cache)
-    trainer = Trainer(method, build_objective(objective), _data(backbone, splits), config, checkpoint_dir=checkpoint_dir)
-    trainer.progress = progress
+    data, objective = _data(backbone, splits), build_objective(objective)
+    trainer = Trainer(method, objective, data, config, checkpoint_dir=checkpoint_dir, progress=progress)
     return method, trainer.fit()
 
 
@@ -191,14 +191,14 @@ def test_class_list_switch_keeps_the_learned_prompts(tiny_backbone, name):
     assert torch.equal(method(images).logits, before)
 
 
-class _Stop(Exception):
+class _StopError(Exception):
     pass
 
 
 def _stop_at(epoch: int):
     def progress(iterator, total, description):
         if description.startswith(f"epoch {epoch + 1}/"):
-            raise _Stop
+            raise _StopError
         return iterator
 
     return progress
@@ -207,7 +207,7 @@ def _stop_at(epoch: int):
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_resume_after_an_epoch_is_exact(tiny_backbone, name, tmp_path):
     full, _ = _train(tiny_backbone, name, checkpoint_dir=tmp_path / "full")
-    with pytest.raises(_Stop):
+    with pytest.raises(_StopError):
         _train(tiny_backbone, name, checkpoint_dir=tmp_path / "cut", progress=_stop_at(1))
     resumed, result = _train(tiny_backbone, name, checkpoint_dir=tmp_path / "cut")
     assert result.resumed_from_epoch == 1
@@ -237,9 +237,7 @@ def test_probe_sees_every_input_in_float32_and_its_hooks_run(tiny_backbone, tmp_
     assert not result.used_feature_cache  # the probe changes the image encoder
 
 
-def test_probe_logged_only_terms_are_not_in_the_loss(tiny_backbone):
-    splits = synthetic_splits()
-    method = _build(tiny_backbone, "probe", splits.classnames)
+def test_logged_only_terms_are_not_in_the_loss():
     one, two = torch.tensor(1.0), torch.tensor(5.0)
     assert total_loss(one, {"a": (0.5, two), "b": (0.0, two)}) == 3.5
 
