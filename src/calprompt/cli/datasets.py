@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from calprompt.data import DatasetCheck, check_dataset, get_dataset_spec, list_datasets
+if TYPE_CHECKING:  # the data package imports torch: loaded inside the commands, so `--help` stays fast
+    from calprompt.data import DatasetCheck
 
 datasets_app = typer.Typer(
     name="datasets",
@@ -66,6 +66,11 @@ def check(
     verify_images: bool = typer.Option(False, "--verify-images", help="Also decode every image (slow)."),
 ) -> None:
     """Report per dataset the files found and missing (exact paths), how to get them, and items per split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from calprompt.data import check_dataset, get_dataset_spec, list_datasets
+
     if names:
         try:
             specs = [get_dataset_spec(name) for name in names]
@@ -91,6 +96,8 @@ def check(
 @datasets_app.command("list")
 def list_command() -> None:
     """List every registered dataset with its aliases and zero-shot template."""
+    from calprompt.data import get_dataset_spec, list_datasets
+
     for name in list_datasets():
         spec = get_dataset_spec(name)
         aliases = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.run import evaluate_run, run_experiment
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 console = Console()
 
@@ -27,22 +26,25 @@ ROWS = (
 )
 
 
-def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["n_ctx=16", "ctx_init=null"]`` -> ``{"n_ctx": 16, "ctx_init": None}`` (values read as JSON, else text)."""
-    options: dict[str, Any] = {}
+def parse_options(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """``["n_ctx=16", "ctx_init=null"]`` -> ``{"n_ctx": "16", "ctx_init": "null"}``.
+
+    Values stay text here: the library converts each by the type of the field it sets
+    (`calprompt.experiments.options`), so ``class_specific_context=False`` is a false boolean.
+    """
+    options: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"Expected KEY=VALUE, got {pair!r}.", param_hint=flag)
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+        options[key.strip()] = value
     return options
 
 
 def rich_progress(iterator: Iterator[Any], total: int, description: str) -> Iterator[Any]:
     """A progress bar per epoch (the training loop's ``progress`` hook)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
@@ -53,6 +55,8 @@ def rich_progress(iterator: Iterator[Any], total: int, description: str) -> Iter
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     """Accuracy and calibration (in %) of each evaluated split, raw and post-hoc."""
+    from rich.table import Table
+
     table = Table(title=title)
     for column in ("split", "acc %", "ECE %", "ACE %", "MCE %", "NLL", "n"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -98,10 +102,15 @@ def train(
     distinct_views: int | None = typer.Option(None, "--views", help="Cycle through this many augmented views."),
     workers: int = typer.Option(0, "--workers", help="Image loading worker processes."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Drop (and count) listed images that are missing."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (re-running into it resumes)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run directory: resumed if interrupted, kept if finished, refused if another run's."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace the run in --out (finished or another run's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train on the base classes, evaluate base and novel classes, write DIR/metrics.json."""
+    from calprompt.experiments.run import run_experiment
+
     config = RunConfig(
         dataset=dataset,
         root=str(root) if root else None,
@@ -125,7 +134,7 @@ def train(
         num_workers=workers,
         skip_missing=skip_missing,
     )
-    result = run_experiment(config, out, progress=None if quiet else rich_progress)
+    result = run_experiment(config, out, progress=None if quiet else rich_progress, force=force)
     console.print(metrics_table(result.metrics, f"{method} + {calibration} on {dataset} (seed {seed})"))
     console.print(f"Wrote {out / 'metrics.json'}")
 
@@ -137,6 +146,8 @@ def evaluate(
     device: str | None = typer.Option(None, "--device", help="Override the run's device."),
 ) -> None:
     """Re-evaluate a finished run; with --dataset, evaluate its prompts on another dataset (distribution shift)."""
+    from calprompt.experiments.run import evaluate_run
+
     metrics = evaluate_run(run, dataset=dataset, root=str(root) if root else None, device=device)
     console.print(metrics_table(metrics, f"evaluation of {run}"))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calprompt._validation import check_choice, check_dataclass_keys, check_positive_int, fail
+from calprompt._validation import check_choice, check_dataclass_keys, check_non_negative, check_positive_int, fail
 from calprompt.experiments.recipes import RECIPE_NAMES, resolve_recipe
 
 PROTOCOLS = ("base2novel", "all")
@@ -59,6 +59,10 @@ class RunConfig:
             fail("seed", "an integer >= 0", self.seed)
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
             fail("epochs", "an integer >= 0", self.epochs)
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
+        if self.lr is not None:
+            check_non_negative(self.lr, "lr")  # refuses nan and infinities, naming the setting
 
     def resolved(self) -> RunConfig:
         """A copy with the recipe's epochs, batch size and learning rate filled in and the data root made absolute."""

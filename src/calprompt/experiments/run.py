@@ -35,6 +35,7 @@ from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.experiments.config import RunConfig, default_cache_dir
 from calprompt.experiments.identity import items_fingerprint, run_identity
 from calprompt.experiments.locking import run_lock
+from calprompt.experiments.options import typed_run_config
 from calprompt.experiments.rundir import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
@@ -113,7 +114,7 @@ def run_experiment(
     checkpoint. One process writes at a time (another waits ``wait`` seconds, then is refused). Pass a loaded
     ``backbone`` to share it across runs.
     """
-    config = config.resolved()
+    config = typed_run_config(config.resolved())
     out = Path(out_dir).expanduser().absolute()
     started = time.perf_counter()
     splits = few_shot_splits(config)
