@@ -207,11 +207,12 @@ def test_cache_and_seeded_views_survive_a_process_restart(tmp_path):
     script = textwrap.dedent(
         f"""
         from safetensors.torch import save_file
-        from calprompt.data import FeatureCache, build_train_transform, encode_items
-        from tests.data.test_data_features import CONFIG, encoder, make_items, make_key
+        from calprompt.data import FeatureCache, Item, build_train_transform, encode_items
+        from tests.data.test_data_features import CONFIG, encoder, make_key
         from pathlib import Path
 
-        items = make_items(Path({str(tmp_path)!r}))
+        # the same image files, untouched (rewriting them would change their stamps, hence the key)
+        items = [Item(str(Path({str(tmp_path)!r}) / f"img_{{i}}.png"), i % 3, f"class {{i % 3}}") for i in range(5)]
         key = make_key(items)
         def refuse():
             raise AssertionError("the cache entry should have been found")
@@ -220,7 +221,7 @@ def test_cache_and_seeded_views_survive_a_process_restart(tmp_path):
         save_file({{"cached": cached.clone(), "fresh": fresh}}, {str(tmp_path / "out.safetensors")!r})
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join((str(REPO / "src"), str(REPO)))}
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env, timeout=300)
     result = load_file(tmp_path / "out.safetensors")
     assert torch.equal(result["cached"], features)

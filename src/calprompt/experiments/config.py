@@ -48,6 +48,7 @@ class RunConfig:
     distinct_views: int | None = None
     num_workers: int = 0
     n_bins: int = 10
+    dac_k: int = 5  # DAC's nearest base classes (lowered to the number of base classes when there are fewer)
     skip_missing: bool = False  # drop listed images that are missing (counted and logged) instead of failing
 
     def __post_init__(self) -> None:
@@ -55,6 +56,7 @@ class RunConfig:
         check_choice(self.protocol, "protocol", PROTOCOLS)
         check_choice(self.recipe, "recipe", RECIPE_NAMES)
         check_positive_int(self.n_bins, "n_bins")
+        check_positive_int(self.dac_k, "dac_k")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             fail("seed", "an integer >= 0", self.seed)
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from calprompt import __version__
 from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_json_atomic
+from calprompt._validation import fail
 from calprompt.calibration import build_objective
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
 from calprompt.clip import ClipBackbone, load_clip
@@ -96,6 +97,43 @@ def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | No
     return base_novel(config, few_shot_splits(config))
 
 
+def check_minimums(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
+    """Refuse, before any training, what cannot run; return what will be skipped, with the reason.
+
+    Under base-to-novel the halves are taken over the classes that have training items, so a class with test items
+    only would be evaluated nowhere: it is refused by name.
+    """
+    base, novel = base_novel(config, splits)
+    if not base.train:
+        raise ValueError(
+            f"Dataset {config.dataset!r} has no training items. A test-only dataset is an evaluation target: train "
+            f"on another dataset, then `calprompt eval --run DIR --dataset {config.dataset}`."
+        )
+    if novel is not None:
+        trained = {item.label for item in splits.train}
+        untrained = [name for label, name in enumerate(splits.classnames) if label not in trained]
+        if len(trained) < 2:
+            fail("protocol", "'all' for a dataset with fewer than 2 trainable classes (base2novel needs halves)", 0)
+        if untrained:
+            raise ValueError(
+                f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so base-to-novel would "
+                f"evaluate them nowhere: {untrained[:10]}. Add training images for them, or use --protocol all."
+            )
+    skipped = {}
+    if not base.val:
+        skipped["ts"] = "no validation items to fit the temperature on (the dataset has no val split)"
+    if novel is not None and dac_neighbours(config, base) < config.dac_k:
+        skipped["dac_k"] = (
+            f"DAC's k lowered from {config.dac_k} to the {len(base.classnames)} base classes (k <= base classes)"
+        )
+    return skipped
+
+
+def dac_neighbours(config: RunConfig, base: DatasetSplits) -> int:
+    """DAC's k: the configured one, at most the number of base classes."""
+    return min(config.dac_k, len(base.classnames))
+
+
 def run_experiment(
     config: RunConfig,
     out_dir: str | Path,
@@ -119,6 +157,7 @@ def run_experiment(
     started = time.perf_counter()
     splits = few_shot_splits(config)
     identity = run_identity(config, splits)
+    skipped = check_minimums(config, splits)
     if not force and not is_empty(out):
         claim_check(out, identity)  # refuse another identity before taking the lock (nothing written)
     with run_lock(out, wait=wait):
@@ -126,7 +165,7 @@ def run_experiment(
             logger.info("%s is finished with this identity: returning its stored results.", out)
             return RunResult(out, read_finished(out, identity) or {})
         write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "run_id": identity.run_id})
-        metrics = _train_and_evaluate(config, splits, out, backbone, cache_dir, progress, started)
+        metrics = _train_and_evaluate(config, splits, skipped, out, backbone, cache_dir, progress, started)
         mark_finished(out, identity)
     return RunResult(out, metrics)
 
@@ -134,6 +173,7 @@ def run_experiment(
 def _train_and_evaluate(
     config: RunConfig,
     splits: DatasetSplits,
+    skipped: dict[str, str],
     out: Path,
     backbone: ClipBackbone | None,
     cache_dir: str | Path | None,
@@ -187,6 +227,7 @@ def _train_and_evaluate(
         "final_loss": history[-1].losses if history else None,
         "trainable_parameters": method.num_trainable_parameters(),
     }
+    metrics["skipped"] = skipped
     metrics["run"] = {
         "run_id": config.run_id(),
         "calprompt": __version__,
@@ -307,7 +348,7 @@ def evaluate_base_novel(
             reports["novel+ts"] = _report(ts.transform(novel_test.logits), novel_test.labels, config)
         if novel_test.text_features is not None and base_test.text_features is not None:
             tensors["novel/tuned_text"] = novel_test.text_features
-            dac = DistanceAwareCalibration().fit(zs_base, base_test.text_features)
+            dac = DistanceAwareCalibration(k=dac_neighbours(config, base)).fit(zs_base, base_test.text_features)
             dac_logits = dac.transform(novel_test.logits, zs_novel, novel_test.text_features)
             reports["novel+dac"] = _report(dac_logits, novel_test.labels, config)
             if ts is not None:
