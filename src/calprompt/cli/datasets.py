@@ -33,6 +33,8 @@ def _status(check: DatasetCheck) -> str:
         return "ERROR"
     if check.missing_images or check.unreadable_images:
         return "BAD IMAGES"
+    if check.untrained_classes:
+        return "BAD CLASSES"
     return "OK"
 
 
@@ -44,9 +46,16 @@ def _details(check: DatasetCheck) -> list[str]:
     lines += [f"  missing: {expected.describe()}" for expected in check.missing]
     if check.error is not None:
         lines.append(f"  error: {check.error}")
-    for label, paths in (("missing image", check.missing_images), ("unreadable image", check.unreadable_images)):
+    listings = (
+        ("missing image(s)", check.missing_images, ""),
+        ("unreadable image(s)", check.unreadable_images, ""),
+        ("skipped file(s)", check.skipped_files, " (not read as images)"),
+        ("class(es) without training images", check.untrained_classes, " (training refuses them)"),
+        ("class(es) without test images", check.untested_classes, " (evaluated nowhere)"),
+    )
+    for label, paths, why in listings:
         if paths:
-            lines.append(f"  {len(paths)} {label}(s), e.g.:")
+            lines.append(f"  {len(paths)} {label}{why}, e.g.:")
             lines += [f"    {path}" for path in paths[:5]]
     if check.ok and check.matches_published is False:
         sizes = "/".join("-" if size is None else f"{size:,}" for size in check.expected_sizes or ())

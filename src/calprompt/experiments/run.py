@@ -100,8 +100,8 @@ def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | No
 def check_minimums(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
     """Refuse, before any training, what cannot run; return what will be skipped, with the reason.
 
-    Under base-to-novel the halves are taken over the classes that have training items, so a class with test items
-    only would be evaluated nowhere: it is refused by name.
+    A class with test items but no training items (a typo in a CSV, a folder only in ``test/``) is refused by name:
+    under base-to-novel, whose halves are taken over the trained classes, it would be evaluated nowhere.
     """
     base, novel = base_novel(config, splits)
     if not base.train:
@@ -109,16 +109,16 @@ def check_minimums(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
             f"Dataset {config.dataset!r} has no training items. A test-only dataset is an evaluation target: train "
             f"on another dataset, then `calprompt eval --run DIR --dataset {config.dataset}`."
         )
-    if novel is not None:
-        trained = {item.label for item in splits.train}
-        untrained = [name for label, name in enumerate(splits.classnames) if label not in trained]
-        if len(trained) < 2:
-            fail("protocol", "'all' for a dataset with fewer than 2 trainable classes (base2novel needs halves)", 0)
-        if untrained:
-            raise ValueError(
-                f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so base-to-novel would "
-                f"evaluate them nowhere: {untrained[:10]}. Add training images for them, or use --protocol all."
-            )
+    trained = {item.label for item in splits.train}
+    untrained = [name for label, name in enumerate(splits.classnames) if label not in trained]
+    if untrained:  # `calprompt datasets check` reports the same classes
+        raise ValueError(
+            f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so they would be trained "
+            f"on nowhere (base-to-novel would also evaluate them nowhere): {untrained[:10]}. Add training images "
+            "for them, or fix their names if they are typos."
+        )
+    if novel is not None and len(trained) < 2:
+        fail("protocol", "'all' for a dataset with fewer than 2 classes (base-to-novel needs two halves)", 1)
     skipped = {}
     if not base.val:
         skipped["ts"] = "no validation items to fit the temperature on (the dataset has no val split)"
