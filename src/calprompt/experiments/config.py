@@ -19,37 +19,52 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CALPROMPT_CACHE", Path.home() / ".cache" / "calprompt")).expanduser()
 
 
+def setting(default: Any, help: str, *flags: str) -> Any:
+    """A `RunConfig` field with its command-line help and flags (default flag: ``--field-name``)."""
+    return field(default=default, metadata={"help": help, "flags": flags})
+
+
+#: Fields that the training loop's `TrainConfig` takes under the same names; ``None`` means the loop's default.
+OPTIMIZER_FIELDS = ("momentum", "weight_decay", "warmup_epochs", "warmup_lr", "grad_accumulation")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one run depends on. ``epochs``/``batch_size``/``lr`` left as ``None`` come from the recipe.
+    """Everything one run depends on. ``epochs``/``batch_size``/``lr`` left as ``None`` come from the recipe, the
+    optimizer fields left as ``None`` from the training loop (`calprompt.engine.train.TrainConfig`).
 
     ``protocol="base2novel"`` trains on the base half of the classes and evaluates base and novel test classes;
-    ``"all"`` trains and evaluates on every class.
+    ``"all"`` trains and evaluates on every class. Each field's help is the command line's (`calprompt train`).
     """
 
-    dataset: str = "toy"
-    root: str | None = None
-    method: str = "coop"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    calibration: str = "ours"
-    calibration_options: dict[str, float] = field(default_factory=dict)
-    shots: int = 16
-    seed: int = 1
-    backbone: str = "toy"
-    pretrained: str | None = None
-    protocol: str = "base2novel"
-    recipe: str = "paper"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    device: str = "cpu"
-    precision: str = "fp32"
-    feature_cache: bool = True
-    distinct_views: int | None = None
-    num_workers: int = 0
-    n_bins: int = 10
-    dac_k: int = 5  # DAC's nearest base classes (lowered to the number of base classes when there are fewer)
-    skip_missing: bool = False  # drop listed images that are missing (counted and logged) instead of failing
+    dataset: str = setting("toy", "Dataset name (`calprompt datasets list`).", "--dataset", "-d")
+    root: str | None = setting(None, "Data root holding the dataset folders (CoOp layout).")
+    method: str = setting("coop", "Prompt-tuning method.", "--method", "-m")
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Method settings."})
+    calibration: str = setting("ours", "Calibration objective preset.")
+    calibration_options: dict[str, float] = field(default_factory=dict, metadata={"help": "Objective constants."})
+    shots: int = setting(16, "Training images per class.")
+    seed: int = setting(1, "Run seed (few-shot subset, initialisation, batch order, views).")
+    backbone: str = setting("toy", "open_clip architecture, hf-hub:/local-dir: name, or toy.")
+    pretrained: str | None = setting(None, "Hub tag (openai, ...) or weights file.")
+    protocol: str = setting("base2novel", "base2novel, or all (train/test on every class).")
+    recipe: str = setting("paper", "paper or fast (epochs/batch/lr defaults).")
+    epochs: int | None = setting(None, "Override the recipe's epochs.")
+    batch_size: int | None = setting(None, "Override the recipe's batch size.")
+    lr: float | None = setting(None, "Override the recipe's learning rate.")
+    momentum: float | None = setting(None, "SGD momentum (default 0.9).")
+    weight_decay: float | None = setting(None, "SGD weight decay (default 5e-4).")
+    warmup_epochs: int | None = setting(None, "Constant warm-up epochs before the cosine schedule (default 1).")
+    warmup_lr: float | None = setting(None, "Learning rate of the warm-up epochs (default 1e-5).")
+    grad_accumulation: int | None = setting(None, "Batches accumulated per update (default 1).")
+    device: str = setting("cpu", "cpu, cuda, cuda:1, ...")
+    precision: str = setting("fp32", "fp32, or bf16/fp16 autocast (GPU).")
+    feature_cache: bool = setting(True, "Train on cached frozen image features when the method allows it.")
+    distinct_views: int | None = setting(None, "Cycle through this many augmented views.", "--views")
+    num_workers: int = setting(0, "Image loading worker processes.", "--workers")
+    n_bins: int = setting(10, "Bins of the calibration errors (ECE, MCE, ...).")
+    dac_k: int = setting(5, "DAC's nearest base classes (lowered to the number of base classes when fewer).")
+    skip_missing: bool = setting(False, "Drop (and count) listed images that are missing instead of failing.")
 
     def __post_init__(self) -> None:
         check_positive_int(self.shots, "shots")
@@ -63,22 +78,32 @@ class RunConfig:
             fail("epochs", "an integer >= 0", self.epochs)
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "batch_size")
-        if self.lr is not None:
-            check_non_negative(self.lr, "lr")  # refuses nan and infinities, naming the setting
+        for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
+            if getattr(self, name) is not None:
+                check_non_negative(getattr(self, name), name)  # refuses nan and infinities, naming the setting
+        for name in ("warmup_epochs", "grad_accumulation"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                fail(name, "an integer >= 0", value)
 
     def resolved(self) -> RunConfig:
-        """A copy with the recipe's epochs, batch size and learning rate filled in and the data root made absolute."""
-        root = None if self.root is None else str(Path(self.root).expanduser().absolute())
-        if None not in (self.epochs, self.batch_size, self.lr) and root == self.root:
-            return self
-        recipe = resolve_recipe(self.recipe, self.method, self.dataset)
-        return dataclasses.replace(
-            self,
-            root=root,
-            epochs=recipe.epochs if self.epochs is None else self.epochs,
-            batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
-            lr=recipe.lr if self.lr is None else self.lr,
-        )
+        """A copy with every default made explicit: the recipe's epochs, batch size and learning rate, the training
+        loop's optimizer defaults, and the data root as an absolute path."""
+        changes: dict[str, Any] = {}
+        if self.root is not None and str(Path(self.root).expanduser().absolute()) != self.root:
+            changes["root"] = str(Path(self.root).expanduser().absolute())
+        if None in (self.epochs, self.batch_size, self.lr):
+            recipe = resolve_recipe(self.recipe, self.method, self.dataset)
+            for name in ("epochs", "batch_size", "lr"):
+                if getattr(self, name) is None:
+                    changes[name] = getattr(recipe, name)
+        missing = [name for name in OPTIMIZER_FIELDS if getattr(self, name) is None]
+        if missing:
+            from calprompt.engine.train import TrainConfig
+
+            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+            changes.update({name: defaults[name] for name in missing})
+        return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

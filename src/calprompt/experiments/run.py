@@ -8,6 +8,7 @@ need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc calibrat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -202,16 +203,8 @@ def _train_and_evaluate(
         cache=cache,
         num_workers=config.num_workers,
     )
-    train_config = TrainConfig(
-        epochs=max(config.epochs, 1),
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=config.seed,
-        device=config.device,
-        precision=config.precision,
-        feature_cache=config.feature_cache,
-        distinct_views=config.distinct_views,
-    )
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(RunConfig)}
+    train_config = TrainConfig(**{**{name: getattr(config, name) for name in shared}, "epochs": max(config.epochs, 1)})
     history = []
     if config.epochs > 0:
         trainer = Trainer(method, objective, data, train_config, checkpoint_dir=out / "checkpoint", progress=progress)
