@@ -90,8 +90,8 @@ class RunConfig:
         """A copy with every default made explicit: the recipe's epochs, batch size and learning rate, the training
         loop's optimizer defaults, and the data root as an absolute path."""
         changes: dict[str, Any] = {}
-        if self.root is not None and str(Path(self.root).expanduser().absolute()) != self.root:
-            changes["root"] = str(Path(self.root).expanduser().absolute())
+        if self.root is not None and os.path.abspath(os.path.expanduser(self.root)) != self.root:
+            changes["root"] = os.path.abspath(os.path.expanduser(self.root))  # "..", "~" and the cwd resolved
         if None in (self.epochs, self.batch_size, self.lr):
             recipe = resolve_recipe(self.recipe, self.method, self.dataset)
             for name in ("epochs", "batch_size", "lr"):

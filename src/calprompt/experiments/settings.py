@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -96,7 +97,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         fail(f"the content of {path}", "a mapping of run config fields to values", type(data).__name__)
     root = data.get("root")
     if isinstance(root, str) and not Path(root).expanduser().is_absolute():
-        data["root"] = str((path.parent / root).absolute())
+        data["root"] = os.path.abspath(path.parent / os.path.expanduser(root))
     return data
 
 
