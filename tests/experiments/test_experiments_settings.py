@@ -81,6 +81,7 @@ def test_a_relative_root_in_a_file_is_relative_to_the_file(tmp_path, monkeypatch
         ("", ["--set", "method.n_ctxx=3"], "n_ctxx"),
         ("", ["--set", "lr=nan"], "lr"),
         ("- a list\n", [], "mapping"),
+        ("dataset: oxford_pets\n", [], "root"),  # a dataset with files and no root
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, content, args, named):

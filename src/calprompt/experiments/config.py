@@ -88,10 +88,14 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """A copy with every default made explicit: the recipe's epochs, batch size and learning rate, the training
-        loop's optimizer defaults, and the data root as an absolute path."""
+        loop's optimizer defaults, and the data root and a weights file as absolute paths."""
         changes: dict[str, Any] = {}
         if self.root is not None and os.path.abspath(os.path.expanduser(self.root)) != self.root:
             changes["root"] = os.path.abspath(os.path.expanduser(self.root))  # "..", "~" and the cwd resolved
+        if self.pretrained is not None and os.path.isfile(os.path.expanduser(self.pretrained)):
+            absolute = os.path.abspath(os.path.expanduser(self.pretrained))  # a weights file, not a hub tag
+            if absolute != self.pretrained:
+                changes["pretrained"] = absolute
         if None in (self.epochs, self.batch_size, self.lr):
             recipe = resolve_recipe(self.recipe, self.method, self.dataset)
             for name in ("epochs", "batch_size", "lr"):
