@@ -220,7 +220,7 @@ def _train_and_evaluate(
         "final_loss": history[-1].losses if history else None,
         "trainable_parameters": method.num_trainable_parameters(),
     }
-    metrics["skipped"] = skipped
+    metrics["skipped"] = {**skipped, **metrics.get("skipped", {})}
     metrics["run"] = {
         "run_id": config.run_id(),
         "calprompt": __version__,
@@ -339,7 +339,9 @@ def evaluate_base_novel(
         reports["novel"] = _report(novel_test.logits, novel_test.labels, config)
         if ts is not None:
             reports["novel+ts"] = _report(ts.transform(novel_test.logits), novel_test.labels, config)
-        if novel_test.text_features is not None and base_test.text_features is not None:
+        if novel_test.text_features is None or base_test.text_features is None:
+            reports["skipped"] = {"dac": f"{method.name}'s text features depend on the image (DAC needs one per class)"}
+        else:
             tensors["novel/tuned_text"] = novel_test.text_features
             dac = DistanceAwareCalibration(k=dac_neighbours(config, base)).fit(zs_base, base_test.text_features)
             dac_logits = dac.transform(novel_test.logits, zs_novel, novel_test.text_features)
