@@ -1,9 +1,10 @@
 """One run of the base-to-novel protocol: data -> few-shot -> base/novel -> train -> evaluate -> post-hoc -> files.
 
-Files written to the run directory (all JSON or safetensors):
-``config.json`` (the resolved run config), ``prompt.safetensors`` + ``method.json`` (the learned prompts),
-``predictions.safetensors`` (logits, labels and text features of every evaluated split: what the reports and DAC
-need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc calibrated), ``checkpoint/`` (resume state).
+Files written to the run directory (all JSON or safetensors; `calprompt.experiments.rundir` says when a directory
+counts as finished and what is never replaced): ``config.json`` (the resolved run config), ``prompt.safetensors`` +
+``method.json`` (the learned prompts), ``predictions.safetensors`` (logits, labels and text features of every
+evaluated split: what the reports and DAC need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc
+calibrated, and what was skipped), ``checkpoint/`` (resume state).
 """
 
 from __future__ import annotations
@@ -114,9 +115,9 @@ def check_minimums(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
     untrained = [name for label, name in enumerate(splits.classnames) if label not in trained]
     if untrained:  # `calprompt datasets check` reports the same classes
         raise ValueError(
-            f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so they would be trained "
-            f"on nowhere (base-to-novel would also evaluate them nowhere): {untrained[:10]}. Add training images "
-            "for them, or fix their names if they are typos."
+            f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so no prompt would ever see "
+            f"them (and base-to-novel would evaluate them nowhere): {untrained[:10]}. Add training images for "
+            "them, or fix their names if they are typos."
         )
     if novel is not None and len(trained) < 2:
         fail("protocol", "'all' for a dataset with fewer than 2 classes (base-to-novel needs two halves)", 1)
