@@ -13,7 +13,7 @@ from typing import Any
 
 from calprompt.clip import load_clip
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.run import run_experiment
+from calprompt.experiments.store import ResultsStore
 from calprompt.metrics import EvaluationReport
 from calprompt.report import base_novel_table, plot_reliability_diagrams
 
@@ -48,6 +48,7 @@ def run_demo(
     ``epochs`` overrides the recipe's (smoke tests).
     """
     out = Path(out_dir)
+    store = ResultsStore(out)  # one directory per config hash: another option never meets a run of other options
     clip = load_clip(backbone, pretrained)
     metrics: dict[str, dict[str, Any]] = {}
     for label, method, calibration in DEMO_RUNS:
@@ -61,8 +62,7 @@ def run_demo(
             pretrained=pretrained,
             epochs=None if method == "zeroshot" else epochs,
         )
-        slug = f"{method}-{calibration}"
-        metrics[label] = run_experiment(config, out / slug, backbone=clip, progress=progress).metrics
+        metrics[label] = store.run(config, backbone=clip, progress=progress).metrics
     table = base_novel_table({label: [m] for label, m in metrics.items()})
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
     figures = []
