@@ -5,6 +5,7 @@ A reader therefore sees either the old file or the complete new one, never a par
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -45,3 +46,41 @@ def save_tensors_atomic(
     prepared = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     # metadata=None rather than {}: safetensors writes an unreadable header for no tensors with empty metadata.
     write_atomic(path, lambda temp: save_file(prepared, str(temp), metadata=dict(metadata) if metadata else None))
+
+
+class CorruptFileError(ValueError):
+    """A file calprompt wrote (or expects) cannot be read back: the message names it and the fix."""
+
+
+def read_json(path: str | Path, *, fix: str) -> Any:
+    """The parsed JSON in ``path``; an unreadable or invalid file raises `CorruptFileError` naming it and ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptFileError(f"{path} is unreadable or not valid JSON ({error}). {fix}") from error
+
+
+def load_tensors(path: str | Path, *, fix: str) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; a truncated or foreign one raises `CorruptFileError` naming it and ``fix``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found. {fix}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CorruptFileError(f"{path} is not a readable safetensors file ({error}). {fix}") from error
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's content."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        while block := stream.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -63,8 +63,8 @@ def test_train_writes_metrics_for_base_and_novel(toy_weights, tmp_path, cache_en
     assert again["novel"]["ece"] == pytest.approx(metrics["novel"]["ece"])
     result = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "run"), "--dataset", "toy-domain"])
     assert result.exit_code == 0, result.output
-    shifted = json.loads((tmp_path / "run" / "metrics.json").read_text())["eval:toy-domain"]
-    assert shifted["n_classes"] == 48
+    shifted = json.loads((tmp_path / "run" / "evaluations.json").read_text())["eval:toy-domain"]
+    assert shifted["dataset"] == "toy-domain" and shifted["report"]["n_classes"] == 48
 
 
 def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env):

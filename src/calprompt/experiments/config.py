@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +61,14 @@ class RunConfig:
             fail("epochs", "an integer >= 0", self.epochs)
 
     def resolved(self) -> RunConfig:
-        """A copy with the recipe's epochs, batch size and learning rate filled in."""
-        if None not in (self.epochs, self.batch_size, self.lr):
+        """A copy with the recipe's epochs, batch size and learning rate filled in and the data root made absolute."""
+        root = None if self.root is None else str(Path(self.root).expanduser().absolute())
+        if None not in (self.epochs, self.batch_size, self.lr) and root == self.root:
             return self
         recipe = resolve_recipe(self.recipe, self.method, self.dataset)
         return dataclasses.replace(
             self,
+            root=root,
             epochs=recipe.epochs if self.epochs is None else self.epochs,
             batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
             lr=recipe.lr if self.lr is None else self.lr,
@@ -83,9 +83,11 @@ class RunConfig:
         return cls(**data)
 
     def run_id(self) -> str:
-        """A short stable hash of what determines the results (device, workers and paths excluded)."""
-        resolved = self.resolved().to_dict()
-        for key in ("device", "num_workers", "root"):
-            resolved.pop(key)
-        canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """A short stable hash of what determines the results (device and worker count excluded; root absolute).
+
+        It names the run's directory in the results store; the full identity (`calprompt.experiments.identity`)
+        adds the data and weights fingerprints.
+        """
+        from calprompt.experiments.identity import canonical_hash, config_record
+
+        return canonical_hash(config_record(self))[:16]

@@ -1,13 +1,12 @@
 """A local grid of runs (datasets x methods/calibrations x seeds) that skips finished runs and tabulates the results.
 
-Each run writes to ``out/<dataset>/<method>-<calibration>/seed<seed>``; a run whose ``metrics.json`` exists with the
-same run id is not repeated, and an interrupted one resumes from its checkpoint, so the grid can be stopped and
-restarted at any time.
+The runs live in a `ResultsStore` under ``out`` (``out/runs/<run_id>``): a run finished with the same identity (config,
+data fingerprint, weights) is not repeated, and an interrupted one resumes from its checkpoint, so the grid can be
+stopped and restarted at any time.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +16,8 @@ from typing import Any
 from calprompt._validation import fail
 from calprompt.clip import ClipBackbone, load_clip
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.run import CONFIG_FILE, METRICS_FILE, run_experiment
+from calprompt.experiments.run import run_experiment
+from calprompt.experiments.store import ResultsStore
 from calprompt.report.tables import base_novel_table
 
 logger = logging.getLogger(__name__)
@@ -45,16 +45,6 @@ def parse_entries(specs: Sequence[str]) -> list[GridEntry]:
     return entries
 
 
-def _finished(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
-    metrics_path, config_path = run_dir / METRICS_FILE, run_dir / CONFIG_FILE
-    if not (metrics_path.is_file() and config_path.is_file()):
-        return None
-    stored = json.loads(config_path.read_text(encoding="utf-8"))
-    if stored.get("run_id") != config.run_id():
-        return None
-    return json.loads(metrics_path.read_text(encoding="utf-8"))
-
-
 def run_grid(
     base: RunConfig,
     datasets: Sequence[str],
@@ -66,18 +56,18 @@ def run_grid(
     progress: Callable | None = None,
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Run every (dataset, entry, seed) not finished yet; returns ``metrics[dataset][label] = [metrics per seed]``."""
-    out = Path(out_dir)
+    store = ResultsStore(out_dir)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for dataset in datasets:
         for entry in entries:
             for seed in seeds:
                 config = replace(base, dataset=dataset, method=entry.method, calibration=entry.calibration, seed=seed)
-                run_dir = out / dataset / f"{entry.method}-{entry.calibration}" / f"seed{seed}"
-                metrics = _finished(run_dir, config)
+                metrics = store.finished(config)
                 if metrics is None:
                     if backbone is None:
                         backbone = load_clip(base.backbone, base.pretrained, device=base.device)
                     logger.info("Running %s / %s / seed %d", dataset, entry.label, seed)
+                    run_dir = store.run_dir(config)
                     metrics = run_experiment(config, run_dir, backbone=backbone, progress=progress).metrics
                 results.setdefault(dataset, {}).setdefault(entry.label, []).append(metrics)
     return results

@@ -8,7 +8,6 @@ need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc calibrat
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -19,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from calprompt import __version__
-from calprompt._io import save_tensors_atomic, write_json_atomic
+from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_json_atomic
 from calprompt.calibration import build_objective
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
 from calprompt.clip import ClipBackbone, load_clip
@@ -35,13 +33,30 @@ from calprompt.engine.data import TrainingData
 from calprompt.engine.evaluate import Predictions, predict
 from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.experiments.config import RunConfig, default_cache_dir
+from calprompt.experiments.identity import items_fingerprint, run_identity
+from calprompt.experiments.locking import run_lock
+from calprompt.experiments.rundir import (
+    CONFIG_FILE,
+    EVALUATIONS_FILE,
+    IDENTITY_FILE,
+    METHOD_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    PROMPT_FILE,
+    RunDirectoryMismatchError,
+    claim,
+    claim_check,
+    evaluation_key,
+    is_empty,
+    mark_finished,
+    read_evaluations,
+    read_finished,
+    read_identity,
+)
 from calprompt.methods import PromptMethod, build_method
 from calprompt.metrics import evaluate, harmonic_mean
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE, METRICS_FILE, PROMPT_FILE, METHOD_FILE = "config.json", "metrics.json", "prompt.safetensors", "method.json"
-PREDICTIONS_FILE = "predictions.safetensors"
 
 
 @dataclass
@@ -62,13 +77,22 @@ def _feature_cache(config: RunConfig, cache_dir: str | Path | None) -> FeatureCa
     return FeatureCache(Path(cache_dir or default_cache_dir()) / "features") if config.feature_cache else None
 
 
-def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | None]:
-    """Few-shot sample, then the base and novel halves (``novel`` is None under the ``all`` protocol)."""
+def few_shot_splits(config: RunConfig) -> DatasetSplits:
+    """The dataset's few-shot train/val and full test splits, all classes (what the data fingerprint covers)."""
     dataset = load_dataset(config.dataset, config.root, skip_missing=config.skip_missing)
-    splits = sample_few_shot(dataset, config.shots, config.seed)
+    return sample_few_shot(dataset, config.shots, config.seed)
+
+
+def base_novel(config: RunConfig, splits: DatasetSplits) -> tuple[DatasetSplits, DatasetSplits | None]:
+    """The base and novel halves of ``splits`` (``novel`` is None under the ``all`` protocol)."""
     if config.protocol == "all":
         return splits, None
     return split_base_novel(splits, "base"), split_base_novel(splits, "new")
+
+
+def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | None]:
+    """Few-shot sample, then the base and novel halves (``novel`` is None under the ``all`` protocol)."""
+    return base_novel(config, few_shot_splits(config))
 
 
 def run_experiment(
@@ -78,19 +102,46 @@ def run_experiment(
     backbone: ClipBackbone | None = None,
     cache_dir: str | Path | None = None,
     progress: Callable | None = None,
+    force: bool = False,
+    wait: float = 0.0,
 ) -> RunResult:
     """Train ``config.method`` with ``config.calibration`` on the base classes and evaluate base and novel classes.
 
-    Pass a loaded ``backbone`` to share it across runs. Re-running into the same ``out_dir`` resumes an interrupted
-    run from its last checkpoint.
+    ``out_dir`` belongs to one run identity (config, data fingerprint, weights; see
+    `calprompt.experiments.rundir`): a directory of another identity is refused before anything is written, a
+    finished run is returned as stored (``force=True`` starts it over), an interrupted one resumes from its last
+    checkpoint. One process writes at a time (another waits ``wait`` seconds, then is refused). Pass a loaded
+    ``backbone`` to share it across runs.
     """
     config = config.resolved()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "run_id": config.run_id()})
+    out = Path(out_dir).expanduser().absolute()
     started = time.perf_counter()
+    splits = few_shot_splits(config)
+    identity = run_identity(config, splits)
+    if not force and not is_empty(out):
+        claim_check(out, identity)  # refuse another identity before taking the lock (nothing written)
+    with run_lock(out, wait=wait):
+        if claim(out, identity, force=force):
+            logger.info("%s is finished with this identity: returning its stored results.", out)
+            return RunResult(out, read_finished(out, identity) or {})
+        write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "run_id": identity.run_id})
+        metrics = _train_and_evaluate(config, splits, out, backbone, cache_dir, progress, started)
+        mark_finished(out, identity)
+    return RunResult(out, metrics)
+
+
+def _train_and_evaluate(
+    config: RunConfig,
+    splits: DatasetSplits,
+    out: Path,
+    backbone: ClipBackbone | None,
+    cache_dir: str | Path | None,
+    progress: Callable | None,
+    started: float,
+) -> dict[str, Any]:
+    """The run itself, in a claimed and locked directory; writes every result file but the finished marker."""
     seed_everything(config.seed)
-    base, novel = prepare_splits(config)
+    base, novel = base_novel(config, splits)
     backbone = backbone if backbone is not None else load_clip(config.backbone, config.pretrained, device=config.device)
     cache = _feature_cache(config, cache_dir)
     transform = ImageTransformConfig.from_preprocess(backbone.preprocess)
@@ -142,7 +193,7 @@ def run_experiment(
     }
     save_tensors_atomic(out / PREDICTIONS_FILE, tensors)
     write_json_atomic(out / METRICS_FILE, metrics)
-    return RunResult(out, metrics)
+    return metrics
 
 
 def evaluate_run(
@@ -156,23 +207,22 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Re-evaluate a finished run on its base/novel test splits, or on another dataset's test split (all classes).
 
-    The second form measures distribution shift and cross-dataset transfer (e.g. prompts tuned on ``toy`` evaluated
-    on ``toy-domain``); its report is stored in ``metrics.json`` under ``"eval:<dataset>"``.
+    The run's data must still have its fingerprint (else the re-evaluation is refused). The second form measures
+    distribution shift and cross-dataset transfer (e.g. prompts tuned on ``toy`` evaluated on ``toy-domain``); its
+    report is added to ``evaluations.json`` under ``"eval:<dataset>"`` (``"eval:<dataset>@<root>"`` for a dataset
+    with files), next to earlier evaluations on other targets.
     """
-    run_dir = Path(run_dir)
-    config, method = load_run(run_dir, backbone=backbone, device=device)
+    run_dir = Path(run_dir).expanduser().absolute()
+    config, method, splits = load_run(run_dir, backbone=backbone, device=device)
     cache = _feature_cache(config, cache_dir)
     transform = ImageTransformConfig.from_preprocess(method.backbone.preprocess)
-    metrics_path = run_dir / METRICS_FILE
-    previous = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     if dataset is None:
-        base, novel = prepare_splits(config)
+        base, novel = base_novel(config, splits)
         zs_base = zero_shot_text_features(method.backbone, base.classnames, base.template)
-        fresh, tensors = evaluate_base_novel(method, base, novel, transform, config, cache=cache, zs_base=zs_base)
-        save_tensors_atomic(run_dir / PREDICTIONS_FILE, tensors)
-        write_json_atomic(metrics_path, {**previous, **fresh})
+        fresh, _tensors = evaluate_base_novel(method, base, novel, transform, config, cache=cache, zs_base=zs_base)
         return fresh
     target = load_dataset(dataset, root, skip_missing=config.skip_missing)
+    target_root = None if root is None else str(Path(root).expanduser().absolute())
     method.set_classnames(target.classnames)
     predictions = predict(
         method,
@@ -185,9 +235,16 @@ def evaluate_run(
         cache_tag=(dataset, "test"),
         num_workers=config.num_workers,
     )
-    fresh = {f"eval:{dataset}": _report(predictions.logits, predictions.labels, config)}
-    write_json_atomic(metrics_path, {**previous, **fresh})
-    return fresh
+    key = evaluation_key(dataset, target_root)
+    entry = {
+        "dataset": dataset,
+        "root": target_root,
+        "data": items_fingerprint(target.test),
+        "report": _report(predictions.logits, predictions.labels, config),
+    }
+    with run_lock(run_dir, wait=60.0):
+        write_json_atomic(run_dir / EVALUATIONS_FILE, {**read_evaluations(run_dir), key: entry})
+    return {key: entry["report"]}
 
 
 def evaluate_base_novel(
@@ -279,20 +336,35 @@ def _report(logits: Tensor, labels: Tensor, config: RunConfig) -> dict[str, Any]
 
 def load_run(
     run_dir: str | Path, *, backbone: ClipBackbone | None = None, device: str | None = None
-) -> tuple[RunConfig, PromptMethod]:
-    """Rebuild a finished run's method with its learned prompts (base classes), for evaluation or prediction."""
-    run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, PROMPT_FILE):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished calprompt run directory?")
-    data = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+) -> tuple[RunConfig, PromptMethod, DatasetSplits]:
+    """Rebuild a finished run's method with its learned prompts (base classes), for evaluation or prediction.
+
+    Returns the config, the method and the run's few-shot splits. Refused when the run is unfinished, a result file
+    changed since it finished, or its data no longer has the fingerprint it was trained on.
+    """
+    run_dir = Path(run_dir).expanduser().absolute()
+    stored = read_identity(run_dir) if run_dir.is_dir() else None
+    if stored is None or read_finished(run_dir) is None:
+        raise FileNotFoundError(
+            f"{run_dir} is not a finished calprompt run directory (no {IDENTITY_FILE} / finished marker). "
+            "Train into it first (`calprompt train --out DIR`)."
+        )
+    data = read_json(run_dir / CONFIG_FILE, fix=f"Delete {run_dir} and train again.")
     data.pop("run_id", None)
     if device is not None:
         data["device"] = device
     config = RunConfig.from_dict(data)
-    base, _ = prepare_splits(config)
+    splits = few_shot_splits(config)
+    current = run_identity(config, splits)
+    if current != stored:
+        listing = "\n".join(f"  {line}" for line in current.differences(stored))
+        raise RunDirectoryMismatchError(
+            f"{run_dir} was trained on other data or weights than are found now:\n{listing}\n"
+            "Restore them, or train a new run."
+        )
+    base, _ = base_novel(config, splits)
     backbone = backbone if backbone is not None else load_clip(config.backbone, config.pretrained, device=config.device)
     seed_everything(config.seed)
     method = build_method(config.method, backbone, base.classnames, template=base.template, **config.method_options)
-    method.load_trainable_state_dict(load_file(str(run_dir / PROMPT_FILE)))
-    return config, method
+    method.load_trainable_state_dict(load_tensors(run_dir / PROMPT_FILE, fix=f"Delete {run_dir} and train again."))
+    return config, method, splits

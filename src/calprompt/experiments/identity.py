@@ -1,0 +1,137 @@
+"""What identifies a run: its resolved config, a fingerprint of the data it used and of the backbone weights.
+
+Two runs with equal identities produce the same results (up to the float rounding of another device), so the
+identity is what resume, ``eval``, the grid, the results store and the feature cache compare before they reuse
+anything. It has three parts:
+
+* ``config``: every `RunConfig` field that can change a number (device and worker count excluded), with the data
+  root resolved to an absolute path; its hash is the run id that names the store directory.
+* ``data``: a fingerprint of the data actually used (class names, template and every item of the few-shot train,
+  val and test splits, with each image file's size and modification time), so a changed split file, an image
+  replaced in place or another root with the same layout never passes for the same data.
+* ``weights``: the backbone architecture and a content digest of a weights file (or the hub tag).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from calprompt.data.items import DatasetSplits, Item
+    from calprompt.experiments.config import RunConfig
+
+IDENTITY_VERSION = 1
+
+
+def canonical_hash(data: Any) -> str:
+    """sha256 of the canonical JSON of ``data`` (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def file_stamp(path: str) -> str:
+    """``"size:mtime_ns"`` of an image file, or ``"-"`` for a virtual id (the toy world renders from ids).
+
+    Size and modification time, not a content hash: a content hash of every test image would read the whole dataset
+    on each run (ImageNet's test split is 6.4 GB), while a stat costs microseconds. A file replaced in place gets a
+    new modification time (unless a copy tool preserved it on a file of the very same size).
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def items_fingerprint(items: Iterable[Item]) -> str:
+    """sha256 over each item's path, label, class name and file stamp, in order."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{item.impath}\t{item.label}\t{item.classname}\t{file_stamp(item.impath)}\n".encode())
+    return digest.hexdigest()
+
+
+def data_fingerprint(splits: DatasetSplits) -> str:
+    """The fingerprint of the data a run uses: class names, template and the items of every split."""
+    parts = {
+        "classnames": list(splits.classnames),
+        "template": splits.template,
+        "val_is_test": splits.val_is_test,
+        **{name: items_fingerprint(splits.split(name)) for name in ("train", "val", "test")},
+    }
+    return canonical_hash(parts)
+
+
+def weights_fingerprint(backbone: str, pretrained: str | None) -> str:
+    """The backbone's name and its weights: a content digest for a file, the tag or hub name otherwise."""
+    from calprompt.clip.loading import file_digest
+
+    path: Path | None = None
+    if pretrained is not None and Path(pretrained).expanduser().is_file():
+        path = Path(pretrained).expanduser()
+    elif backbone == "toy" and pretrained is None:
+        from calprompt.toy.model import DEFAULT_CHECKPOINT
+
+        path = Path(DEFAULT_CHECKPOINT)
+    if path is not None:
+        return f"{backbone}|file:{file_digest(path)}"
+    return f"{backbone}|{pretrained}"
+
+
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """The fields of a resolved config that determine the results (device and worker count are mechanics)."""
+    record = config.resolved().to_dict()
+    for key in ("device", "num_workers"):
+        record.pop(key)
+    return record
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """The identity of one run; see the module docstring."""
+
+    run_id: str
+    config: dict[str, Any]
+    data: str
+    weights: str
+    version: int = IDENTITY_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunIdentity:
+        return cls(**{key: data[key] for key in ("run_id", "config", "data", "weights", "version")})
+
+    def differences(self, other: RunIdentity) -> list[str]:
+        """Human-readable differences from ``other`` (empty when the identities are equal)."""
+        if self == other:
+            return []
+        lines = []
+        for key in sorted(set(self.config) | set(other.config)):
+            mine, theirs = self.config.get(key, "<absent>"), other.config.get(key, "<absent>")
+            if mine != theirs:
+                lines.append(f"{key}: {theirs!r} there, {mine!r} here")
+        if self.data != other.data:
+            lines.append("data: the dataset's items or image files differ (other root, split files or images)")
+        if self.weights != other.weights:
+            lines.append(f"backbone weights: {other.weights} there, {self.weights} here")
+        if self.version != other.version:
+            lines.append(f"identity format: version {other.version} there, {self.version} here")
+        return lines or ["the identities differ"]
+
+
+def run_identity(config: RunConfig, splits: DatasetSplits) -> RunIdentity:
+    """The identity of ``config`` run on ``splits`` (its few-shot train/val/test splits, all classes)."""
+    resolved = config.resolved()
+    return RunIdentity(
+        run_id=resolved.run_id(),
+        config=json.loads(json.dumps(config_record(resolved))),  # as stored: tuples become lists
+        data=data_fingerprint(splits),
+        weights=weights_fingerprint(resolved.backbone, resolved.pretrained),
+    )
