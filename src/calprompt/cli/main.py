@@ -38,13 +38,17 @@ def _attach() -> None:
     """Attach the command groups explicitly, so `calprompt --help` lists everything without import side effects."""
     from calprompt.cli.datasets import datasets_app
     from calprompt.cli.demo import demo
+    from calprompt.cli.report import report
     from calprompt.cli.run import evaluate, grid, train
+    from calprompt.cli.sweep import sweep
     from calprompt.cli.toy import toy_app
 
     app.command("demo")(demo)
     app.command("train")(train)
     app.command("eval")(evaluate)
     app.command("grid")(grid)
+    app.command("sweep")(sweep)
+    app.command("report")(report)
     app.add_typer(datasets_app, name="datasets")
     app.add_typer(toy_app, name="toy")
 

@@ -24,7 +24,9 @@ class RunConfig:
     """Everything one run depends on. ``epochs``/``batch_size``/``lr`` left as ``None`` come from the recipe.
 
     ``protocol="base2novel"`` trains on the base half of the classes and evaluates base and novel test classes;
-    ``"all"`` trains and evaluates on every class.
+    ``"all"`` trains and evaluates on every class (the few-shot protocol). ``eval_datasets`` are evaluated too, with
+    the tuned prompts and each target's own classes (cross-dataset transfer and domain shift, e.g. ``imagenet`` ->
+    ``imagenet_v2``; ``toy`` -> ``toy-domain``); their data is read from ``root`` as well.
     """
 
     dataset: str = "toy"
@@ -38,6 +40,7 @@ class RunConfig:
     backbone: str = "toy"
     pretrained: str | None = None
     protocol: str = "base2novel"
+    eval_datasets: tuple[str, ...] = ()
     recipe: str = "paper"
     epochs: int | None = None
     batch_size: int | None = None
@@ -55,6 +58,9 @@ class RunConfig:
         check_choice(self.protocol, "protocol", PROTOCOLS)
         check_choice(self.recipe, "recipe", RECIPE_NAMES)
         check_positive_int(self.n_bins, "n_bins")
+        if not isinstance(self.eval_datasets, list | tuple) or not all(isinstance(n, str) for n in self.eval_datasets):
+            fail("eval_datasets", "a list of dataset names", self.eval_datasets)
+        object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))  # JSON gives a list
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             fail("seed", "an integer >= 0", self.seed)
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):

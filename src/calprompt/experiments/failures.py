@@ -1,6 +1,7 @@
-"""Failed runs in the store: ``error.json`` (the error and its traceback) beside the run's files.
+"""Failed runs of a results store: ``<store>/failures/<run_id>.json`` holds the error, its traceback and the config.
 
-A sweep records the failure and goes on; the run stays unfinished, so the next sweep retries it, and a success
+A sweep records the failure and goes on. The record lives beside the run directories, never inside one (a run
+directory belongs to its run identity alone), the run stays unfinished so the next sweep retries it, and a success
 removes the record.
 """
 
@@ -15,35 +16,41 @@ from typing import Any
 
 from calprompt._io import write_json_atomic
 
-ERROR_FILE = "error.json"
+FAILURES_DIR = "failures"
 
 
 @dataclass(frozen=True)
 class Failure:
-    path: Path
+    run_id: str
     config: dict[str, Any]
     error: str  # "ExceptionType: message"
     traceback: str
 
 
-def record_failure(run_dir: str | Path, config: dict[str, Any], error: BaseException) -> Failure:
-    """Write ``run_dir/error.json`` for ``error`` (raised while running ``config``) and return what was written."""
-    run_dir = Path(run_dir)
-    text = "".join(traceback.format_exception(error))
-    failure = Failure(run_dir, config, f"{type(error).__name__}: {error}", text)
-    write_json_atomic(run_dir / ERROR_FILE, {"config": config, "error": failure.error, "traceback": text})
+def _path(store_root: str | Path, run_id: str) -> Path:
+    return Path(store_root) / FAILURES_DIR / f"{run_id}.json"
+
+
+def record_failure(store_root: str | Path, run_id: str, config: dict[str, Any], error: BaseException | str) -> Failure:
+    """Write the failure of run ``run_id`` (an exception, or a message when only that is known) into the store."""
+    if isinstance(error, BaseException):
+        message, text = f"{type(error).__name__}: {error}", "".join(traceback.format_exception(error))
+    else:
+        message, text = str(error), ""
+    failure = Failure(run_id, config, message, text)
+    write_json_atomic(_path(store_root, run_id), {"config": config, "error": message, "traceback": text})
     return failure
 
 
-def clear_failure(run_dir: str | Path) -> None:
-    (Path(run_dir) / ERROR_FILE).unlink(missing_ok=True)
+def clear_failure(store_root: str | Path, run_id: str) -> None:
+    _path(store_root, run_id).unlink(missing_ok=True)
 
 
-def iter_failures(runs_root: str | Path) -> Iterator[Failure]:
-    """Every recorded failure under ``runs_root`` (the store's folder of run directories), in name order."""
-    root = Path(runs_root)
-    if not root.is_dir():
+def iter_failures(store_root: str | Path) -> Iterator[Failure]:
+    """Every recorded failure of the store, in run-id order."""
+    folder = Path(store_root) / FAILURES_DIR
+    if not folder.is_dir():
         return
-    for path in sorted(root.glob(f"*/{ERROR_FILE}")):
+    for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        yield Failure(path.parent, data["config"], data["error"], data["traceback"])
+        yield Failure(path.stem, data["config"], data["error"], data["traceback"])

@@ -48,3 +48,13 @@ def resolve_recipe(recipe: str, method: str, dataset: str) -> Recipe:
     if dataset.startswith("toy") and (method, recipe) in _TOY_RECIPES:
         return _TOY_RECIPES[(method, recipe)]
     return _DATASET_RECIPES.get((method, dataset, recipe), _RECIPES[method][recipe])
+
+
+def has_recipe(recipe: str, method: str, dataset: str) -> bool:
+    """Whether ``method`` has a recipe made for ``dataset``'s family (toy datasets need a toy recipe, unless the
+    method does not train); sweeps over every registered method skip the others."""
+    if method not in _RECIPES or recipe not in _RECIPES[method]:
+        return False
+    if dataset.startswith("toy"):
+        return (method, recipe) in _TOY_RECIPES or _RECIPES[method][recipe].epochs == 0
+    return True

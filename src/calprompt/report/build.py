@@ -76,7 +76,7 @@ def write_report(
 ) -> ReportFiles:
     """Write ``report.md``, ``report.csv``, ``report.html`` and ``figures/*.png`` for ``runs`` into ``out_dir``.
 
-    ``runs`` are stored runs (``path``, ``config``, ``metrics``), ``failures`` recorded failures (``path``,
+    ``runs`` are stored runs (``path``, ``config``, ``metrics``), ``failures`` recorded failures (``run_id``,
     ``error``); see :func:`calprompt.report.tables.collect` for how runs become rows.
     """
     if not runs:
@@ -89,7 +89,7 @@ def write_report(
     write_atomic(csv, lambda tmp: tmp.write_text(tables_csv(tables), encoding="utf-8"))
     figures = reliability_figures(results, out / "figures")
     configs = [(f"{run.path.name}: {_describe(run.config)}", run.config) for run in runs]
-    failed = [(f"{failure.path.name}: {_describe(failure.config)}", failure.error) for failure in failures]
+    failed = [(f"{failure.run_id}: {_describe(failure.config)}", failure.error) for failure in failures]
     html = write_html_report(out / "report.html", tables, figures, configs, title=title, failures=failed)
     return ReportFiles(markdown, csv, html, [path for _, path in figures], tables, len(runs), len(failures))
 

@@ -155,15 +155,14 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
     """
     runs = list(runs)
     requested = [_requested(run.config) for run in runs]
-    keys = sorted({key for r in requested for key in r} - {"method", "calibration"})
-    varying = [key for key in keys if len({repr(r.get(key)) for r in requested}) > 1]
+    varying = _varying_settings(runs, requested)
     results = Results()
     for run, settings in zip(runs, requested, strict=True):
         config, metrics = run.config, run.metrics
         dataset, seed = config["dataset"], int(config["seed"])
         if dataset not in results.datasets:
             results.datasets.append(dataset)
-        shown = tuple((key, _text(settings.get(key))) for key in varying)
+        shown = tuple((key, _text(settings.get(key))) for key in varying.get(config["method"], ()))
         has_novel = config.get("protocol", "base2novel") == "base2novel"
         for suffix, base_key, novel_key in POSTHOC_VARIANTS:
             if suffix and not (posthoc_all or config["calibration"] == "none"):
@@ -174,15 +173,39 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
             split_reports = {"base": metrics.get(base_key), "novel": metrics.get(novel_key) if has_novel else None}
             key = RowKey(config["method"], config["calibration"], suffix, shown)
             if not suffix:
-                split_reports.update({k: v for k, v in metrics.items() if k.startswith("eval:")})
+                split_reports.update({_target_key(k): v for k, v in metrics.items() if k.startswith("eval:")})
                 results.configs.setdefault(key, dict(config))
             results.cells.setdefault(key, {}).setdefault(dataset, {})[seed] = split_reports
-        for target in (k for k in metrics if k.startswith("eval:")):
-            if target.removeprefix("eval:") not in results.targets:
-                results.targets.append(target.removeprefix("eval:"))
+        for target in (_target_key(k).removeprefix("eval:") for k in metrics if k.startswith("eval:")):
+            if target not in results.targets:
+                results.targets.append(target)
     results.cells = dict(sorted(results.cells.items(), key=lambda item: _row_rank(item[0])))
     results.datasets.sort(key=_dataset_rank)
     return results
+
+
+def _varying_settings(runs: list[Any], requested: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per method, the settings that tell apart runs of the same method, calibration, dataset and seed.
+
+    Only those go into row labels: a setting that differs between methods (zero-shot trains 0 epochs) never
+    splits a row.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run, settings in zip(runs, requested, strict=True):
+        c = run.config
+        groups.setdefault((c["method"], c["calibration"], c["dataset"], c["seed"]), []).append(settings)
+    varying: dict[str, set[str]] = {}
+    for (method, *_), members in groups.items():
+        keys = {key for settings in members for key in settings} - {"method", "calibration"}
+        varying.setdefault(method, set()).update(
+            key for key in keys if len({repr(settings.get(key)) for settings in members}) > 1
+        )
+    return {method: sorted(keys) for method, keys in varying.items()}
+
+
+def _target_key(key: str) -> str:
+    """``eval:<dataset>@<root>`` (an evaluation added by `calprompt eval --root`) -> ``eval:<dataset>``."""
+    return key.split("@", 1)[0]
 
 
 def _row_rank(key: RowKey) -> tuple:
