@@ -32,7 +32,8 @@ def sweep(
         console.print(f"note: {note}")
     console.print(
         f"Sweep {spec.name!r}: {len(plan.runs)} runs, {len(plan.finished)} finished in {plan.store.root}, "
-        f"{len(plan.pending)} to run" + (f" ({len(plan.failed_before)} failed before)" if plan.failed_before else "")
+        f"{len(plan.pending)} to run" + (f" ({len(plan.failed_before)} failed before)" if plan.failed_before else ""),
+        soft_wrap=True,
     )
     if dry_run:
         for line in iter_plan_lines(plan):
@@ -43,7 +44,9 @@ def sweep(
             console.print(f"  {problem}", highlight=False, soft_wrap=True)
         return
     summary = run_with_progress(plan, make_executor(executor, workers=workers, address=address), quiet=quiet)
-    console.print(f"done {summary.done}, failed {summary.failed}, skipped {summary.skipped} (finished before)")
+    console.print(
+        f"done {summary.done}, failed {summary.failed}, skipped {summary.skipped} (finished before)", soft_wrap=True
+    )
     for label, error in summary.errors.items():
         console.print(f"  FAILED {label}: {error}", highlight=False, soft_wrap=True)
     console.print(f"Report: calprompt report {plan.store.root}")

@@ -81,7 +81,8 @@ class RunConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-native dict (lists, not tuples), equal to its own JSON round trip."""
+        return {**dataclasses.asdict(self), "eval_datasets": list(self.eval_datasets)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

@@ -18,7 +18,7 @@ A sweep file::
         - {shots: 4, protocol: all}
     exclude:                    # drop the matrix runs that match every key of one entry
       - {method: zeroshot}
-    include:                    # extra runs, crossed with the matrix axes they do not set
+    include:                    # extra runs, crossed with the matrix axes that set none of their fields
       - {method: zeroshot, calibration: none}
     resources: {cpus: 1, gpus: 0}   # per run, for the Ray executor (gpus default: 1 when device is cuda)
 
@@ -166,6 +166,11 @@ def _combine(axes: list[str], combo: tuple[Any, ...]) -> dict[str, Any]:
     return run
 
 
+def _axis_keys(axis: str, values: tuple[Any, ...]) -> set[str]:
+    """The fields an axis sets: its name, or the keys of its mapping values."""
+    return {key for value in values for key in value} if all(isinstance(v, Mapping) for v in values) else {axis}
+
+
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     """The sweep's runs as override dicts (dotted keys), before merging over ``base``; duplicates are kept."""
     axes = list(spec.matrix)
@@ -174,7 +179,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         runs = []  # only the listed runs (an empty matrix alone is one run of the base config)
     runs = [run for run in runs if not any(_matches(run, entry) for entry in spec.exclude)]
     for entry in spec.include:
-        free = [axis for axis in axes if axis not in entry]
+        free = [axis for axis in axes if not _axis_keys(axis, spec.matrix[axis]) & set(entry)]
         fixed = {key: _values(value) for key, value in entry.items()}
         for combo in itertools.product(*(spec.matrix[a] for a in free), *fixed.values()):
             runs.append(_combine([*free, *fixed], combo))
