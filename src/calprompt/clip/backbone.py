@@ -17,7 +17,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.data.transforms import CLIP_MEAN, CLIP_STD
+from calprompt.conventions import CLIP_MEAN, CLIP_STD
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
 DeepPrompts = Sequence[Tensor | None]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._validation import check_choice, check_dataclass_keys, check_positive_int, fail
-from calprompt.experiments.recipes import RECIPE_NAMES, resolve_recipe
+from calprompt.experiments.recipes import RECIPE_NAMES, recipe_table, resolve_recipe
 
 PROTOCOLS = ("base2novel", "all")
 
@@ -67,10 +67,10 @@ class RunConfig:
             fail("epochs", "an integer >= 0", self.epochs)
 
     def resolved(self) -> RunConfig:
-        """A copy with the recipe's epochs, batch size and learning rate filled in and the data root made absolute."""
+        """A copy with the recipe's epochs, batch size, learning rate and method options filled in, root absolute."""
         root = None if self.root is None else str(Path(self.root).expanduser().absolute())
-        if None not in (self.epochs, self.batch_size, self.lr) and root == self.root:
-            return self
+        if self.method not in recipe_table() and None not in (self.epochs, self.batch_size, self.lr):
+            return dataclasses.replace(self, root=root)  # a method without a recipe entry runs on explicit settings
         recipe = resolve_recipe(self.recipe, self.method, self.dataset)
         return dataclasses.replace(
             self,
@@ -78,6 +78,7 @@ class RunConfig:
             epochs=recipe.epochs if self.epochs is None else self.epochs,
             batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
             lr=recipe.lr if self.lr is None else self.lr,
+            method_options={**recipe.options, **self.method_options},
         )
 
     def to_dict(self) -> dict[str, Any]:
