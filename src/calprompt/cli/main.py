@@ -38,6 +38,7 @@ def _attach() -> None:
     """Attach the command groups explicitly, so `calprompt --help` lists everything without import side effects."""
     from calprompt.cli.datasets import datasets_app
     from calprompt.cli.demo import demo
+    from calprompt.cli.predict import predict
     from calprompt.cli.report import report
     from calprompt.cli.run import evaluate, grid, train
     from calprompt.cli.sweep import sweep
@@ -49,6 +50,7 @@ def _attach() -> None:
     app.command("grid")(grid)
     app.command("sweep")(sweep)
     app.command("report")(report)
+    app.command("predict")(predict)
     app.add_typer(datasets_app, name="datasets")
     app.add_typer(toy_app, name="toy")
 

@@ -171,18 +171,24 @@ def _axis_keys(axis: str, values: tuple[Any, ...]) -> set[str]:
     return {key for value in values for key in value} if all(isinstance(v, Mapping) for v in values) else {axis}
 
 
-def expand(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The sweep's runs as override dicts (dotted keys), before merging over ``base``; duplicates are kept."""
+def expand(spec: SweepSpec, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """The sweep's runs as override dicts (dotted keys), before merging over ``base``; duplicates are kept.
+
+    ``method: "*"`` is expanded before ``exclude`` applies (so ``exclude: [{method: zeroshot}]`` works with it);
+    methods it skips are described in ``notes``.
+    """
+    notes = [] if notes is None else notes
     axes = list(spec.matrix)
     runs = [_combine(axes, combo) for combo in itertools.product(*spec.matrix.values())]
     if not axes and spec.include:
         runs = []  # only the listed runs (an empty matrix alone is one run of the base config)
+    runs = [run for raw in runs for run in _every_method(raw, spec.base, notes)]
     runs = [run for run in runs if not any(_matches(run, entry) for entry in spec.exclude)]
     for entry in spec.include:
         free = [axis for axis in axes if not _axis_keys(axis, spec.matrix[axis]) & set(entry)]
         fixed = {key: _values(value) for key, value in entry.items()}
         for combo in itertools.product(*(spec.matrix[a] for a in free), *fixed.values()):
-            runs.append(_combine([*free, *fixed], combo))
+            runs += _every_method(_combine([*free, *fixed], combo), spec.base, notes)
     return runs
 
 
@@ -272,7 +278,7 @@ def plan_sweep(spec: SweepSpec, store: ResultsStore | str | Path) -> SweepPlan:
     """Validate every run of ``spec`` and find which are finished in ``store`` (no data is read for the others)."""
     store = store if isinstance(store, ResultsStore) else ResultsStore(store)
     notes: list[str] = []
-    overrides = [run for raw in expand(spec) for run in _every_method(raw, spec.base, notes)]
+    overrides = expand(spec, notes)
     runs, seen = [], set()
     for override in overrides:
         config = build_config(spec.base, override, spec.source)
