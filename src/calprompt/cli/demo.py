@@ -13,8 +13,8 @@ console = Console()
 
 def demo(
     out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="The demo's results store and report."),
-    quick: bool = typer.Option(False, "--quick", help="none vs ours only, 10 epochs (about a minute)."),
-    executor: str = typer.Option("serial", "--executor", "-e", help="serial, pool or ray."),
+    quick: bool = typer.Option(False, "--quick", help="Zero-shot vs CoOp vs CoOp + ours, 1 shot (under a minute)."),
+    executor: str = typer.Option("pool", "--executor", "-e", help="serial, pool (local processes) or ray."),
     workers: int | None = typer.Option(None, "--workers", help="Processes of the pool executor."),
     set_: list[str] | None = typer.Option(None, "--set", help="KEY=VALUE for every run, e.g. seed=2 or epochs=5."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

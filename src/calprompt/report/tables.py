@@ -170,6 +170,8 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
             own = [k for k in (base_key, novel_key if has_novel else None) if k and k not in ("base", "novel")]
             if suffix and (not own or any(k not in metrics for k in own)):
                 continue  # a post-hoc variant this run does not have
+            if "DAC" in suffix and metrics.get(novel_key) == metrics.get(novel_key.replace("+dac", "")):
+                continue  # DAC was the identity (tuned text = zero-shot text): the row would repeat another
             split_reports = {"base": metrics.get(base_key), "novel": metrics.get(novel_key) if has_novel else None}
             key = RowKey(config["method"], config["calibration"], suffix, shown)
             if not suffix:
