@@ -77,6 +77,20 @@ def load_tensors(path: str | Path, *, fix: str) -> dict[str, Tensor]:
         raise CorruptFileError(f"{path} is not a readable safetensors file ({error}). {fix}") from error
 
 
+def file_stamp(path: str) -> str:
+    """``"size:mtime_ns"`` of a file, or ``"-"`` when there is none (a virtual id: the toy world renders from ids).
+
+    Size and modification time, not a content hash: hashing every test image would read the whole dataset on each
+    run (ImageNet's test split is 6.4 GB), while a stat costs microseconds. A file replaced in place gets a new
+    modification time (unless a copy tool preserved it on a file of the very same size).
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """The sha256 hex digest of a file's content."""
     digest = hashlib.sha256()

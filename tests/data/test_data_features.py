@@ -207,11 +207,12 @@ def test_cache_and_seeded_views_survive_a_process_restart(tmp_path):
     script = textwrap.dedent(
         f"""
         from safetensors.torch import save_file
-        from calprompt.data import FeatureCache, build_train_transform, encode_items
-        from tests.data.test_data_features import CONFIG, encoder, make_items, make_key
+        from calprompt.data import FeatureCache, Item, build_train_transform, encode_items
+        from tests.data.test_data_features import CONFIG, encoder, make_key
         from pathlib import Path
 
-        items = make_items(Path({str(tmp_path)!r}))
+        # the same image files, untouched (rewriting them would change their stamps, hence the key)
+        items = [Item(str(Path({str(tmp_path)!r}) / f"img_{{i}}.png"), i % 3, f"class {{i % 3}}") for i in range(5)]
         key = make_key(items)
         def refuse():
             raise AssertionError("the cache entry should have been found")
@@ -220,9 +221,51 @@ def test_cache_and_seeded_views_survive_a_process_restart(tmp_path):
         save_file({{"cached": cached.clone(), "fresh": fresh}}, {str(tmp_path / "out.safetensors")!r})
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join((str(REPO / "src"), str(REPO)))}
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=env, timeout=300)
     result = load_file(tmp_path / "out.safetensors")
     assert torch.equal(result["cached"], features)
     # Another process drew byte-identical augmented views from the same view seed.
     assert torch.equal(result["fresh"], features)
+
+
+def test_images_replaced_in_place_address_another_entry(tmp_path):
+    """The key includes the image files' stamps: new pixels under the same names are never served old features."""
+    items = make_items(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    before = make_key(items)
+    cache.put(before, torch.zeros(5, 2))
+    Image.fromarray(np.zeros((14, 16, 3), dtype=np.uint8)).save(items[2].impath)  # replaced in place
+    after = make_key(items)
+    assert after.item_ids == before.item_ids and after.digest() != before.digest()
+    assert cache.get(after) is None
+
+
+def test_edited_rows_are_refused_by_get_and_recomputed_by_get_or_compute(tmp_path):
+    items = make_items(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    key = make_key(items)
+    cache.put(key, torch.arange(10.0).reshape(5, 2))
+    array_path, _ = cache.paths(key)
+    edited = np.load(array_path)
+    edited[3, 1] = 42.0  # a valid .npy whose rows changed
+    np.save(array_path, edited)
+    with pytest.raises(ValueError, match="checksum of its rows") as info:
+        cache.get(key)
+    assert str(array_path) in str(info.value)
+    fresh = Counter(torch.arange(10.0).reshape(5, 2) + 1)
+    with pytest.warns(UserWarning, match="Recomputing"):
+        features = cache.get_or_compute(key, fresh)
+    assert fresh.calls == 1 and torch.equal(features, fresh.value)
+    assert torch.equal(cache.get(key), fresh.value)  # stored again, verified
+
+
+def test_a_zero_byte_array_is_named(tmp_path):
+    items = make_items(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    cache.put(make_key(items), torch.zeros(5, 2))
+    array_path, _ = cache.paths(make_key(items))
+    array_path.write_bytes(b"")
+    with pytest.raises(ValueError, match="unreadable") as info:
+        cache.get(make_key(items))
+    assert str(array_path) in str(info.value)

@@ -160,16 +160,40 @@ def test_bad_train_config():
         TrainConfig(epochs=1, batch_size=0, lr=0.1)
 
 
-def test_gradient_accumulation_equals_the_larger_batch(tiny_backbone):
-    """Two accumulated half batches of a mean loss give the update of the whole batch (CE is a per-sample mean)."""
-    _, whole, obj, data = _setup(tiny_backbone, objective="none")
-    Trainer(whole, obj, data, _config(batch_size=8)).fit()
-    _, halves, obj, data = _setup(tiny_backbone, objective="none")
-    Trainer(halves, obj, data, _config(batch_size=4, grad_accumulation=2)).fit()
-    assert torch.allclose(whole.ctx, halves.ctx, atol=1e-6)
-    _, single, obj, data = _setup(tiny_backbone, objective="none")
-    Trainer(single, obj, data, _config(batch_size=4)).fit()
-    assert not torch.allclose(whole.ctx, single.ctx, atol=1e-6)  # without accumulation the updates differ
+class _Float64Features(TrainingData):
+    """The cached frozen features (float32 on disk and in memory) handed to the loop in float64."""
+
+    def frozen_features(self, view_epoch, config):
+        return super().frozen_features(view_epoch, config).double()
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tiny_clip):
+    """Two accumulated half batches of a mean loss give the update of the whole batch (CE is a per-sample mean).
+
+    Compared in float64: the two schedules sum the same per-sample gradients in another order, which in float32
+    differs by ~1e-7 relative per term, and three epochs of momentum SGD amplify that to 1e-6..3e-5 relative on the
+    weights (another machine failed `atol=1e-6` with 3.1498e-02 vs 3.1499e-02). In float64 the same reordering costs
+    ~1e-16 relative per term; after the same amplification (measured: 6e-15 relative) `rtol=1e-10` keeps four orders
+    of margin, while omitting the accumulation changes the weights by ~0.8 (asserted below).
+    """
+    import copy
+
+    from calprompt.clip import Preprocess, wrap_open_clip_model
+
+    backbone = wrap_open_clip_model(
+        copy.deepcopy(tiny_clip).double(), name="tiny-test-f64", preprocess=Preprocess(image_size=32)
+    )
+    runs = {}
+    schedules = {"whole": {"batch_size": 8}, "halves": {"batch_size": 4, "grad_accumulation": 2}, "single": {}}
+    for name, changes in schedules.items():
+        _, method, obj, data = _setup(backbone, objective="none")
+        method.double()  # the context vectors are created in float32, from the same seed in every run
+        data.__class__ = _Float64Features
+        Trainer(method, obj, data, _config(**{"batch_size": 4, **changes})).fit()
+        runs[name] = method.ctx.detach()
+    assert runs["whole"].dtype == torch.float64
+    assert torch.allclose(runs["whole"], runs["halves"], rtol=1e-10, atol=1e-12)
+    assert (runs["whole"] - runs["single"]).abs().max() > 1e-2  # without accumulation the updates differ
 
 
 def test_bf16_autocast_trains_with_float32_regularizers(tiny_backbone):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from calprompt.data import DatasetCheck, check_dataset, get_dataset_spec, list_datasets
+if TYPE_CHECKING:  # the data package imports torch: loaded inside the commands, so `--help` stays fast
+    from calprompt.data import DatasetCheck
 
 datasets_app = typer.Typer(
     name="datasets",
@@ -33,6 +33,8 @@ def _status(check: DatasetCheck) -> str:
         return "ERROR"
     if check.missing_images or check.unreadable_images:
         return "BAD IMAGES"
+    if check.untrained_classes:
+        return "BAD CLASSES"
     return "OK"
 
 
@@ -44,9 +46,16 @@ def _details(check: DatasetCheck) -> list[str]:
     lines += [f"  missing: {expected.describe()}" for expected in check.missing]
     if check.error is not None:
         lines.append(f"  error: {check.error}")
-    for label, paths in (("missing image", check.missing_images), ("unreadable image", check.unreadable_images)):
+    listings = (
+        ("missing image(s)", check.missing_images, ""),
+        ("unreadable image(s)", check.unreadable_images, ""),
+        ("skipped file(s)", check.skipped_files, " (not read as images)"),
+        ("class(es) without training images", check.untrained_classes, " (training refuses them)"),
+        ("class(es) without test images", check.untested_classes, " (evaluated nowhere)"),
+    )
+    for label, paths, why in listings:
         if paths:
-            lines.append(f"  {len(paths)} {label}(s), e.g.:")
+            lines.append(f"  {len(paths)} {label}{why}, e.g.:")
             lines += [f"    {path}" for path in paths[:5]]
     if check.ok and check.matches_published is False:
         sizes = "/".join("-" if size is None else f"{size:,}" for size in check.expected_sizes or ())
@@ -66,6 +75,11 @@ def check(
     verify_images: bool = typer.Option(False, "--verify-images", help="Also decode every image (slow)."),
 ) -> None:
     """Report per dataset the files found and missing (exact paths), how to get them, and items per split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from calprompt.data import check_dataset, get_dataset_spec, list_datasets
+
     if names:
         try:
             specs = [get_dataset_spec(name) for name in names]
@@ -91,6 +105,8 @@ def check(
 @datasets_app.command("list")
 def list_command() -> None:
     """List every registered dataset with its aliases and zero-shot template."""
+    from calprompt.data import get_dataset_spec, list_datasets
+
     for name in list_datasets():
         spec = get_dataset_spec(name)
         aliases = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""

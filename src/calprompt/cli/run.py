@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from calprompt.cli.config_options import with_run_config_options
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.run import evaluate_run, run_experiment
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 console = Console()
 
@@ -27,22 +27,25 @@ ROWS = (
 )
 
 
-def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["n_ctx=16", "ctx_init=null"]`` -> ``{"n_ctx": 16, "ctx_init": None}`` (values read as JSON, else text)."""
-    options: dict[str, Any] = {}
+def parse_options(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """``["n_ctx=16", "ctx_init=null"]`` -> ``{"n_ctx": "16", "ctx_init": "null"}``.
+
+    Values stay text here: the library converts each by the type of the field it sets
+    (`calprompt.experiments.options`), so ``class_specific_context=False`` is a false boolean.
+    """
+    options: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"Expected KEY=VALUE, got {pair!r}.", param_hint=flag)
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+        options[key.strip()] = value
     return options
 
 
 def rich_progress(iterator: Iterator[Any], total: int, description: str) -> Iterator[Any]:
     """A progress bar per epoch (the training loop's ``progress`` hook)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
@@ -53,6 +56,8 @@ def rich_progress(iterator: Iterator[Any], total: int, description: str) -> Iter
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     """Accuracy and calibration (in %) of each evaluated split, raw and post-hoc."""
+    from rich.table import Table
+
     table = Table(title=title)
     for column in ("split", "acc %", "ECE %", "ACE %", "MCE %", "NLL", "n"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -72,61 +77,48 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     return table
 
 
+@with_run_config_options
 def train(
-    dataset: str = typer.Option("toy", "--dataset", "-d", help="Dataset name (`calprompt datasets list`)."),
-    root: Path | None = typer.Option(None, "--root", help="Data root holding the dataset folders (CoOp layout)."),
-    method: str = typer.Option("coop", "--method", "-m", help="Prompt-tuning method."),
-    calibration: str = typer.Option("ours", "--calibration", "-c", help="Calibration objective preset."),
-    shots: int = typer.Option(16, "--shots", help="Training images per class."),
-    seed: int = typer.Option(1, "--seed", help="Run seed (few-shot subset, initialisation, batch order, views)."),
-    backbone: str = typer.Option("toy", "--backbone", help="open_clip architecture, hf-hub:/local-dir: name, or toy."),
-    pretrained: str | None = typer.Option(None, "--pretrained", help="Hub tag (openai, ...) or weights file."),
-    protocol: str = typer.Option("base2novel", "--protocol", help="base2novel, or all (train/test on every class)."),
-    recipe: str = typer.Option("paper", "--recipe", help="paper or fast (epochs/batch/lr defaults)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Override the recipe's batch size."),
-    lr: float | None = typer.Option(None, "--lr", help="Override the recipe's learning rate."),
+    config_file: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file of run config fields (flags and --set override it)."
+    ),
+    assignments: list[str] | None = typer.Option(
+        None, "--set", help="FIELD=VALUE or method.KEY=VALUE / calibration.KEY=VALUE, applied last (repeat)."
+    ),
     method_option: list[str] | None = typer.Option(None, "--method-option", help="KEY=VALUE method setting."),
     calibration_option: list[str] | None = typer.Option(None, "--calibration-option", help="KEY=VALUE constant."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16/fp16 autocast (GPU)."),
-    feature_cache: bool = typer.Option(
-        True,
-        "--feature-cache/--no-feature-cache",
-        help="Train on cached frozen image features when the method allows it.",
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run directory: resumed if interrupted, kept if finished, refused if another run's."
     ),
-    distinct_views: int | None = typer.Option(None, "--views", help="Cycle through this many augmented views."),
-    workers: int = typer.Option(0, "--workers", help="Image loading worker processes."),
-    skip_missing: bool = typer.Option(False, "--skip-missing", help="Drop (and count) listed images that are missing."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (re-running into it resumes)."),
+    force: bool = typer.Option(False, "--force", help="Replace the run in --out (finished or another run's)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and its run id; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    *,
+    flags: dict[str, Any],
 ) -> None:
-    """Train on the base classes, evaluate base and novel classes, write DIR/metrics.json."""
-    config = RunConfig(
-        dataset=dataset,
-        root=str(root) if root else None,
-        method=method,
-        method_options=parse_options(method_option, "--method-option"),
-        calibration=calibration,
-        calibration_options=parse_options(calibration_option, "--calibration-option"),
-        shots=shots,
-        seed=seed,
-        backbone=backbone,
-        pretrained=pretrained,
-        protocol=protocol,
-        recipe=recipe,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        precision=precision,
-        feature_cache=feature_cache,
-        distinct_views=distinct_views,
-        num_workers=workers,
-        skip_missing=skip_missing,
-    )
-    result = run_experiment(config, out, progress=None if quiet else rich_progress)
-    console.print(metrics_table(result.metrics, f"{method} + {calibration} on {dataset} (seed {seed})"))
+    """Train on the base classes, evaluate base and novel classes, write DIR/metrics.json.
+
+    Every run config field is an option below; `-c FILE` reads them from YAML, `--set` overrides any of them.
+    """
+    from calprompt.experiments.options import typed_run_config
+    from calprompt.experiments.settings import build_run_config
+
+    flags = {
+        **flags,
+        "method_options": parse_options(method_option, "--method-option"),
+        "calibration_options": parse_options(calibration_option, "--calibration-option"),
+    }
+    config = typed_run_config(build_run_config(config_file, flags, assignments or ()).resolved())
+    if dry_run:
+        console.print_json(data={**config.to_dict(), "run_id": config.run_id()})
+        return
+    if out is None:
+        raise typer.BadParameter("Missing option: the run directory to write.", param_hint="--out")
+    from calprompt.experiments.run import run_experiment
+
+    result = run_experiment(config, out, progress=None if quiet else rich_progress, force=force)
+    title = f"{config.method} + {config.calibration} on {config.dataset} (seed {config.seed})"
+    console.print(metrics_table(result.metrics, title))
     console.print(f"Wrote {out / 'metrics.json'}")
 
 
@@ -137,6 +129,8 @@ def evaluate(
     device: str | None = typer.Option(None, "--device", help="Override the run's device."),
 ) -> None:
     """Re-evaluate a finished run; with --dataset, evaluate its prompts on another dataset (distribution shift)."""
+    from calprompt.experiments.run import evaluate_run
+
     metrics = evaluate_run(run, dataset=dataset, root=str(root) if root else None, device=device)
     console.print(metrics_table(metrics, f"evaluation of {run}"))
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from calprompt.toy.downstream import TOY_DATASETS
-
 toy_app = typer.Typer(name="toy", no_args_is_help=True)
 
 
@@ -29,14 +27,17 @@ def pretrain_command(
     workers: int = typer.Option(1, "--workers", min=0, help="Data-generation worker processes (0: in the loop)."),
     log_every: int = typer.Option(50, "--log-every", min=1),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1),
-    evaluate: str = typer.Option(
-        ",".join(TOY_DATASETS),
+    evaluate: str | None = typer.Option(
+        None,
         "--eval",
-        help="Comma-separated toy datasets to evaluate zero-shot at the end ('' for none).",
+        help="Comma-separated toy datasets to evaluate zero-shot at the end (default: all of them; '' for none).",
     ),
 ) -> None:
     """Pretrain the toy CLIP contrastively (resumes from OUT/state); writes OUT/toy_clip.safetensors + .json."""
+    from calprompt.toy.downstream import TOY_DATASETS
     from calprompt.toy.pretrain import DEFAULT_RECIPE, pretrain, scale_recipe
+
+    evaluate = ",".join(TOY_DATASETS) if evaluate is None else evaluate
 
     stages = DEFAULT_RECIPE if steps is None else scale_recipe(DEFAULT_RECIPE, steps)
     result = pretrain(

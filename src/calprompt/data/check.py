@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from calprompt.data.items import DatasetSplits
 from calprompt.data.registry import ExpectedPath, get_dataset_spec, missing_paths
 
 
@@ -29,11 +30,20 @@ class DatasetCheck:
     val_is_test: bool = False
     missing_images: tuple[str, ...] = ()  # listed by a split file but absent
     unreadable_images: tuple[str, ...] = ()  # present but not decodable (only with verify_images)
+    skipped_files: tuple[str, ...] = ()  # files beside the images that are not read as items, "path (why)"
+    untrained_classes: tuple[str, ...] = ()  # classes with val/test items but no train items (training refuses them)
+    untested_classes: tuple[str, ...] = ()  # classes with train items but no test items (evaluated nowhere)
     error: str | None = None  # why reading failed although the expected paths exist
 
     @property
     def ok(self) -> bool:
-        return not self.missing and self.error is None and not self.missing_images and not self.unreadable_images
+        return (
+            not self.missing
+            and self.error is None
+            and not self.missing_images
+            and not self.unreadable_images
+            and not self.untrained_classes
+        )
 
     @property
     def matches_published(self) -> bool | None:
@@ -83,9 +93,21 @@ def check_dataset(name: str, root: str | Path, *, verify_images: bool = False) -
                 unreadable.append(item.impath)
     return DatasetCheck(
         **base,
+        skipped_files=splits.skipped_files,
+        untrained_classes=_classes_without(splits, "train"),
+        untested_classes=_classes_without(splits, "test"),
         counts={split: len(splits.split(split)) for split in ("train", "val", "test")},
         num_classes=splits.num_classes,
         val_is_test=splits.val_is_test,
         missing_images=splits.missing_files,
         unreadable_images=tuple(unreadable),
     )
+
+
+def _classes_without(splits: DatasetSplits, split: str) -> tuple[str, ...]:
+    """Class names with no items in ``split`` (none when the split is empty: a test-only set, say)."""
+    items = splits.split(split)
+    if not items:
+        return ()
+    present = {item.label for item in items}
+    return tuple(name for label, name in enumerate(splits.classnames) if label not in present)

@@ -47,18 +47,27 @@ class ImageFolderSpec(DatasetSpec):
             )
         label_of = {name: label for label, name in enumerate(classnames)}
         splits: dict[str, list[Item]] = {}
-        ignored = 0
+        skipped: list[str] = []
         for split, folder in split_dirs.items():
             items = []
             for classname in class_folders(folder):
                 for entry in visible_entries(folder / classname):
-                    if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                    suffix = Path(entry.name).suffix.lower()
+                    if entry.is_dir():
+                        skipped.append(f"{entry.path} (a folder inside a class folder)")
+                    elif suffix not in IMAGE_EXTENSIONS:
+                        skipped.append(f"{entry.path} (not an image extension: {suffix or 'none'})")
+                    else:  # broken symlinks too: `assemble` reports them as missing files
                         items.append(Item(impath=entry.path, label=label_of[classname], classname=classname))
-                    else:
-                        ignored += 1
             splits[split] = items
-        if ignored:
-            logger.info("Ignored %d entries under %s that are not image files (%s).", ignored, root, self.name)
+        if skipped:
+            logger.warning(
+                "Ignored %d entries under %s that are not image files, e.g. %s (%s).",
+                len(skipped),
+                root,
+                "; ".join(skipped[:3]),
+                self.name,
+            )
         return assemble(
             name=self.name,
             template=self.template,
@@ -66,8 +75,7 @@ class ImageFolderSpec(DatasetSpec):
             splits=splits,
             context=str(root),
             skip_missing=skip_missing,
-            check_files=False,
-        )
+        ).with_splits(skipped_files=tuple(skipped))
 
 
 def _csv_files(root: Path) -> dict[str, Path]:

@@ -2,9 +2,12 @@
 
 Methods that leave the image encoder untouched see the same features every time a given image is given a given view,
 so encoding once and sharing the result across methods and calibration variants removes most of their image cost.
-An entry is a ``.npy`` array (memory-mapped on reuse) plus a JSON sidecar with its key. The file name is the sha256
-of the canonical JSON of the key, item ids included, so changing any part of the key (backbone, dataset, split,
-items, transform, view seed) addresses a different entry: nothing is ever overwritten by a different key.
+An entry is a ``.npy`` array (memory-mapped on reuse) plus a JSON sidecar with its key and the sha256 of its rows.
+The file name is the sha256 of the canonical JSON of the key, item ids and the images' file stamps (size and
+modification time) included, so changing any part of the key (backbone, dataset, split, items, image files,
+transform, view seed) addresses a different entry: nothing is ever overwritten by a different key. The rows'
+checksum is verified when an entry is opened: `FeatureCache.get` refuses an edited or corrupt entry naming it, and
+`FeatureCache.get_or_compute` recomputes it with a warning naming it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +27,14 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from calprompt._io import write_atomic
+from calprompt._io import CorruptFileError, file_stamp, write_atomic
 from calprompt._validation import check_positive_int, fail
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.views import ItemDataset
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keys include the images' file stamps, sidecars the rows' sha256
 # numpy has no bfloat16: such tensors are stored as their int16 bit pattern and viewed back on load.
 _BIT_VIEWS = {torch.bfloat16: torch.int16}
 
@@ -41,7 +45,8 @@ class FeatureKey:
 
     ``encoder_id`` must change whenever the image encoder's weights or code do (e.g. ``"ViT-B-16/openai"``);
     ``transform_id`` names the preprocessing (`ImageTransformConfig.identity`); ``view_seed`` is ``None`` for the
-    deterministic test transform.
+    deterministic test transform. ``content`` fingerprints the image files behind ``item_ids`` (their sizes and
+    modification times, see `calprompt._io.file_stamp`); it is computed from the ids when not given.
     """
 
     encoder_id: str
@@ -50,6 +55,7 @@ class FeatureKey:
     item_ids: tuple[str, ...]
     transform_id: str
     view_seed: int | None = None
+    content: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("encoder_id", "dataset", "split", "transform_id"):
@@ -58,6 +64,9 @@ class FeatureKey:
         object.__setattr__(self, "item_ids", tuple(str(item_id) for item_id in self.item_ids))
         if self.view_seed is not None and (isinstance(self.view_seed, bool) or not isinstance(self.view_seed, int)):
             fail("view_seed", "an integer or None", self.view_seed)
+        if self.content is None:
+            stamps = "\n".join(file_stamp(item_id) for item_id in self.item_ids)
+            object.__setattr__(self, "content", hashlib.sha256(stamps.encode()).hexdigest())
 
     def summary(self) -> dict[str, object]:
         """The key with the item ids replaced by their count and digest (what the sidecar stores)."""
@@ -68,6 +77,7 @@ class FeatureKey:
             "split": self.split,
             "num_items": len(self.item_ids),
             "items_sha256": items_digest,
+            "content_sha256": self.content,
             "transform_id": self.transform_id,
             "view_seed": self.view_seed,
         }
@@ -102,31 +112,42 @@ class FeatureCache:
         return array_path.is_file() and meta_path.is_file()
 
     def get(self, key: FeatureKey) -> Tensor | None:
-        """The cached features of ``key`` (a memory-mapped CPU tensor), or ``None`` if absent."""
+        """The cached features of ``key`` (a CPU tensor backed by the file), or ``None`` if absent.
+
+        An entry that is unreadable, belongs to another key or whose rows no longer match their checksum raises
+        `calprompt._io.CorruptFileError` naming the file.
+        """
         array_path, meta_path = self.paths(key)
         if not (array_path.is_file() and meta_path.is_file()):
             return None
+        fix = "Delete it to recompute (or let the next run recompute it)."
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            message = f"Feature cache sidecar {meta_path} is corrupt ({error}). Delete it to recompute."
-            raise ValueError(message) from error
+            raise CorruptFileError(f"Feature cache sidecar {meta_path} is corrupt ({error}). {fix}") from error
         if not isinstance(meta, dict) or meta.get("key") != key.summary():
-            raise ValueError(
+            raise CorruptFileError(
                 f"Feature cache entry {meta_path} does not belong to the requested key (a corrupt or foreign file). "
-                "Delete it to recompute."
+                f"{fix}"
             )
-        # mmap_mode="c" maps the file copy-on-write: nothing is read until used, and the array is writable
-        # (so torch.from_numpy needs no copy and raises no read-only warning), while the file never changes.
-        array = np.load(array_path, mmap_mode="c", allow_pickle=False)
-        tensor = torch.from_numpy(array)
         dtype = getattr(torch, str(meta.get("dtype")), None)
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"Feature cache entry {meta_path} names no torch dtype. Delete it to recompute.")
+            raise CorruptFileError(f"Feature cache entry {meta_path} names no torch dtype. {fix}")
+        try:
+            # mmap_mode="c" maps the file copy-on-write: the array is writable (so torch.from_numpy needs no copy
+            # and raises no read-only warning), while the file never changes.
+            array = np.load(array_path, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise CorruptFileError(f"Feature cache entry {array_path} is unreadable ({error}). {fix}") from error
+        if _rows_sha256(array) != meta.get("rows_sha256"):
+            raise CorruptFileError(
+                f"Feature cache entry {array_path} does not match the checksum of its rows (edited or corrupt). {fix}"
+            )
+        tensor = torch.from_numpy(array)
         if dtype in _BIT_VIEWS:
             tensor = tensor.view(dtype)
         if tensor.shape[0] != len(key.item_ids) or tensor.dtype != dtype:
-            raise ValueError(f"Feature cache entry {array_path} does not match its sidecar. Delete it to recompute.")
+            raise CorruptFileError(f"Feature cache entry {array_path} does not match its sidecar. {fix}")
         return tensor
 
     def put(self, key: FeatureKey, features: Tensor) -> Tensor:
@@ -146,7 +167,13 @@ class FeatureCache:
             with temp.open("wb") as stream:
                 np.save(stream, array, allow_pickle=False)
 
-        meta = {"format_version": FORMAT_VERSION, "key": key.summary(), "dtype": dtype_name, "shape": list(array.shape)}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "key": key.summary(),
+            "dtype": dtype_name,
+            "shape": list(array.shape),
+            "rows_sha256": _rows_sha256(array),
+        }
         # The sidecar is written last: an entry counts as present only once both files exist.
         write_atomic(array_path, write_array)
         write_atomic(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
@@ -156,12 +183,23 @@ class FeatureCache:
 
     def get_or_compute(self, key: FeatureKey, compute: Callable[[], Tensor]) -> Tensor:
         """Cached features of ``key``, computing and storing them with ``compute()`` on a miss."""
-        cached = self.get(key)
+        try:
+            cached = self.get(key)
+        except CorruptFileError as error:
+            warnings.warn(f"{error} Recomputing it.", stacklevel=2)
+            cached = None
         if cached is not None:
             logger.debug("Feature cache hit %s (%s %s)", key.digest()[:12], key.dataset, key.split)
             return cached
         logger.info("Encoding %d %s/%s images for the feature cache.", len(key.item_ids), key.dataset, key.split)
         return self.put(key, compute())
+
+
+def _rows_sha256(array: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes (row order included)."""
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
 
 
 @torch.no_grad()

@@ -5,15 +5,13 @@ Never pickles. The JSON is written after the tensors, so a checkpoint counts as 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import Tensor
 
-from calprompt._io import save_tensors_atomic, write_json_atomic
+from calprompt._io import CorruptFileError, load_tensors, read_json, save_tensors_atomic, write_json_atomic
 
 TENSORS_FILE = "checkpoint.safetensors"
 STATE_FILE = "checkpoint.json"
@@ -48,13 +46,17 @@ def load_training_state(folder: str | Path) -> TrainingState | None:
         return None
     if not tensors_path.is_file():
         raise FileNotFoundError(f"{state_path} exists but {tensors_path} is missing; delete {folder} to start over.")
-    meta = json.loads(state_path.read_text(encoding="utf-8"))
-    tensors = load_file(str(tensors_path))
-    return TrainingState(
-        epoch=int(meta["epoch"]),
-        parameters={k.removeprefix("param/"): v for k, v in tensors.items() if k.startswith("param/")},
-        optimizer={k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")},
-        identity=meta["identity"],
-        history=meta["history"],
-        method_state={k.removeprefix("state/"): v for k, v in tensors.items() if k.startswith("state/")},
-    )
+    fix = f"Delete {folder} to restart training from the first epoch."
+    meta = read_json(state_path, fix=fix)
+    tensors = load_tensors(tensors_path, fix=fix)
+    try:
+        return TrainingState(
+            epoch=int(meta["epoch"]),
+            parameters={k.removeprefix("param/"): v for k, v in tensors.items() if k.startswith("param/")},
+            optimizer={k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")},
+            identity=meta["identity"],
+            history=meta["history"],
+            method_state={k.removeprefix("state/"): v for k, v in tensors.items() if k.startswith("state/")},
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptFileError(f"{state_path} is not a calprompt checkpoint (missing {error}). {fix}") from error

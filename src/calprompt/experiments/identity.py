@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from calprompt._io import file_stamp
 
 if TYPE_CHECKING:
     from calprompt.data.items import DatasetSplits, Item
@@ -32,20 +33,6 @@ IDENTITY_VERSION = 1
 def canonical_hash(data: Any) -> str:
     """sha256 of the canonical JSON of ``data`` (sorted keys, no spaces)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def file_stamp(path: str) -> str:
-    """``"size:mtime_ns"`` of an image file, or ``"-"`` for a virtual id (the toy world renders from ids).
-
-    Size and modification time, not a content hash: a content hash of every test image would read the whole dataset
-    on each run (ImageNet's test split is 6.4 GB), while a stat costs microseconds. A file replaced in place gets a
-    new modification time (unless a copy tool preserved it on a file of the very same size).
-    """
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return "-"
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def items_fingerprint(items: Iterable[Item]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 LOCK_FILE = ".lock"
 
 
-class RunDirectoryBusyError(RuntimeError):
+class RunDirectoryBusyError(OSError):
     """Another process holds the lock of a run directory."""
 
 

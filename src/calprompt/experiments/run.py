@@ -8,6 +8,7 @@ need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc calibrat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from calprompt import __version__
 from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_json_atomic
+from calprompt._validation import fail
 from calprompt.calibration import build_objective
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
 from calprompt.clip import ClipBackbone, load_clip
@@ -35,6 +37,7 @@ from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.experiments.config import RunConfig, default_cache_dir
 from calprompt.experiments.identity import items_fingerprint, run_identity
 from calprompt.experiments.locking import run_lock
+from calprompt.experiments.options import typed_run_config
 from calprompt.experiments.protocols import check_targets, transfer_predictions
 from calprompt.experiments.rundir import (
     CONFIG_FILE,
@@ -96,6 +99,43 @@ def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | No
     return base_novel(config, few_shot_splits(config))
 
 
+def check_minimums(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
+    """Refuse, before any training, what cannot run; return what will be skipped, with the reason.
+
+    A class with test items but no training items (a typo in a CSV, a folder only in ``test/``) is refused by name:
+    under base-to-novel, whose halves are taken over the trained classes, it would be evaluated nowhere.
+    """
+    base, novel = base_novel(config, splits)
+    if not base.train:
+        raise ValueError(
+            f"Dataset {config.dataset!r} has no training items. A test-only dataset is an evaluation target: train "
+            f"on another dataset, then `calprompt eval --run DIR --dataset {config.dataset}`."
+        )
+    trained = {item.label for item in splits.train}
+    untrained = [name for label, name in enumerate(splits.classnames) if label not in trained]
+    if untrained:  # `calprompt datasets check` reports the same classes
+        raise ValueError(
+            f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so they would be trained "
+            f"on nowhere (base-to-novel would also evaluate them nowhere): {untrained[:10]}. Add training images "
+            "for them, or fix their names if they are typos."
+        )
+    if novel is not None and len(trained) < 2:
+        fail("protocol", "'all' for a dataset with fewer than 2 classes (base-to-novel needs two halves)", 1)
+    skipped = {}
+    if not base.val:
+        skipped["ts"] = "no validation items to fit the temperature on (the dataset has no val split)"
+    if novel is not None and dac_neighbours(config, base) < config.dac_k:
+        skipped["dac_k"] = (
+            f"DAC's k lowered from {config.dac_k} to the {len(base.classnames)} base classes (k <= base classes)"
+        )
+    return skipped
+
+
+def dac_neighbours(config: RunConfig, base: DatasetSplits) -> int:
+    """DAC's k: the configured one, at most the number of base classes."""
+    return min(config.dac_k, len(base.classnames))
+
+
 def run_experiment(
     config: RunConfig,
     out_dir: str | Path,
@@ -114,12 +154,13 @@ def run_experiment(
     checkpoint. One process writes at a time (another waits ``wait`` seconds, then is refused). Pass a loaded
     ``backbone`` to share it across runs.
     """
-    config = config.resolved()
+    config = typed_run_config(config.resolved())
     check_targets(config)
     out = Path(out_dir).expanduser().absolute()
     started = time.perf_counter()
     splits = few_shot_splits(config)
     identity = run_identity(config, splits)
+    skipped = check_minimums(config, splits)
     if not force and not is_empty(out):
         claim_check(out, identity)  # refuse another identity before taking the lock (nothing written)
     with run_lock(out, wait=wait):
@@ -127,7 +168,7 @@ def run_experiment(
             logger.info("%s is finished with this identity: returning its stored results.", out)
             return RunResult(out, read_finished(out, identity) or {})
         write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "run_id": identity.run_id})
-        metrics = _train_and_evaluate(config, splits, out, backbone, cache_dir, progress, started)
+        metrics = _train_and_evaluate(config, splits, skipped, out, backbone, cache_dir, progress, started)
         mark_finished(out, identity)
     return RunResult(out, metrics)
 
@@ -135,6 +176,7 @@ def run_experiment(
 def _train_and_evaluate(
     config: RunConfig,
     splits: DatasetSplits,
+    skipped: dict[str, str],
     out: Path,
     backbone: ClipBackbone | None,
     cache_dir: str | Path | None,
@@ -163,16 +205,8 @@ def _train_and_evaluate(
         cache=cache,
         num_workers=config.num_workers,
     )
-    train_config = TrainConfig(
-        epochs=max(config.epochs, 1),
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=config.seed,
-        device=config.device,
-        precision=config.precision,
-        feature_cache=config.feature_cache,
-        distinct_views=config.distinct_views,
-    )
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(RunConfig)}
+    train_config = TrainConfig(**{**{name: getattr(config, name) for name in shared}, "epochs": max(config.epochs, 1)})
     history = []
     if config.epochs > 0:
         trainer = Trainer(method, objective, data, train_config, checkpoint_dir=out / "checkpoint", progress=progress)
@@ -193,6 +227,7 @@ def _train_and_evaluate(
         "final_loss": history[-1].losses if history else None,
         "trainable_parameters": method.num_trainable_parameters(),
     }
+    metrics["skipped"] = skipped
     metrics["run"] = {
         "run_id": config.run_id(),
         "calprompt": __version__,
@@ -302,7 +337,7 @@ def evaluate_base_novel(
             reports["novel+ts"] = _report(ts.transform(novel_test.logits), novel_test.labels, config)
         if novel_test.text_features is not None and base_test.text_features is not None:
             tensors["novel/tuned_text"] = novel_test.text_features
-            dac = DistanceAwareCalibration().fit(zs_base, base_test.text_features)
+            dac = DistanceAwareCalibration(k=dac_neighbours(config, base)).fit(zs_base, base_test.text_features)
             dac_logits = dac.transform(novel_test.logits, zs_novel, novel_test.text_features)
             reports["novel+dac"] = _report(dac_logits, novel_test.labels, config)
             if ts is not None:

@@ -43,13 +43,13 @@ class ResultsStore:
 
     def run_dir(self, config: RunConfig) -> Path:
         """The directory of ``config``'s run (named by the config hash; nothing is read or created)."""
-        return self.root / RUNS_DIR / config.resolved().run_id()
+        return self.root / RUNS_DIR / _typed(config).run_id()
 
     def identity(self, config: RunConfig) -> RunIdentity:
         """The full identity of ``config`` (reads the dataset's split lists and stats its images once per store)."""
         from calprompt.experiments.run import few_shot_splits
 
-        config = config.resolved()
+        config = _typed(config)
         data_key = (config.dataset, config.root, config.shots, config.seed, config.skip_missing)
         weights_key = (config.backbone, config.pretrained)
         if data_key not in self._data or weights_key not in self._weights:
@@ -85,3 +85,10 @@ class ResultsStore:
         from calprompt.experiments.run import run_experiment
 
         return run_experiment(config, self.run_dir(config), **kwargs)
+
+
+def _typed(config: RunConfig) -> RunConfig:
+    """The resolved config with typed options: what `run_experiment` hashes, so both name the same directory."""
+    from calprompt.experiments.options import typed_run_config
+
+    return typed_run_config(config.resolved())

@@ -12,7 +12,7 @@ A sweep file::
       method: "*"               # every registered method that has a recipe for the dataset
       calibration: [none, ours]
       seed: [1, 2, 3]
-      method_options.n_ctx: [4] # a dotted key sets one entry of a dict field
+      method.n_ctx: [4]         # a dotted key sets one method option (calibration.KEY: one constant)
       variant:                  # values that are mappings set several fields together
         - {shots: 16, protocol: base2novel}
         - {shots: 4, protocol: all}
@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,11 +102,9 @@ class SweepSpec:
         )
 
     def with_base(self, overrides: Mapping[str, Any]) -> SweepSpec:
-        """The same sweep with some base fields set (e.g. ``root``, ``device`` from the command line)."""
-        base = copy.deepcopy(self.base)
-        for key, value in overrides.items():
-            _set_dotted(base, key, value)
-        return SweepSpec(**{**self.__dict__, "base": base})
+        """The same sweep with some base fields set (e.g. ``root``, ``device`` from the command line; values may be
+        text, converted by field type like ``calprompt train --set``)."""
+        return SweepSpec(**{**self.__dict__, "base": {**copy.deepcopy(self.base), **overrides}})
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -132,6 +131,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ValueError(f"Sweep file {path} is not valid YAML: {error}") from error
+    root = data.get("base", {}).get("root") if isinstance(data, dict) and isinstance(data.get("base"), dict) else None
+    if isinstance(root, str) and not Path(root).expanduser().is_absolute():
+        data["base"]["root"] = os.path.abspath(path.parent / os.path.expanduser(root))  # relative to the file
     return SweepSpec.from_dict(data, str(path))
 
 
@@ -142,18 +144,6 @@ def shipped_sweeps() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Expansion
-def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
-    """``method_options.n_ctx`` sets ``target["method_options"]["n_ctx"]`` (creating the dict)."""
-    head, _, rest = key.partition(".")
-    if not rest:
-        target[head] = value
-        return
-    inner = target.setdefault(head, {})
-    if not isinstance(inner, dict):
-        fail(key, f"a key into a dict field, but {head!r} is {type(inner).__name__}", value)
-    _set_dotted(inner, rest, value)
-
-
 def _matches(run: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
     return all(run.get(key) in _values(value) for key, value in entry.items())
 
@@ -214,12 +204,17 @@ def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]
 
 
 def build_config(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "<sweep>") -> RunConfig:
-    """``base`` with ``overrides`` (dotted keys) as a resolved, validated RunConfig; errors name the sweep and run."""
-    data = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        _set_dotted(data, key, value)
+    """``base`` with ``overrides`` as a resolved, typed, validated RunConfig; errors name the sweep and the run.
+
+    Keys and values follow `calprompt.experiments.settings` (field names, ``method.KEY`` / ``method_options.KEY``
+    for one option, text converted by the field's type).
+    """
+    from calprompt.experiments.options import typed_run_config
+    from calprompt.experiments.settings import apply_settings
+
     try:
-        config = RunConfig.from_dict(data).resolved()
+        data = apply_settings(apply_settings({}, base, f"{source} base"), overrides, source)
+        config = typed_run_config(RunConfig(**data).resolved())
         _check_names(config)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{source}: the run {dict(overrides)} is not valid: {error}") from error

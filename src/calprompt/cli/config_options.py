@@ -1,0 +1,68 @@
+"""Command-line options derived from the `RunConfig` dataclass: one option per field, never mirrored by hand.
+
+Each field becomes ``--field-name`` (or the flags in its metadata) with the field's help; booleans become
+``--name/--no-name``. Every derived option defaults to "not given", so a config file's value is only overridden by
+a flag the user actually typed (see `calprompt.experiments.settings` for the precedence).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from calprompt.experiments.config import RunConfig
+
+# Fields set through their own repeatable options (--method-option KEY=VALUE, --calibration-option KEY=VALUE).
+GROUPED = ("method_options", "calibration_options")
+
+
+def _base_type(hint: Any) -> Any:
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType) else hint
+
+
+def run_config_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per `RunConfig` field (but the option groups), each a typer option defaulting to None."""
+    hints = typing.get_type_hints(RunConfig)
+    parameters = []
+    for spec in dataclasses.fields(RunConfig):
+        if spec.name in GROUPED:
+            continue
+        kind = _base_type(hints[spec.name])
+        flag = spec.name.replace("_", "-")
+        flags = spec.metadata.get("flags") or (f"--{flag}",)
+        if kind is bool:
+            flags = (f"--{flag}/--no-{flag}",)
+        default = spec.default if spec.default is not dataclasses.MISSING else None
+        shown = "the recipe's / loop's" if default is None else repr(default)
+        option = typer.Option(None, *flags, help=f"{spec.metadata.get('help', '')} [default: {shown}]")
+        parameters.append(
+            inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None)
+        )
+    return parameters
+
+
+def with_run_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` an option per `RunConfig` field; the ones given arrive as its ``flags`` dict argument."""
+    hints = typing.get_type_hints(command)
+    own = [
+        parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+        for parameter in inspect.signature(command).parameters.values()
+        if parameter.name != "flags"
+    ]
+    derived = run_config_parameters()
+    names = [parameter.name for parameter in derived]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        flags = {name: value for name in names if (value := kwargs.pop(name)) is not None}
+        return command(flags=flags, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *derived])  # type: ignore[attr-defined]
+    return wrapper

@@ -1,0 +1,138 @@
+"""Method and calibration options typed by their target: the field types of the method's config dataclass and the
+constants of the calibration preset.
+
+Options arrive as text from the command line (``--method-option class_specific_context=false``) or as YAML values;
+each is converted by the type of the field it sets, so ``"False"`` is never read as a true string, and a value that
+does not fit raises an error naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from calprompt._validation import fail
+
+if TYPE_CHECKING:
+    from calprompt.experiments.config import RunConfig
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_NONE = ("null", "none", "~")
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """``True``/``False``, or text among true/false/1/0/yes/no/on/off in any case (else an error naming ``name``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    fail(name, "a boolean (true/false, 1/0, yes/no)", value)
+
+
+def parse_float(value: Any, name: str) -> float:
+    """A finite float from a number or its text (nan and infinities are refused naming ``name``)."""
+    if isinstance(value, bool):
+        fail(name, "a finite number", value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        fail(name, "a finite number", value)
+    if not math.isfinite(number):
+        fail(name, "a finite number", value)
+    return number
+
+
+def parse_int(value: Any, name: str) -> int:
+    """An integer from an int or its text (bools and fractional numbers are refused)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    fail(name, "an integer", value)
+
+
+def parse_value(value: Any, hint: Any, name: str) -> Any:
+    """Convert ``value`` (text or an already parsed value) to the type ``hint``; an unfit value names ``name``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in args if arg is not type(None)]
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
+            return None
+        if len(options) == 1:
+            return parse_value(value, options[0], name)
+        for option in options:
+            try:
+                return parse_value(value, option, name)
+            except ValueError:
+                continue
+        fail(name, f"a value of type {hint}", value)
+    if hint is bool:
+        return parse_bool(value, name)
+    if hint is int:
+        return parse_int(value, name)
+    if hint is float:
+        return parse_float(value, name)
+    if hint is str:
+        if not isinstance(value, str):
+            fail(name, "a string", value)
+        return value
+    if origin in (tuple, list):
+        parsed = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(parsed, list | tuple):
+            fail(name, "a list (JSON, e.g. [1, 2])", value)
+        inner = args[0] if args else Any
+        items = [item if inner is Any else parse_value(item, inner, f"{name}[{i}]") for i, item in enumerate(parsed)]
+        return tuple(items) if origin is tuple else items
+    if isinstance(value, str):  # an untyped field: read JSON when it is JSON, else keep the text
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def coerce_options(values: Mapping[str, Any], hints: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Each of ``values`` converted by its hint; an unknown key raises naming it and the known ones."""
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        fail(f"{owner} options", f"among {sorted(hints) or 'none (it takes no options)'}", unknown)
+    return {key: parse_value(value, hints[key], f"{owner} option {key}") for key, value in values.items()}
+
+
+def method_option_types(method: str) -> dict[str, Any]:
+    """Field name -> type of the config dataclass of ``method`` (``template`` is set from the dataset)."""
+    from calprompt.methods import get_method
+
+    config_type = get_method(method).config_type
+    hints = typing.get_type_hints(config_type)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_type) if f.name != "template"}
+
+
+def calibration_option_types(calibration: str) -> dict[str, Any]:
+    """Constant name -> float for the calibration preset ``calibration``."""
+    from calprompt.calibration.presets import OBJECTIVE_PRESETS
+
+    if calibration not in OBJECTIVE_PRESETS:
+        fail("calibration", f"one of {', '.join(OBJECTIVE_PRESETS)}", calibration)
+    return dict.fromkeys(OBJECTIVE_PRESETS[calibration].defaults, float)
+
+
+def typed_run_config(config: RunConfig) -> RunConfig:
+    """``config`` with its method and calibration options converted by their target types (and checked)."""
+    return dataclasses.replace(
+        config,
+        method_options=coerce_options(config.method_options, method_option_types(config.method), config.method),
+        calibration_options=coerce_options(
+            config.calibration_options, calibration_option_types(config.calibration), config.calibration
+        ),
+    )
