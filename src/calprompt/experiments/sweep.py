@@ -33,7 +33,7 @@ import copy
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,12 +335,3 @@ def iter_plan_lines(plan: SweepPlan) -> Iterator[str]:
     for run in plan.runs:
         status = "finished" if run.finished else ("failed before" if run.run_id in plan.failed_before else "to run")
         yield f"{run.run_id}  {status:13s}  {run.label}"
-
-
-def grid_spec(
-    base: RunConfig, datasets: Iterable[str], rows: Iterable[tuple[str, str]], seeds: Iterable[int]
-) -> SweepSpec:
-    """The sweep of ``calprompt grid``: datasets x (method, calibration) rows x seeds over ``base``."""
-    variants = tuple({"method": method, "calibration": calibration} for method, calibration in rows)
-    matrix = {"dataset": tuple(datasets), "variant": variants, "seed": tuple(seeds)}
-    return SweepSpec(name="grid", base=base.to_dict(), matrix=matrix, source="calprompt grid")
