@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from calprompt.cli import app
-from calprompt.experiments.demo import run_demo
 from calprompt.metrics import EvaluationReport
 
 
@@ -98,11 +97,3 @@ def test_bad_option_is_a_clear_error(toy_weights, tmp_path, cache_env):
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
     result = CliRunner().invoke(app, _train_args(toy_weights, tmp_path / "x", "--calibration", "nope"))
     assert result.exit_code == 1 and "ours" in result.output and "Traceback" not in result.output
-
-
-def test_demo_writes_table_and_figures(toy_weights, tmp_path, cache_env):
-    result = run_demo(tmp_path / "demo", pretrained=toy_weights, epochs=2)
-    assert set(result.metrics) == {"zero-shot CLIP", "CoOp", "CoOp + ours"}
-    assert "| CoOp + ours |" in result.table and (tmp_path / "demo" / "table.md").is_file()
-    assert [p.name for p in result.figures] == ["reliability-base.png", "reliability-novel.png"]
-    assert all(p.stat().st_size > 10_000 for p in result.figures)

@@ -12,19 +12,29 @@ console = Console()
 
 
 def demo(
-    out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="Where runs, table and figures go."),
-    dataset: str = typer.Option("toy", "--dataset", "-d", help="A toy dataset (or any dataset with --backbone)."),
-    seed: int = typer.Option(1, "--seed", help="Run seed."),
-    recipe: str = typer.Option("fast", "--recipe", help="fast (minutes) or paper (the full schedule)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="The demo's results store and report."),
+    quick: bool = typer.Option(False, "--quick", help="Zero-shot vs CoOp vs CoOp + ours, 1 shot (under a minute)."),
+    executor: str = typer.Option("pool", "--executor", "-e", help="serial, pool (local processes) or ray."),
+    workers: int | None = typer.Option(None, "--workers", help="Processes of the pool executor."),
+    set_: list[str] | None = typer.Option(None, "--set", help="KEY=VALUE for every run, e.g. seed=2 or epochs=5."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Zero-shot CLIP vs CoOp vs CoOp + ours: accuracy, ECE and reliability diagrams on base and novel classes."""
-    from calprompt.cli.run import rich_progress
-    from calprompt.experiments.demo import run_demo
+    """Base-to-novel on the toy world: every method x none / ours / baselines, post-hoc TS and DAC, then the report."""
+    from calprompt.cli.run import parse_options
+    from calprompt.cli.sweep import run_with_progress
+    from calprompt.experiments.demo import demo_report, plan_demo
+    from calprompt.experiments.executors import make_executor
 
-    console.print(f"Running zero-shot CLIP, CoOp and CoOp + ours on {dataset!r} (seed {seed}, {recipe} recipe)...")
-    result = run_demo(out, dataset=dataset, seed=seed, recipe=recipe, progress=None if quiet else rich_progress)
+    plan = plan_demo(out, quick=quick, overrides=parse_options(set_, "--set"))
+    for note in plan.notes:
+        console.print(f"note: {note}")
+    console.print(f"Demo sweep on the toy world: {len(plan.runs)} runs ({len(plan.finished)} finished) in {out}/")
+    summary = run_with_progress(plan, make_executor(executor, workers=workers), quiet=quiet)
+    result = demo_report(plan, summary)
     console.print(Markdown(result.table))
-    for figure in result.figures:
-        console.print(f"Wrote {figure}")
-    console.print(f"Runs, metrics.json files and table.md are in {out}/")
+    console.print(f"runs: done {summary.done}, failed {summary.failed}, skipped {summary.skipped} (finished before)")
+    console.print(f"HTML report: {result.report.html}", soft_wrap=True)
+    console.print(f"Tables: {result.report.markdown}, {result.report.csv}", soft_wrap=True)
+    console.print(f"{len(result.report.figures)} PNG reliability diagrams in {result.report.html.parent / 'figures'}")
+    if summary.failed:
+        raise typer.Exit(code=1)

@@ -84,13 +84,19 @@ def _attach() -> None:
     """Attach the command groups explicitly, so `calprompt --help` lists everything without import side effects."""
     from calprompt.cli.datasets import datasets_app
     from calprompt.cli.demo import demo
+    from calprompt.cli.predict import predict
+    from calprompt.cli.report import report
     from calprompt.cli.run import evaluate, grid, train
+    from calprompt.cli.sweep import sweep
     from calprompt.cli.toy import toy_app
 
     app.command("demo")(friendly_errors(demo))
     app.command("train")(friendly_errors(train))
     app.command("eval")(friendly_errors(evaluate))
     app.command("grid")(friendly_errors(grid))
+    app.command("sweep")(friendly_errors(sweep))
+    app.command("report")(friendly_errors(report))
+    app.command("predict")(friendly_errors(predict))
     for group in (datasets_app, toy_app):
         for info in group.registered_commands:
             info.callback = friendly_errors(info.callback)

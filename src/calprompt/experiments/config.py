@@ -34,7 +34,10 @@ class RunConfig:
     optimizer fields left as ``None`` from the training loop (`calprompt.engine.train.TrainConfig`).
 
     ``protocol="base2novel"`` trains on the base half of the classes and evaluates base and novel test classes;
-    ``"all"`` trains and evaluates on every class. Each field's help is the command line's (`calprompt train`).
+    ``"all"`` trains and evaluates on every class (the few-shot protocol). ``eval_datasets`` are evaluated too, with
+    the tuned prompts and each target's own classes (cross-dataset transfer and domain shift, e.g. ``imagenet`` ->
+    ``imagenet_v2``; ``toy`` -> ``toy-domain``); their data is read from ``root`` as well. Each field's help is the
+    command line's (`calprompt train`).
     """
 
     dataset: str = setting("toy", "Dataset name (`calprompt datasets list`).", "--dataset", "-d")
@@ -48,6 +51,9 @@ class RunConfig:
     backbone: str = setting("toy", "open_clip architecture, hf-hub:/local-dir: name, or toy.")
     pretrained: str | None = setting(None, "Hub tag (openai, ...) or weights file.")
     protocol: str = setting("base2novel", "base2novel, or all (train/test on every class).")
+    eval_datasets: tuple[str, ...] = field(
+        default=(), metadata={"help": "Other datasets to evaluate the tuned prompts on (transfer, domain shift)."}
+    )
     recipe: str = setting("paper", "paper or fast (epochs/batch/lr defaults).")
     epochs: int | None = setting(None, "Override the recipe's epochs.")
     batch_size: int | None = setting(None, "Override the recipe's batch size.")
@@ -72,6 +78,9 @@ class RunConfig:
         check_choice(self.recipe, "recipe", RECIPE_NAMES)
         check_positive_int(self.n_bins, "n_bins")
         check_positive_int(self.dac_k, "dac_k")
+        if not isinstance(self.eval_datasets, list | tuple) or not all(isinstance(n, str) for n in self.eval_datasets):
+            fail("eval_datasets", "a list of dataset names", self.eval_datasets)
+        object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))  # JSON gives a list
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             fail("seed", "an integer >= 0", self.seed)
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
@@ -114,7 +123,8 @@ class RunConfig:
         return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-native dict (lists, not tuples), equal to its own JSON round trip."""
+        return {**dataclasses.asdict(self), "eval_datasets": list(self.eval_datasets)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

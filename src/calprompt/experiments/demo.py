@@ -1,74 +1,61 @@
-"""The demo: zero-shot CLIP, CoOp and CoOp + ours on the embedded toy world, with a table and reliability diagrams.
+"""The demo: a base-to-novel sweep on the embedded toy world, every registered method with the train-time
+calibrations and post-hoc TS / DAC, then the report (tables, reliability diagrams, one HTML file).
 
-Runs the real pipeline (tokenizer, open_clip architecture, prompt tuning, calibration, metrics) on two CPU cores in
-a few minutes; only the dataset and backbone names differ from a run on real CLIP and benchmarks.
+It runs the real pipeline (tokenizer, open_clip architecture, prompt tuning, calibration, metrics, sweep, store,
+report) on two CPU cores; only the dataset and backbone names differ from the paper's grid on real CLIP. The runs
+are the shipped sweep files ``demo`` and ``demo-quick``; methods registered later join by themselves when they have
+a toy recipe (the others are skipped with a note).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calprompt.clip import load_clip
-from calprompt.experiments.config import RunConfig
+from calprompt.experiments.failures import iter_failures
 from calprompt.experiments.store import ResultsStore
-from calprompt.metrics import EvaluationReport
-from calprompt.report import base_novel_table, plot_reliability_diagrams
-
-# (label, method, calibration objective)
-DEMO_RUNS: tuple[tuple[str, str, str], ...] = (
-    ("zero-shot CLIP", "zeroshot", "none"),
-    ("CoOp", "coop", "none"),
-    ("CoOp + ours", "coop", "ours"),
-)
+from calprompt.experiments.sweep import SweepPlan, SweepSummary, load_sweep, plan_sweep, run_sweep
+from calprompt.report.build import ReportFiles, write_report
 
 
 @dataclass
 class DemoResult:
-    table: str
-    figures: list[Path]
-    metrics: dict[str, dict[str, Any]]
+    report: ReportFiles
+    summary: SweepSummary
+    notes: list[str]
+
+    @property
+    def table(self) -> str:
+        """The headline table and the domain-shift tables (Markdown), as the demo prints them."""
+        tables = [self.report.tables[0], *(t for t in self.report.tables if t.title.startswith("transfer"))]
+        return "\n\n".join(table.to_markdown() for table in tables)
+
+
+def plan_demo(out_dir: str | Path, *, quick: bool = False, overrides: Mapping[str, Any] | None = None) -> SweepPlan:
+    """The demo sweep against the store ``out_dir``; ``overrides`` set base fields of every run (smoke tests)."""
+    spec = load_sweep("demo-quick" if quick else "demo").with_base(overrides or {})
+    return plan_sweep(spec, ResultsStore(out_dir))
+
+
+def demo_report(plan: SweepPlan, summary: SweepSummary) -> DemoResult:
+    """Write the report of the demo's runs into ``<store>/report`` (other runs of the store are left out)."""
+    wanted = {run.run_id for run in plan.runs}
+    runs = [run for run in plan.store.iter_runs() if run.path.name in wanted]
+    failures = [failure for failure in iter_failures(plan.store.root) if failure.run_id in wanted]
+    title = f"calprompt demo ({plan.spec.description})"
+    files = write_report(runs, plan.store.root / "report", failures=failures, title=title)
+    return DemoResult(files, summary, plan.notes)
 
 
 def run_demo(
     out_dir: str | Path,
     *,
-    dataset: str = "toy",
-    seed: int = 1,
-    recipe: str = "fast",
-    backbone: str = "toy",
-    pretrained: str | None = None,
-    epochs: int | None = None,
-    progress: Callable | None = None,
+    quick: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    executor: Any = None,
 ) -> DemoResult:
-    """Train and evaluate the demo runs into ``out_dir`` (re-running resumes), then write the table and figures.
-
-    ``epochs`` overrides the recipe's (smoke tests).
-    """
-    out = Path(out_dir)
-    store = ResultsStore(out)  # one directory per config hash: another option never meets a run of other options
-    clip = load_clip(backbone, pretrained)
-    metrics: dict[str, dict[str, Any]] = {}
-    for label, method, calibration in DEMO_RUNS:
-        config = RunConfig(
-            dataset=dataset,
-            method=method,
-            calibration=calibration,
-            seed=seed,
-            recipe=recipe,
-            backbone=backbone,
-            pretrained=pretrained,
-            epochs=None if method == "zeroshot" else epochs,
-        )
-        metrics[label] = store.run(config, backbone=clip, progress=progress).metrics
-    table = base_novel_table({label: [m] for label, m in metrics.items()})
-    (out / "table.md").write_text(table + "\n", encoding="utf-8")
-    figures = []
-    for split in ("base", "novel"):
-        reports = {label: EvaluationReport.from_dict(m[split]) for label, m in metrics.items() if m.get(split)}
-        if reports:
-            path = out / f"reliability-{split}.png"
-            figures.append(plot_reliability_diagrams(reports, path, title=f"{dataset}: {split} classes"))
-    return DemoResult(table, figures, metrics)
+    """Run the demo sweep into the store ``out_dir`` (finished runs are kept) and write its report."""
+    plan = plan_demo(out_dir, quick=quick, overrides=overrides)
+    return demo_report(plan, run_sweep(plan, executor))

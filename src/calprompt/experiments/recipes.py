@@ -80,3 +80,14 @@ def _check_recipe(values: Any, where: str, *, complete: bool) -> None:
     missing = [key for key in ("epochs", "batch_size", "lr") if key not in values]
     if complete and missing:
         fail(where, "epochs, batch_size and lr", f"missing {missing}")
+
+
+def has_recipe(recipe: str, method: str, dataset: str) -> bool:
+    """Whether ``method`` has a recipe made for ``dataset``'s family: toy datasets need the method's ``toy`` entry
+    for ``recipe`` unless the method does not train. Sweeps over every registered method skip the others."""
+    entry = recipe_table().get(method)
+    if entry is None or recipe not in RECIPE_NAMES:
+        return False
+    if dataset.startswith("toy"):
+        return recipe in entry.get("toy", {}) or int(entry[recipe]["epochs"]) == 0
+    return True

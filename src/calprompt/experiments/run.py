@@ -39,6 +39,7 @@ from calprompt.experiments.config import RunConfig, default_cache_dir
 from calprompt.experiments.identity import items_fingerprint, run_identity
 from calprompt.experiments.locking import run_lock
 from calprompt.experiments.options import typed_run_config
+from calprompt.experiments.protocols import check_targets, transfer_predictions
 from calprompt.experiments.rundir import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
@@ -155,6 +156,7 @@ def run_experiment(
     ``backbone`` to share it across runs.
     """
     config = typed_run_config(config.resolved())
+    check_targets(config)
     out = Path(out_dir).expanduser().absolute()
     started = time.perf_counter()
     splits = few_shot_splits(config)
@@ -215,6 +217,11 @@ def _train_and_evaluate(
     write_json_atomic(out / METHOD_FILE, method.describe())
 
     metrics, tensors = evaluate_base_novel(method, base, novel, transform, config, cache=cache, zs_base=zs_base)
+    for name in config.eval_datasets:  # transfer / domain shift targets, read from the run's data root
+        target = load_dataset(name, config.root, skip_missing=config.skip_missing)
+        shifted = transfer_predictions(method, target, name, transform, config, cache)
+        metrics[f"eval:{name}"] = _report(shifted.logits, shifted.labels, config)
+    method.set_classnames(base.classnames)
     metrics["train"] = {
         "epochs": config.epochs,
         "seconds": round(train_seconds, 2),
@@ -259,18 +266,7 @@ def evaluate_run(
         return fresh
     target = load_dataset(dataset, root, skip_missing=config.skip_missing)
     target_root = None if root is None else str(Path(root).expanduser().absolute())
-    method.set_classnames(target.classnames)
-    predictions = predict(
-        method,
-        target.test,
-        transform,
-        loader=target.image_loader,
-        device=config.device,
-        precision=config.precision,
-        cache=cache,
-        cache_tag=(dataset, "test"),
-        num_workers=config.num_workers,
-    )
+    predictions = transfer_predictions(method, target, dataset, transform, config, cache)
     key = evaluation_key(dataset, target_root)
     entry = {
         "dataset": dataset,

@@ -1,18 +1,55 @@
-"""Paper-style tables: accuracy and ECE (in %) of base and novel classes, averaged over seeds."""
+"""Paper-style tables from stored runs: rows = method + calibration (+ post-hoc), columns = datasets + average.
+
+A run's ``metrics.json`` holds one evaluation report per split (``base``, ``novel``, ``base+ts``, ``novel+dac``, ...)
+and ``eval:<dataset>`` for transfer targets. :func:`collect` groups runs into rows and seeds; the table builders
+reduce each (row, dataset) to mean ± sample std over seeds. The average over datasets is taken per seed first
+(over the datasets that seed has for that row, only when it has all of them), then summarised over seeds, as the
+published 11-dataset averages are.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-# (column title, metrics.json key, report field)
+from calprompt.metrics.classification import harmonic_mean
+
+# (column title, metrics.json key, report field): the legacy single-dataset table of `calprompt grid`.
 BASE_NOVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("base acc", "base", "accuracy"),
     ("base ECE", "base", "ece"),
     ("novel acc", "novel", "accuracy"),
     ("novel ECE", "novel", "ece"),
 )
+
+# Post-hoc variants of a run: (row suffix, metrics key for base classes, metrics key for novel classes).
+# DAC only rescales classes unseen while tuning, so on base classes it is the identity.
+POSTHOC_VARIANTS: tuple[tuple[str, str, str], ...] = (
+    ("", "base", "novel"),
+    ("TS", "base+ts", "novel+ts"),
+    ("DAC", "base", "novel+dac"),
+    ("TS + DAC", "base+ts", "novel+ts+dac"),
+)
+
+# The quantities of the base-to-novel tables: (title, which split, report field); "hm" is computed per seed.
+QUANTITIES: tuple[tuple[str, str, str], ...] = (
+    ("base acc", "base", "accuracy"),
+    ("base ECE", "base", "ece"),
+    ("novel acc", "novel", "accuracy"),
+    ("novel ECE", "novel", "ece"),
+    ("HM", "hm", "accuracy"),
+)
+
+# Config fields that never distinguish rows: where and how a run ran, and the axes of the table itself.
+_NOT_A_ROW_FIELD = frozenset(
+    {"dataset", "seed", "root", "device", "num_workers", "run_id", "eval_datasets", "skip_missing", "feature_cache"}
+)
+# Fields filled from the recipe when not given: a value equal to the recipe's is not a difference between rows.
+_RECIPE_FIELDS = ("epochs", "batch_size", "lr")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -39,8 +76,282 @@ def base_novel_table(
     lines = [header, "|---" * (len(columns) + 1) + "|"]
     for label, runs in rows.items():
         cells = []
-        for _, split, field in columns:
-            values = [run[split][field] for run in runs if run.get(split)]
+        for _, split, field_name in columns:
+            values = [run[split][field_name] for run in runs if run.get(split)]
             cells.append(format_cell(values) if values else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Grouping stored runs into rows
+@dataclass(frozen=True)
+class RowKey:
+    """What a table row stands for: a method, a train-time calibration, a post-hoc variant and other settings."""
+
+    method: str
+    calibration: str
+    posthoc: str = ""
+    settings: tuple[tuple[str, str], ...] = ()  # config fields that differ between rows of the store, as text
+
+    @property
+    def label(self) -> str:
+        parts = [self.method] + [p for p in (self.calibration if self.calibration != "none" else "", self.posthoc) if p]
+        text = " + ".join(parts)
+        return f"{text} ({', '.join(f'{k}={v}' for k, v in self.settings)})" if self.settings else text
+
+    @property
+    def train_key(self) -> RowKey:
+        """The same row without post-hoc calibration (the row of the trained model itself)."""
+        return RowKey(self.method, self.calibration, "", self.settings)
+
+
+@dataclass
+class Results:
+    """Per row, dataset and seed: the split reports of one run (post-hoc variants already mapped to base/novel)."""
+
+    cells: dict[RowKey, dict[str, dict[int, dict[str, Any]]]] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)  # transfer targets (``eval:<dataset>`` keys)
+    configs: dict[RowKey, dict[str, Any]] = field(default_factory=dict)  # one example config per training row
+
+    @property
+    def rows(self) -> list[RowKey]:
+        return list(self.cells)
+
+
+def _flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{sub}": v for sub, v in _flatten(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _requested(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The row-defining settings of a run: recipe-filled epochs/batch size/lr count only when they differ."""
+    from calprompt.experiments.recipes import resolve_recipe
+
+    settings = {k: v for k, v in _flatten(config).items() if k not in _NOT_A_ROW_FIELD}
+    try:
+        recipe = resolve_recipe(config["recipe"], config["method"], config["dataset"])
+    except (KeyError, ValueError):
+        return settings
+    for name in _RECIPE_FIELDS:
+        if settings.get(name) == getattr(recipe, name):
+            settings.pop(name)
+    return settings
+
+
+def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
+    """Group stored runs (objects with ``config`` and ``metrics`` dicts) into table rows.
+
+    Each run gives its raw row and, for calibration ``none`` (or every calibration with ``posthoc_all``), one row per
+    post-hoc variant it has (``+ TS``, ``+ DAC``, ``+ TS + DAC``). Settings other than method and calibration that
+    differ between runs (shots, protocol, method options, ...) are appended to the row label, so runs of different
+    settings are never averaged together.
+    """
+    runs = list(runs)
+    requested = [_requested(run.config) for run in runs]
+    varying = _varying_settings(runs, requested)
+    results = Results()
+    for run, settings in zip(runs, requested, strict=True):
+        config, metrics = run.config, run.metrics
+        dataset, seed = config["dataset"], int(config["seed"])
+        if dataset not in results.datasets:
+            results.datasets.append(dataset)
+        shown = tuple((key, _text(settings.get(key))) for key in varying.get(config["method"], ()))
+        has_novel = config.get("protocol", "base2novel") == "base2novel"
+        for suffix, base_key, novel_key in POSTHOC_VARIANTS:
+            if suffix and not (posthoc_all or config["calibration"] == "none"):
+                continue
+            own = [k for k in (base_key, novel_key if has_novel else None) if k and k not in ("base", "novel")]
+            if suffix and (not own or any(k not in metrics for k in own)):
+                continue  # a post-hoc variant this run does not have
+            if "DAC" in suffix and metrics.get(novel_key) == metrics.get(novel_key.replace("+dac", "")):
+                continue  # DAC was the identity (tuned text = zero-shot text): the row would repeat another
+            split_reports = {"base": metrics.get(base_key), "novel": metrics.get(novel_key) if has_novel else None}
+            key = RowKey(config["method"], config["calibration"], suffix, shown)
+            if not suffix:
+                split_reports.update({_target_key(k): v for k, v in metrics.items() if k.startswith("eval:")})
+                results.configs.setdefault(key, dict(config))
+            results.cells.setdefault(key, {}).setdefault(dataset, {})[seed] = split_reports
+        for target in (_target_key(k).removeprefix("eval:") for k in metrics if k.startswith("eval:")):
+            if target not in results.targets:
+                results.targets.append(target)
+    results.cells = dict(sorted(results.cells.items(), key=lambda item: _row_rank(item[0])))
+    results.datasets.sort(key=_dataset_rank)
+    return results
+
+
+def _varying_settings(runs: list[Any], requested: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per method, the settings that tell apart runs of the same method, calibration, dataset and seed.
+
+    Only those go into row labels: a setting that differs between methods (zero-shot trains 0 epochs) never
+    splits a row.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run, settings in zip(runs, requested, strict=True):
+        c = run.config
+        groups.setdefault((c["method"], c["calibration"], c["dataset"], c["seed"]), []).append(settings)
+    varying: dict[str, set[str]] = {}
+    for (method, *_), members in groups.items():
+        keys = {key for settings in members for key in settings} - {"method", "calibration"}
+        varying.setdefault(method, set()).update(
+            key for key in keys if len({repr(settings.get(key)) for settings in members}) > 1
+        )
+    return {method: sorted(keys) for method, keys in varying.items()}
+
+
+def _target_key(key: str) -> str:
+    """``eval:<dataset>@<root>`` (an evaluation added by `calprompt eval --root`) -> ``eval:<dataset>``."""
+    return key.split("@", 1)[0]
+
+
+def _row_rank(key: RowKey) -> tuple:
+    """Paper order: zero-shot first; per method the plain row, its post-hoc variants, the baselines, then ours."""
+    calibration = {"none": 0, "ours": 2}.get(key.calibration, 1)
+    return (
+        key.method != "zeroshot",
+        key.method,
+        key.settings,
+        calibration,
+        key.calibration,
+        _posthoc_rank(key.posthoc),
+    )
+
+
+def _dataset_rank(name: str) -> tuple[int, str]:
+    from calprompt.data import list_datasets
+
+    known = list_datasets()
+    return (known.index(name) if name in known else len(known), name)
+
+
+def _posthoc_rank(suffix: str) -> int:
+    return [s for s, _, _ in POSTHOC_VARIANTS].index(suffix)
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tables
+@dataclass(frozen=True)
+class Cell:
+    """Per-seed values of one table cell, as fractions (or plain numbers)."""
+
+    values: tuple[float, ...]
+
+    @property
+    def text(self) -> str:
+        return format_cell(self.values) if self.values else ""
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[Cell, ...]], ...]
+
+    def to_markdown(self) -> str:
+        lines = [f"| {self.title} | " + " | ".join(self.columns) + " |", "|---" * (len(self.columns) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(cell.text for cell in cells) + " |" for label, cells in self.rows]
+        return "\n".join(lines)
+
+
+def _value(reports: Mapping[str, Any], split: str, field_name: str) -> float | None:
+    if split == "hm":
+        base, novel = reports.get("base"), reports.get("novel")
+        return harmonic_mean(base["accuracy"], novel["accuracy"]) if base and novel else None
+    report = reports.get(split)
+    return report[field_name] if report else None
+
+
+def _per_seed(results: Results, key: RowKey, dataset: str, split: str, field_name: str) -> dict[int, float]:
+    seeds = results.cells[key].get(dataset, {})
+    values = {seed: _value(reports, split, field_name) for seed, reports in sorted(seeds.items())}
+    return {seed: value for seed, value in values.items() if value is not None}
+
+
+def _average(results: Results, key: RowKey, split: str, field_name: str) -> Cell:
+    """Per seed the mean over every dataset of the table (seeds missing any dataset are left out)."""
+    per_dataset = [_per_seed(results, key, dataset, split, field_name) for dataset in results.datasets]
+    seeds = set.intersection(*(set(values) for values in per_dataset)) if per_dataset else set()
+    return Cell(tuple(statistics.fmean(values[seed] for values in per_dataset) for seed in sorted(seeds)))
+
+
+def quantity_table(results: Results, title: str, split: str, field_name: str) -> Table:
+    """One quantity (e.g. novel ECE): rows x (datasets + average over datasets)."""
+    rows = []
+    for key in results.rows:
+        cells = [Cell(tuple(_per_seed(results, key, d, split, field_name).values())) for d in results.datasets]
+        if len(results.datasets) > 1:
+            cells.append(_average(results, key, split, field_name))
+        if any(cell.values for cell in cells):
+            rows.append((key.label, tuple(cells)))
+    columns = (*results.datasets, "average") if len(results.datasets) > 1 else tuple(results.datasets)
+    return Table(title, columns, tuple(rows))
+
+
+def summary_table(results: Results) -> Table:
+    """The headline table: rows x (base acc, base ECE, novel acc, novel ECE, HM), averaged over the datasets."""
+    scope = results.datasets[0] if len(results.datasets) == 1 else f"average over {len(results.datasets)} datasets"
+    rows = []
+    for key in results.rows:
+        cells = tuple(
+            _average(results, key, split, field_name)
+            if len(results.datasets) > 1
+            else Cell(tuple(_per_seed(results, key, results.datasets[0], split, field_name).values()))
+            for _, split, field_name in QUANTITIES
+        )
+        if any(cell.values for cell in cells):
+            rows.append((key.label, cells))
+    return Table(scope, tuple(title for title, _, _ in QUANTITIES), tuple(rows))
+
+
+def transfer_table(results: Results, field_name: str) -> Table:
+    """Prompts evaluated on other datasets (``eval:<target>``): rows x (source -> target)."""
+    columns, cells_by_row = [], {}
+    pairs = [(d, t) for d in results.datasets for t in results.targets]
+    for key in (k for k in results.rows if not k.posthoc):
+        cells = [Cell(tuple(_per_seed(results, key, d, f"eval:{t}", field_name).values())) for d, t in pairs]
+        cells_by_row[key.label] = tuple(cells)
+    kept = [i for i, _ in enumerate(pairs) if any(cells[i].values for cells in cells_by_row.values())]
+    columns = [f"{pairs[i][0]} -> {pairs[i][1]}" for i in kept]
+    rows = tuple((label, tuple(cells[i] for i in kept)) for label, cells in cells_by_row.items() if kept)
+    title = "accuracy" if field_name == "accuracy" else field_name.upper()
+    return Table(f"transfer {title}", tuple(columns), tuple(r for r in rows if any(c.values for c in r[1])))
+
+
+def paper_tables(results: Results) -> list[Table]:
+    """Every non-empty table: the summary, one per quantity, and the transfer tables when targets were evaluated."""
+    tables = [summary_table(results)]
+    tables += [quantity_table(results, title, split, f) for title, split, f in QUANTITIES]
+    if results.targets:
+        tables += [transfer_table(results, "accuracy"), transfer_table(results, "ece")]
+    return [table for table in tables if table.rows]
+
+
+def tables_markdown(tables: Sequence[Table]) -> str:
+    """Every table as Markdown, each under a heading (values in %, mean ± std over seeds)."""
+    sections = [f"### {table.title}\n\n{table.to_markdown()}" for table in tables]
+    return "Accuracy and ECE in %, mean ± sample std over seeds.\n\n" + "\n\n".join(sections) + "\n"
+
+
+def tables_csv(tables: Sequence[Table]) -> str:
+    """Every cell in long form: table, row, column, mean, std, n, and the per-seed values (fractions)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["table", "row", "column", "mean", "std", "n", "values"])
+    for table in tables:
+        for label, cells in table.rows:
+            for column, cell in zip(table.columns, cells, strict=True):
+                if cell.values:
+                    mean, std = mean_std(cell.values)
+                    values = ";".join(repr(v) for v in cell.values)
+                    writer.writerow([table.title, label, column, repr(mean), repr(std), len(cell.values), values])
+    return buffer.getvalue()

@@ -61,8 +61,8 @@ class ToyDatasetSpec:
         ]
         return tuple(sorted(combos, key=lambda c: [c[f] for f in order]))
 
-    @property
-    def classnames(self) -> tuple[str, ...]:
+    @functools.cached_property
+    def classnames(self) -> tuple[str, ...]:  # cached: every item id spells its class name
         return tuple(" ".join(c[f] for f in self.factors) for c in self.class_factors)
 
 

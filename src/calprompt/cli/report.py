@@ -1,0 +1,43 @@
+"""``calprompt report STORE``: paper-style tables, reliability diagrams and one HTML file (thin: see report.build)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+console = Console()
+
+
+def report(
+    store: Path = typer.Argument(..., help="A results store written by `calprompt sweep` (or `grid`)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where the report goes (default: STORE/report)."),
+    posthoc_all: bool = typer.Option(
+        False, "--posthoc-all", help="TS / DAC rows for every calibration, not only none."
+    ),
+    title: str = typer.Option("calprompt report", "--title", help="Title of the Markdown and HTML report."),
+) -> None:
+    """Write report.md, report.csv, report.html and figures/*.png from every finished run of STORE."""
+    from calprompt.experiments.failures import iter_failures
+    from calprompt.experiments.store import ResultsStore
+    from calprompt.report.build import write_report
+
+    if not store.is_dir():
+        raise typer.BadParameter(f"{store} is not a folder: pass a results store (`calprompt sweep --store`).")
+    results = ResultsStore(store)
+    files = write_report(
+        list(results.iter_runs()),
+        out or store / "report",
+        failures=list(iter_failures(results.root)),
+        title=title,
+        posthoc_all=posthoc_all,
+    )
+    console.print(Markdown(files.tables[0].to_markdown()))
+    console.print(
+        f"{files.n_runs} runs" + (f", {files.n_failed} failed (listed in the HTML)" if files.n_failed else "")
+    )
+    for path in (files.markdown, files.csv, files.html):
+        console.print(f"Wrote {path}")
+    console.print(f"Wrote {len(files.figures)} reliability diagrams in {files.html.parent / 'figures'}")

@@ -1,0 +1,337 @@
+"""Sweeps: a YAML file of runs (datasets x methods x calibrations x seeds x shots x any config field), planned against
+a results store, then run by an executor (serial, a local process pool, or Ray).
+
+A sweep file::
+
+    name: toy-base2novel
+    base:                       # every run starts from these RunConfig fields
+      backbone: toy
+      recipe: fast
+    matrix:                     # the cartesian product of these lists (a scalar is a list of one)
+      dataset: [toy, toy-texture]
+      method: "*"               # every registered method that has a recipe for the dataset
+      calibration: [none, ours]
+      seed: [1, 2, 3]
+      method.n_ctx: [4]         # a dotted key sets one method option (calibration.KEY: one constant)
+      variant:                  # values that are mappings set several fields together
+        - {shots: 16, protocol: base2novel}
+        - {shots: 4, protocol: all}
+    exclude:                    # drop the matrix runs that match every key of one entry
+      - {method: zeroshot}
+    include:                    # extra runs, crossed with the matrix axes that set none of their fields
+      - {method: zeroshot, calibration: none}
+    resources: {cpus: 1, gpus: 0}   # per run, for the Ray executor (gpus default: 1 when device is cuda)
+
+Planning is separate from running and reads nothing but the store's run directories: a finished run (same
+identity: config, data and weights) is skipped, an unfinished one is resumed, and every config is validated before
+any run starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calprompt._validation import fail
+from calprompt.experiments.config import RunConfig
+from calprompt.experiments.failures import iter_failures
+from calprompt.experiments.store import ResultsStore
+
+logger = logging.getLogger(__name__)
+
+SWEEP_KEYS = ("name", "description", "base", "matrix", "include", "exclude", "resources")
+EVERY_METHOD = "*"  # as the value of `method`: every registered method with a recipe for the run's dataset
+_SHIPPED = Path(__file__).resolve().parent.parent / "sweeps"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks of a Ray cluster; ``gpus=None`` means 1 for runs on a CUDA device, else 0."""
+
+    cpus: float = 1.0
+    gpus: float | None = None
+
+    def for_config(self, config: RunConfig) -> tuple[float, float]:
+        gpus = self.gpus if self.gpus is not None else (1.0 if config.device.startswith("cuda") else 0.0)
+        return self.cpus, gpus
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file (see the module docstring)."""
+
+    name: str
+    base: dict[str, Any]
+    matrix: dict[str, tuple[Any, ...]]
+    include: tuple[dict[str, Any], ...] = ()
+    exclude: tuple[dict[str, Any], ...] = ()
+    resources: Resources = Resources()
+    description: str = ""
+    source: str = "<sweep>"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<sweep>") -> SweepSpec:
+        if not isinstance(data, Mapping):
+            fail(f"the sweep file {source}", "a mapping with keys among " + ", ".join(SWEEP_KEYS), type(data).__name__)
+        unknown = sorted(set(data) - set(SWEEP_KEYS))
+        if unknown:
+            fail(f"the keys of sweep file {source}", f"among {', '.join(SWEEP_KEYS)}", unknown)
+        base = _mapping(data.get("base", {}), f"{source}: base")
+        matrix = {key: _values(value) for key, value in _mapping(data.get("matrix", {}), f"{source}: matrix").items()}
+        include = tuple(_mapping(entry, f"{source}: include[{i}]") for i, entry in enumerate(data.get("include", [])))
+        exclude = tuple(_mapping(entry, f"{source}: exclude[{i}]") for i, entry in enumerate(data.get("exclude", [])))
+        resources = _mapping(data.get("resources", {}), f"{source}: resources")
+        bad = sorted(set(resources) - {"cpus", "gpus"})
+        if bad:
+            fail(f"the keys of {source}: resources", "among cpus, gpus", bad)
+        return cls(
+            name=str(data.get("name") or Path(source).stem),
+            base=dict(base),
+            matrix=matrix,
+            include=include,
+            exclude=exclude,
+            resources=Resources(**resources),
+            description=str(data.get("description", "")),
+            source=source,
+        )
+
+    def with_base(self, overrides: Mapping[str, Any]) -> SweepSpec:
+        """The same sweep with some base fields set (e.g. ``root``, ``device`` from the command line; values may be
+        text, converted by field type like ``calprompt train --set``)."""
+        return SweepSpec(**{**self.__dict__, "base": {**copy.deepcopy(self.base), **overrides}})
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        fail(where, "a mapping of field name -> value", value)
+    return value
+
+
+def _values(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read a sweep file; a bare name (``paper-base2novel``) is looked up among the shipped sweep files."""
+    import yaml  # lazy: only sweeps read YAML
+
+    path = Path(path)
+    if not path.exists() and (_SHIPPED / f"{path.name}.yaml").is_file():
+        path = _SHIPPED / f"{path.name}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(shipped_sweeps())
+        raise FileNotFoundError(f"Sweep file {path} not found. Pass a YAML file, or one of the shipped: {shipped}.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"Sweep file {path} is not valid YAML: {error}") from error
+    root = data.get("base", {}).get("root") if isinstance(data, dict) and isinstance(data.get("base"), dict) else None
+    if isinstance(root, str) and not Path(root).expanduser().is_absolute():
+        data["base"]["root"] = os.path.abspath(path.parent / os.path.expanduser(root))  # relative to the file
+    return SweepSpec.from_dict(data, str(path))
+
+
+def shipped_sweeps() -> list[str]:
+    """Names of the sweep files shipped with calprompt (``calprompt sweep NAME`` finds them)."""
+    return sorted(path.stem for path in _SHIPPED.glob("*.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Expansion
+def _matches(run: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+    return all(run.get(key) in _values(value) for key, value in entry.items())
+
+
+def _combine(axes: list[str], combo: tuple[Any, ...]) -> dict[str, Any]:
+    """One run's overrides: an axis value that is a mapping sets several fields at once (its keys)."""
+    run: dict[str, Any] = {}
+    for axis, value in zip(axes, combo, strict=True):
+        run.update(value if isinstance(value, Mapping) else {axis: value})
+    return run
+
+
+def _axis_keys(axis: str, values: tuple[Any, ...]) -> set[str]:
+    """The fields an axis sets: its name, or the keys of its mapping values."""
+    return {key for value in values for key in value} if all(isinstance(v, Mapping) for v in values) else {axis}
+
+
+def expand(spec: SweepSpec, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """The sweep's runs as override dicts (dotted keys), before merging over ``base``; duplicates are kept.
+
+    ``method: "*"`` is expanded before ``exclude`` applies (so ``exclude: [{method: zeroshot}]`` works with it);
+    methods it skips are described in ``notes``.
+    """
+    notes = [] if notes is None else notes
+    axes = list(spec.matrix)
+    runs = [_combine(axes, combo) for combo in itertools.product(*spec.matrix.values())]
+    if not axes and spec.include:
+        runs = []  # only the listed runs (an empty matrix alone is one run of the base config)
+    runs = [run for raw in runs for run in _every_method(raw, spec.base, notes)]
+    runs = [run for run in runs if not any(_matches(run, entry) for entry in spec.exclude)]
+    for entry in spec.include:
+        free = [axis for axis in axes if not _axis_keys(axis, spec.matrix[axis]) & set(entry)]
+        fixed = {key: _values(value) for key, value in entry.items()}
+        for combo in itertools.product(*(spec.matrix[a] for a in free), *fixed.values()):
+            runs += _every_method(_combine([*free, *fixed], combo), spec.base, notes)
+    return runs
+
+
+def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+    """Expand ``method: "*"`` into every registered method with a recipe for the run's dataset (noting the others)."""
+    if run.get("method", base.get("method")) != EVERY_METHOD:
+        return [run]
+    from calprompt.experiments.recipes import has_recipe
+    from calprompt.methods import available_methods
+
+    dataset = run.get("dataset", base.get("dataset", RunConfig.dataset))
+    recipe = run.get("recipe", base.get("recipe", RunConfig.recipe))
+    explicit = all(run.get(k, base.get(k)) is not None for k in ("epochs", "batch_size", "lr"))
+    expanded = []
+    for method in available_methods():
+        if explicit or has_recipe(recipe, method, dataset):
+            expanded.append({**run, "method": method})
+        else:
+            note = f"skipped method {method!r} on {dataset}: it has no {recipe!r} recipe for this dataset"
+            if note not in notes:
+                notes.append(note)
+    return expanded
+
+
+def build_config(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "<sweep>") -> RunConfig:
+    """``base`` with ``overrides`` as a resolved, typed, validated RunConfig; errors name the sweep and the run.
+
+    Keys and values follow `calprompt.experiments.settings` (field names, ``method.KEY`` / ``method_options.KEY``
+    for one option, text converted by the field's type).
+    """
+    from calprompt.experiments.options import typed_run_config
+    from calprompt.experiments.settings import apply_settings
+
+    try:
+        data = apply_settings(apply_settings({}, base, f"{source} base"), overrides, source)
+        config = typed_run_config(RunConfig(**data).resolved())
+        _check_names(config)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{source}: the run {dict(overrides)} is not valid: {error}") from error
+    return config
+
+
+def _check_names(config: RunConfig) -> None:
+    """Unknown dataset, method or calibration names fail at planning, not hours later in a worker."""
+    from calprompt.calibration import OBJECTIVE_PRESETS
+    from calprompt.data import get_dataset_spec
+    from calprompt.experiments.protocols import check_targets
+    from calprompt.methods import get_method
+
+    get_dataset_spec(config.dataset)
+    get_method(config.method)
+    if config.calibration not in OBJECTIVE_PRESETS:
+        fail("calibration", f"one of {', '.join(OBJECTIVE_PRESETS)}", config.calibration)
+    check_targets(config)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Planning
+@dataclass(frozen=True)
+class PlannedRun:
+    config: RunConfig  # resolved
+    run_id: str
+    run_dir: Path
+    finished: bool
+    cpus: float
+    gpus: float
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return f"{c.dataset} / {c.method} + {c.calibration} / {c.shots} shots / seed {c.seed}"
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    store: ResultsStore
+    runs: list[PlannedRun]
+    notes: list[str] = field(default_factory=list)
+    failed_before: set[str] = field(default_factory=set)  # run ids with a recorded failure (retried)
+
+    @property
+    def pending(self) -> list[PlannedRun]:
+        return [run for run in self.runs if not run.finished]
+
+    @property
+    def finished(self) -> list[PlannedRun]:
+        return [run for run in self.runs if run.finished]
+
+
+def plan_sweep(spec: SweepSpec, store: ResultsStore | str | Path) -> SweepPlan:
+    """Validate every run of ``spec`` and find which are finished in ``store`` (no data is read for the others)."""
+    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    notes: list[str] = []
+    overrides = expand(spec, notes)
+    runs, seen = [], set()
+    for override in overrides:
+        config = build_config(spec.base, override, spec.source)
+        run_id = config.run_id()
+        if run_id in seen:
+            continue
+        seen.add(run_id)
+        run_dir = store.run_dir(config)
+        finished = run_dir.is_dir() and store.finished(config) is not None
+        runs.append(PlannedRun(config, run_id, run_dir, finished, *spec.resources.for_config(config)))
+    if len(runs) < len(overrides):
+        notes.append(f"{len(overrides) - len(runs)} duplicate run(s) of the sweep planned once")
+    failed_before = {failure.run_id for failure in iter_failures(store.root)} & seen
+    return SweepPlan(spec, store, runs, notes, failed_before)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running
+@dataclass
+class SweepSummary:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: dict[str, str] = field(default_factory=dict)  # run label -> error
+
+
+def run_sweep(
+    plan: SweepPlan,
+    executor: Any = None,
+    *,
+    on_outcome: Callable[[Any, SweepSummary], None] | None = None,
+) -> SweepSummary:
+    """Run the plan's unfinished runs with ``executor`` (default: serial), recording failures and going on.
+
+    ``on_outcome(outcome, summary)`` is called after each run (for a progress bar).
+    """
+    from calprompt.experiments.executors import RunTask, SerialExecutor
+
+    executor = executor or SerialExecutor()
+    summary = SweepSummary(skipped=len(plan.finished))
+    tasks = [
+        RunTask(run.config.to_dict(), str(plan.store.root), run.run_id, run.label, run.cpus, run.gpus)
+        for run in plan.pending
+    ]
+    for outcome in executor.map(tasks):
+        if outcome.ok:
+            summary.done += 1
+        else:
+            summary.failed += 1
+            summary.errors[outcome.label] = outcome.error or ""
+            logger.warning("Run %s failed: %s", outcome.label, outcome.error)
+        if on_outcome is not None:
+            on_outcome(outcome, summary)
+    return summary
+
+
+def iter_plan_lines(plan: SweepPlan) -> Iterator[str]:
+    """A plain-text listing of the plan: each run with its status."""
+    for run in plan.runs:
+        status = "finished" if run.finished else ("failed before" if run.run_id in plan.failed_before else "to run")
+        yield f"{run.run_id}  {status:13s}  {run.label}"

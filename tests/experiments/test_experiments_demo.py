@@ -1,0 +1,34 @@
+"""`calprompt demo --quick` end to end: the table is printed, the report written, and Chromium renders it offline."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from calprompt.cli import app
+from tests.report.test_report_html import CHROMIUM, _blue_pixels, _open, _page_requests, pytestmark  # noqa: F401
+
+
+def test_quick_demo_prints_the_table_and_writes_a_report_chromium_renders(toy_weights, tmp_path, cache_env):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--executor", "serial", "--quiet", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1"])
+    assert result.exit_code == 0, result.output
+    for label in ("zeroshot", "coop", "coop + ours", "coop + TS", "base acc", "novel ECE", "toy -> toy-domain"):
+        assert label in result.output
+    html = out / "report" / "report.html"
+    assert f"HTML report: {html}" in result.output
+    figures = sorted((out / "report" / "figures").glob("*.png"))
+    assert [f.name for f in figures] == [
+        "reliability-toy-coop-base.png",
+        "reliability-toy-coop-novel.png",
+        "reliability-toy-zeroshot-base.png",
+        "reliability-toy-zeroshot-novel.png",
+    ]
+    dom, shot, netlog = _open(html, tmp_path / "chromium")
+    assert dom.count("<table") >= 6 and len(re.findall(r"<img src=\"data:image/png;base64,", dom)) == len(figures)
+    assert _blue_pixels(shot) > 1000 and _page_requests(netlog) == set()
+
+    again = CliRunner().invoke(app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1"])
+    assert again.exit_code == 0 and "skipped 3" in again.output  # a second demo reuses the finished runs

@@ -1,0 +1,141 @@
+"""Sweeps: expansion of the file, validation before any work, skipping finished runs, failures recorded, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from calprompt.experiments.failures import iter_failures
+from calprompt.experiments.store import ResultsStore
+from calprompt.experiments.sweep import SweepSpec, expand, load_sweep, plan_sweep, run_sweep, shipped_sweeps
+
+
+def _spec(**sections) -> SweepSpec:
+    return SweepSpec.from_dict(sections, "test.yaml")
+
+
+def comparable(metrics: dict) -> dict:
+    """Metrics without wall-clock times (everything else is a deterministic function of the config)."""
+    out = json.loads(json.dumps(metrics))
+    out["train"].pop("seconds")
+    out["run"].pop("seconds")
+    return out
+
+
+def tiny_sweep(weights: str, **extra) -> dict:
+    """Two quick CoOp runs and a zero-shot run on the toy world with a random-init toy CLIP."""
+    return {
+        "name": "tiny",
+        "base": {"pretrained": weights, "shots": 1, "epochs": 3, "batch_size": 8, "recipe": "fast", **extra},
+        "matrix": {"dataset": ["toy"], "method": ["coop"], "calibration": ["none", "ours"], "seed": [1]},
+        "include": [{"method": "zeroshot", "calibration": "none", "seed": 1, "epochs": 0}],
+    }
+
+
+def test_matrix_exclude_include_and_grouped_axes():
+    spec = _spec(
+        base={"recipe": "fast"},
+        matrix={
+            "dataset": ["toy", "toy-texture"],
+            "variant": [{"method": "coop", "calibration": "ours"}, {"method": "coop", "calibration": "none"}],
+            "seed": [1, 2, 3],
+            "method_options.n_ctx": 4,
+        },
+        exclude=[{"dataset": "toy-texture", "seed": [2, 3]}],
+        include=[{"method": "zeroshot", "calibration": "none", "seed": 1}],
+    )
+    runs = expand(spec)
+    # 2 datasets x 2 variants x 3 seeds = 12, minus toy-texture seeds 2-3 (2 variants x 2) = 8; plus zero-shot on
+    # each dataset (crossed with dataset and n_ctx, the axes it does not set) = 10
+    assert len(runs) == 10
+    assert {"dataset": "toy", "method": "coop", "calibration": "ours", "seed": 1, "method_options.n_ctx": 4} in runs
+    assert sum(r["method"] == "zeroshot" for r in runs) == 2
+    assert not any(r["dataset"] == "toy-texture" and r["seed"] == 3 for r in runs)
+
+
+def test_plan_validates_every_run_before_any_work(tmp_path):
+    good = {"dataset": ["toy"], "method": ["coop"], "calibration": ["none"]}
+    with pytest.raises(ValueError, match="unknown_section"):
+        _spec(matrix=good, unknown_section={})
+    cases = [
+        ({"matrix": {**good, "calibration": ["none", "ourz"]}}, "ourz"),
+        ({"matrix": {**good, "method": ["coop", "nope"]}}, "nope"),
+        ({"matrix": {**good, "dataset": ["toy", "imagenet-z"]}}, "imagenet-z"),
+        ({"matrix": good, "base": {"shotz": 4}}, "shotz"),
+        ({"matrix": good, "base": {"shots": "many"}}, "shots"),
+        ({"matrix": good, "base": {"eval_datasets": ["toy-domain", "nowhere"]}}, "nowhere"),
+    ]
+    for sections, named in cases:
+        with pytest.raises(ValueError, match=named):
+            plan_sweep(_spec(**sections), tmp_path / "store")
+    assert not (tmp_path / "store").exists()  # nothing was written
+
+
+def test_every_method_skips_methods_without_a_recipe(tmp_path, monkeypatch):
+    from calprompt.methods import base as method_base
+    from calprompt.methods.coop import CoOp
+
+    method_base._load_builtins()
+    monkeypatch.setitem(method_base.METHODS, "recipeless", CoOp)
+    plan = plan_sweep(_spec(base={"recipe": "fast"}, matrix={"method": "*", "calibration": "none"}), tmp_path)
+    methods = sorted(run.config.method for run in plan.runs)
+    assert "recipeless" not in methods and {"coop", "zeroshot"} <= set(methods)
+    assert any("recipeless" in note for note in plan.notes)
+
+
+def test_shipped_sweeps_plan(tmp_path):
+    assert {"demo", "demo-quick", "paper-base2novel"} <= set(shipped_sweeps())
+    for name in shipped_sweeps():
+        spec = load_sweep(name)
+        if not spec.base.get("dataset", "toy").startswith("toy") or spec.base.get("backbone") != "toy":
+            spec = spec.with_base({"root": str(tmp_path)})  # planning reads no data, so any folder will do
+        assert plan_sweep(spec, tmp_path / name).runs
+
+
+def test_failing_run_is_recorded_and_the_sweep_goes_on(toy_weights, tmp_path, cache_env):
+    (tmp_path / "empty").mkdir()
+    sections = tiny_sweep(toy_weights)
+    sections["include"] = [{"dataset": "folder", "root": str(tmp_path / "empty"), "calibration": "none"}]
+    plan = plan_sweep(_spec(**sections), tmp_path / "store")
+    assert len(plan.pending) == 3
+    summary = run_sweep(plan)
+    assert (summary.done, summary.failed, summary.skipped) == (2, 1, 0)
+    [failure] = iter_failures(tmp_path / "store")
+    assert failure.config["dataset"] == "folder" and "Traceback" in failure.traceback
+    assert str(tmp_path / "empty") in failure.error
+    again = plan_sweep(_spec(**sections), tmp_path / "store")
+    assert len(again.finished) == 2 and again.failed_before == {failure.run_id}
+
+
+def test_killed_sweep_restarts_without_recomputing_and_gives_identical_results(toy_weights, tmp_path, cache_env):
+    """SIGKILL the `calprompt sweep` process once its first run has finished; the restart skips that run."""
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(yaml.safe_dump(tiny_sweep(toy_weights)), encoding="utf-8")
+    store = tmp_path / "killed"
+    command = [sys.executable, "-m", "calprompt.cli", "sweep", str(sweep_file), "--store", str(store), "--quiet"]
+    process = subprocess.Popen(command, env=cache_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline and not list(store.glob("runs/*/finished.json")):
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = {path.parent.name: path.stat().st_mtime_ns for path in store.glob("runs/*/finished.json")}
+    assert 1 <= len(first) < 3
+
+    restart = subprocess.run(command, env=cache_env, capture_output=True, text=True, check=True)
+    assert f"{len(first)} finished" in restart.stdout
+    after = {p.parent.name: p.stat().st_mtime_ns for p in store.glob("runs/*/finished.json")}
+    assert len(after) == 3 and {name: after[name] for name in first} == first  # finished runs were not redone
+
+    reference = ResultsStore(tmp_path / "reference")
+    assert run_sweep(plan_sweep(load_sweep(sweep_file), reference)).done == 3
+    killed = {run.path.name: comparable(run.metrics) for run in ResultsStore(store).iter_runs()}
+    uninterrupted = {run.path.name: comparable(run.metrics) for run in reference.iter_runs()}
+    assert killed == uninterrupted

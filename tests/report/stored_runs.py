@@ -1,0 +1,43 @@
+"""Synthetic stored runs for the report tests: real evaluation reports of seeded random logits."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from calprompt.metrics import evaluate
+
+SPLITS = ("base", "novel", "base+ts", "novel+ts", "novel+dac", "novel+ts+dac")
+
+
+def report(seed: int, sharpness: float = 3.0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 8, (300,), generator=generator)
+    logits = torch.randn(300, 8, generator=generator)
+    logits[torch.arange(300), labels] += 1.5
+    return evaluate(sharpness * logits, labels).to_dict()
+
+
+def stored_run(dataset: str, method: str, calibration: str, seed: int, **config) -> SimpleNamespace:
+    key = zlib.crc32(f"{dataset}/{method}/{calibration}/{seed}".encode()) % 100_000
+    metrics = {split: report(key + i) for i, split in enumerate(SPLITS)}
+    full = {
+        "dataset": dataset,
+        "method": method,
+        "calibration": calibration,
+        "seed": seed,
+        "recipe": "fast",
+        "protocol": "base2novel",
+        "shots": 16,
+        "method_options": {},
+        **config,
+    }
+    return SimpleNamespace(path=Path(f"/store/runs/{key:05d}"), config=full, metrics=metrics)
+
+
+def grid_runs(datasets=("toy", "toy-texture"), seeds=(1, 2, 3)) -> list[SimpleNamespace]:
+    rows = (("zeroshot", "none"), ("coop", "none"), ("coop", "ours"))
+    return [stored_run(d, m, c, s) for d in datasets for m, c in rows for s in seeds]

@@ -1,0 +1,92 @@
+"""Paper-style tables: cells are mean ± sample std over seeds (numpy as the oracle), averages per seed first."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from calprompt.report.tables import collect, paper_tables, quantity_table, summary_table, tables_csv
+from tests.report.stored_runs import grid_runs, stored_run
+
+
+def _cell(table, row, column):
+    return dict(zip(table.columns, dict(table.rows)[row], strict=True))[column]
+
+
+def test_quantity_cells_are_seed_mean_and_sample_std():
+    runs = grid_runs()
+    table = quantity_table(collect(runs), "novel ECE", "novel", "ece")
+    assert table.columns == ("toy", "toy-texture", "average")
+    ours = [r for r in runs if r.config["calibration"] == "ours"]
+    for dataset in ("toy", "toy-texture"):
+        expected = np.array([r.metrics["novel"]["ece"] for r in ours if r.config["dataset"] == dataset])
+        cell = _cell(table, "coop + ours", dataset)
+        assert cell.values == pytest.approx(expected)  # seeds 1, 2, 3 in order
+        assert cell.text == f"{100 * expected.mean():.1f} ± {100 * expected.std(ddof=1):.1f}"
+    # the average: per seed over datasets, then over seeds
+    per_seed = np.array([[r.metrics["novel"]["ece"] for r in ours if r.config["seed"] == s] for s in (1, 2, 3)]).mean(
+        axis=1
+    )
+    assert _cell(table, "coop + ours", "average").values == pytest.approx(per_seed)
+
+
+def test_posthoc_rows_read_their_splits_and_hm_is_computed_per_seed():
+    runs = [r for r in grid_runs(datasets=("toy",)) if r.config["method"] == "coop"]
+    results = collect(runs)
+    labels = [key.label for key in results.rows]
+    assert labels == ["coop", "coop + TS", "coop + DAC", "coop + TS + DAC", "coop + ours"]
+    table = summary_table(results)
+    plain = sorted((r for r in runs if r.config["calibration"] == "none"), key=lambda r: r.config["seed"])
+    assert _cell(table, "coop + TS", "base ECE").values == pytest.approx([r.metrics["base+ts"]["ece"] for r in plain])
+    # DAC is the identity on base classes: the base column shows the raw run
+    assert _cell(table, "coop + DAC", "base ECE").values == pytest.approx([r.metrics["base"]["ece"] for r in plain])
+    assert _cell(table, "coop + DAC", "novel ECE").values == pytest.approx(
+        [r.metrics["novel+dac"]["ece"] for r in plain]
+    )
+    hm = [
+        2 * b * n / (b + n) for b, n in ((r.metrics["base"]["accuracy"], r.metrics["novel"]["accuracy"]) for r in plain)
+    ]
+    assert _cell(table, "coop", "HM").values == pytest.approx(hm)
+    # post-hoc rows for every calibration on request
+    assert "coop + ours + TS" in [k.label for k in collect(runs, posthoc_all=True).rows]
+
+
+def test_runs_of_other_settings_are_separate_rows_and_recipe_values_are_not_a_difference():
+    runs = [
+        stored_run("toy", "coop", "none", 1, shots=4, epochs=50),  # 50 = the toy fast recipe: not shown
+        stored_run("toy", "coop", "none", 1, shots=16, epochs=50),
+        stored_run("toy", "coop", "none", 2, shots=16, epochs=50),
+    ]
+    rows = [key.label for key in collect(runs).rows if not key.posthoc]
+    assert rows == ["coop (shots=16)", "coop (shots=4)"]
+
+
+def test_a_seed_missing_a_dataset_is_left_out_of_the_average():
+    runs = [*grid_runs(datasets=("toy",), seeds=(1, 2)), *grid_runs(datasets=("toy-texture",), seeds=(1,))]
+    table = quantity_table(collect(runs), "base acc", "base", "accuracy")
+    assert len(_cell(table, "coop", "toy").values) == 2
+    assert len(_cell(table, "coop", "average").values) == 1
+
+
+def test_csv_holds_every_cell_with_its_per_seed_values():
+    tables = paper_tables(collect(grid_runs()))
+    rows = list(csv.DictReader(io.StringIO(tables_csv(tables))))
+    n_cells = sum(1 for t in tables for _, cells in t.rows for c in cells if c.values)
+    assert len(rows) == n_cells
+    row = next(r for r in rows if r["table"] == "novel ECE" and r["row"] == "coop + ours" and r["column"] == "toy")
+    values = [float(v) for v in row["values"].split(";")]
+    assert float(row["mean"]) == pytest.approx(np.mean(values)) and int(row["n"]) == 3
+    assert float(row["std"]) == pytest.approx(np.std(values, ddof=1))
+
+
+def test_transfer_targets_get_their_own_tables():
+    runs = grid_runs(datasets=("toy",), seeds=(1,))
+    for run in runs:
+        run.metrics["eval:toy-domain"] = run.metrics["novel"]
+    titles = [t.title for t in paper_tables(collect(runs))]
+    assert titles[-2:] == ["transfer accuracy", "transfer ECE"]
+    table = paper_tables(collect(runs))[-1]
+    assert table.columns == ("toy -> toy-domain",)
