@@ -1,0 +1,197 @@
+"""Smooth ECE (Blasiok & Nakkiran, ICLR 2024): the calibration error of a kernel-smoothed reliability curve.
+
+For top-label confidences ``f_i`` and correctness ``y_i``, the residuals ``r_i = f_i - y_i`` are smoothed with a
+Gaussian kernel of bandwidth ``sigma`` reflected at 0 and 1; with ``R(t)`` the smoothed residual mass and ``D(t)``
+the smoothed sample mass at ``t``,
+
+    smECE_sigma = sum_t |R(t)| / sum_t D(t)      (t on a uniform mesh of [0, 1])
+
+and the bandwidth is the fixed point ``sigma* = smECE_sigma*``, found by bisection (the estimate is then at the same
+scale as the bins it implicitly uses). The discretisation is that of the authors' ``relplot`` package, so the values
+agree with ``relplot.smECE`` to rounding: samples are split linearly onto a grid of ``G`` points, the grid is
+convolved with the sampled kernel, and the result is interpolated onto a mesh of ``max(200, round(10 / sigma))``
+points, with ``G = max(2000, round(20 / sigma)) // 2 + 1``. ``D`` gets ``1e-4`` added per mesh point.
+
+Everything is vectorised over *sample weights*: ``weights`` (B, N) of bootstrap counts give B estimates at once, each
+with its own bandwidth search, sharing the grid work for every resample (see :mod:`calprompt.metrics.bootstrap`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from calprompt.metrics.calibration import checked_probs_labels, top_label
+from calprompt.metrics.checks import ArrayLike
+
+# relplot's constants: bisection floor and steps, mesh and grid sizes, and the density floor per mesh point.
+BANDWIDTH_FLOOR = 1e-3
+BISECTION_STEPS = 10
+MIN_MESH_POINTS = 200
+MIN_GRID_POINTS = 2000
+DENSITY_FLOOR = 1e-4
+
+
+def grid_points(sigma: float) -> int:
+    """Number of grid points ``G`` the kernel is sampled on for bandwidth ``sigma``."""
+    return max(MIN_GRID_POINTS, round(20 / sigma)) // 2 + 1
+
+
+def mesh_points(sigma: float) -> int:
+    """Number of uniform mesh points the smoothed curves are evaluated on for bandwidth ``sigma``."""
+    return max(MIN_MESH_POINTS, round(10 / sigma))
+
+
+def _split_onto_grid(f: Tensor, values: Tensor, n_grid: int) -> Tensor:
+    """Spread each sample's value (B, N) linearly onto its two neighbouring grid points of [0, 1]: (B, G)."""
+    position = f * (n_grid - 1)  # (N,)
+    left = position.to(torch.int64).clamp(0, n_grid - 2)  # truncation, as numpy's astype(int) on values >= 0
+    frac = position - left
+    grid = values.new_zeros(values.shape[0], n_grid)
+    grid.index_add_(1, left, values * (1 - frac))
+    grid.index_add_(1, left + 1, values * frac)
+    return grid
+
+
+def _reflected_smooth(grid: Tensor, sigma: Tensor) -> Tensor:
+    """Convolve each row of (B, G) grid values with the Gaussian kernel of its own bandwidth ``sigma`` (B,),
+    reflected at both ends of [0, 1]: (B, G).
+
+    relplot convolves the reflected sequence ``[v_{G-1} .. v_1, v_0 .. v_{G-1}, v_{G-2} .. v_0]`` with the kernel
+    sampled at ``linspace(0, 1, G) - 1/2`` (G taps, tap ``j`` at lag ``j - G // 2``) and keeps the centred window.
+    That sequence is a stretch of the even periodic extension of ``v`` with period ``P = 2 (G - 1)``, and the G taps
+    fit in one period, so the same numbers are a circular convolution of period ``P``: one ``P``-point FFT per row.
+    """
+    n_grid = grid.shape[1]
+    period = 2 * (n_grid - 1)
+    t = torch.linspace(0, 1, n_grid, dtype=torch.float64, device=grid.device)
+    width = sigma[:, None]
+    taps = torch.exp(-((t - 0.5) ** 2) / (2 * width**2)) / (math.sqrt(2 * math.pi) * width)  # (B, G)
+    lags = (torch.arange(n_grid, device=grid.device) - n_grid // 2) % period  # where tap j sits in the period
+    kernel = taps.new_zeros(taps.shape[0], period).index_copy_(1, lags, taps)  # (B, P)
+    periodic = torch.cat([grid, grid.flip(1)[:, 1:-1]], dim=1)  # (B, P): v_0 .. v_{G-1}, v_{G-2} .. v_1
+    smoothed = torch.fft.irfft(torch.fft.rfft(periodic) * torch.fft.rfft(kernel), period)
+    return smoothed[:, :n_grid]
+
+
+def _interpolate(mesh: Tensor, grid: Tensor) -> Tensor:
+    """Linear interpolation of (B, G) values at ``k / (G - 1)`` onto the meshes (B, M) or (M,): (B, M)."""
+    n_grid = grid.shape[1]
+    mesh = mesh.expand(grid.shape[0], -1)
+    left = (mesh * (n_grid - 1)).to(torch.int64).clamp(0, n_grid - 2)
+    frac = (mesh - left / (n_grid - 1)) * (n_grid - 1)
+    return grid.gather(1, left) * (1 - frac) + grid.gather(1, left + 1) * frac
+
+
+def _meshes(sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's uniform mesh of [0, 1] with :func:`mesh_points` points, padded to the longest: (B, M), mask (B, M)."""
+    points = torch.tensor([mesh_points(value) for value in sigma.tolist()], device=sigma.device)  # (B,)
+    k = torch.arange(int(points.max()), dtype=torch.float64, device=sigma.device)
+    inside = k < points[:, None]
+    return (k / (points[:, None] - 1)).clamp(max=1), inside
+
+
+class _Grids:
+    """Grid masses of residuals and weights per grid size, computed once and shared by every bandwidth tried."""
+
+    def __init__(self, f: Tensor, residual: Tensor, weights: Tensor) -> None:
+        self.f, self.weighted_residual, self.weights = f, weights * residual, weights
+        self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def at(self, n_grid: int, rows: Tensor) -> tuple[Tensor, Tensor]:
+        if n_grid not in self._cache:
+            grids = _split_onto_grid(self.f, torch.cat([self.weighted_residual, self.weights]), n_grid)
+            self._cache[n_grid] = grids.chunk(2)
+        residual_grid, weight_grid = self._cache[n_grid]
+        return residual_grid[rows], weight_grid[rows]
+
+
+def _smooth_ece_at(grids: _Grids, n_grid: int, sigma: Tensor, rows: Tensor) -> Tensor:
+    """smECE of the weight rows ``rows`` (b,), each at its bandwidth ``sigma`` (b,), on a grid of ``n_grid``."""
+    residual_grid, weight_grid = grids.at(n_grid, rows)
+    mesh, inside = _meshes(sigma)
+    residual = _interpolate(mesh, _reflected_smooth(residual_grid, sigma))  # (b, M)
+    density = (_interpolate(mesh, _reflected_smooth(weight_grid, sigma)) + DENSITY_FLOOR) * inside
+    # |R / D| * D summed over each row's mesh: relplot's sum(|rs| * dens) / sum(dens)
+    return (residual / density.clamp(min=DENSITY_FLOOR)).abs().mul(density).sum(1) / density.sum(1)
+
+
+def _at_bandwidths(grids: _Grids, sigmas: Tensor) -> Tensor:
+    """smECE of every weight row at its own bandwidth (B,), one vectorised pass per distinct grid size.
+
+    Bandwidths >= 0.01 share one grid size, so in practice this is one pass for all rows.
+    """
+    sizes = torch.tensor([grid_points(value) for value in sigmas.tolist()], device=sigmas.device)
+    result = torch.empty_like(sigmas)
+    for n_grid in torch.unique(sizes).tolist():  # a handful of grid sizes, never one pass per row
+        rows = torch.nonzero(sizes == n_grid).squeeze(1)
+        result[rows] = _smooth_ece_at(grids, n_grid, sigmas[rows], rows)
+    return result
+
+
+def smooth_ece_from_top_label(
+    confidence: Tensor, correct: Tensor, weights: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """smECE and its bandwidth, each float64 (B,), for (N,) confidences and correctness and (B, N) sample weights.
+
+    Without ``weights`` B = 1 (every sample weighs 1). The bandwidth search is relplot's: accept ``sigma = 1`` if
+    ``1 < smECE_1``, else bisect [0, 1] ten times for the smallest ``sigma`` with ``sigma >= smECE_sigma`` (or
+    ``sigma >= 1e-3``), run for all rows at once.
+    """
+    f = confidence.to(torch.float64)
+    if weights is None:
+        weights = torch.ones(1, f.shape[0], dtype=torch.float64, device=f.device)
+    grids = _Grids(f, f - correct.to(torch.float64), weights.to(torch.float64))
+
+    def accepts(sigmas: Tensor) -> Tensor:
+        return (sigmas < BANDWIDTH_FLOOR) | (sigmas < _at_bandwidths(grids, sigmas))
+
+    high = torch.ones(weights.shape[0], dtype=torch.float64, device=f.device)
+    done = accepts(high)
+    low = torch.zeros_like(high)
+    for _ in range(BISECTION_STEPS):
+        mid = (high + low) / 2
+        ok = accepts(mid)
+        low = torch.where(ok, mid, low)
+        high = torch.where(ok, high, mid)
+    bandwidth = torch.where(done, torch.ones_like(high), high)
+    return _at_bandwidths(grids, bandwidth), bandwidth
+
+
+@dataclass(frozen=True)
+class SmoothCurve:
+    """A kernel-smoothed reliability curve on a mesh: accuracy ``E[correct | confidence = t]`` and sample density."""
+
+    bandwidth: float
+    mesh: Tensor  # (M,)
+    accuracy: Tensor  # (B, M): one row per weight row
+    density: Tensor  # (B, M), integrates to about 1 over [0, 1]
+
+
+def smooth_reliability_curve(
+    confidence: Tensor, correct: Tensor, bandwidth: float, *, n_mesh: int = 101, weights: Tensor | None = None
+) -> SmoothCurve:
+    """The smoothed accuracy curve at a fixed ``bandwidth`` (the smECE's, typically) for each weight row.
+
+    The same kernel smoother as :func:`smooth_ece_from_top_label`, applied to correctness instead of residuals.
+    """
+    f = confidence.to(torch.float64)
+    if weights is None:
+        weights = torch.ones(1, f.shape[0], dtype=torch.float64, device=f.device)
+    weights = weights.to(torch.float64)
+    n_grid = grid_points(bandwidth)
+    grids = _split_onto_grid(f, torch.cat([weights * correct.to(torch.float64), weights]), n_grid)
+    mesh = torch.linspace(0, 1, n_mesh, dtype=torch.float64, device=f.device)
+    widths = torch.full((grids.shape[0],), bandwidth, dtype=torch.float64, device=f.device)
+    hits, mass = _interpolate(mesh, _reflected_smooth(grids, widths)).chunk(2)
+    density = mass / weights.sum(1, keepdim=True)  # the kernel is a density: smoothed mass per unit length
+    return SmoothCurve(bandwidth, mesh, hits / (mass + DENSITY_FLOOR), density)
+
+
+def smooth_calibration_error(probs: ArrayLike, labels: ArrayLike) -> Tensor:
+    """Top-label smooth ECE (Blasiok & Nakkiran, 2024) with its automatic bandwidth, as a fraction in [0, 1]."""
+    probs, labels = checked_probs_labels(probs, labels)
+    return smooth_ece_from_top_label(*top_label(probs, labels))[0][0]
