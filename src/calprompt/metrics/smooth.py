@@ -56,25 +56,36 @@ def _split_onto_grid(f: Tensor, values: Tensor, n_grid: int) -> Tensor:
     return grid
 
 
-def _reflected_smooth(grid: Tensor, sigma: Tensor) -> Tensor:
-    """Convolve each row of (B, G) grid values with the Gaussian kernel of its own bandwidth ``sigma`` (B,),
-    reflected at both ends of [0, 1]: (B, G).
+def _periodic_spectrum(grid: Tensor) -> Tensor:
+    """rFFT (B, G) of the even periodic extension ``v_0 .. v_{G-1}, v_{G-2} .. v_1`` (period ``2 (G - 1)``)."""
+    return torch.fft.rfft(torch.cat([grid, grid.flip(1)[:, 1:-1]], dim=1))
+
+
+def _kernel_spectrum(sigma: Tensor, n_grid: int) -> Tensor:
+    """rFFT (U, G) of relplot's G-tap Gaussian kernel for each bandwidth (U,), laid out on the circle of period P.
+
+    The taps are sampled at ``linspace(0, 1, G) - 1/2``; tap ``j`` acts at lag ``j - G // 2``.
+    """
+    period = 2 * (n_grid - 1)
+    t = torch.linspace(0, 1, n_grid, dtype=torch.float64, device=sigma.device)
+    width = sigma[:, None]
+    taps = torch.exp(-((t - 0.5) ** 2) / (2 * width**2)) / (math.sqrt(2 * math.pi) * width)  # (U, G)
+    lags = (torch.arange(n_grid, device=sigma.device) - n_grid // 2) % period  # where tap j sits in the period
+    return torch.fft.rfft(taps.new_zeros(taps.shape[0], period).index_copy_(1, lags, taps))
+
+
+def _reflected_smooth(spectrum: Tensor, sigma: Tensor, n_grid: int) -> Tensor:
+    """Grid values (B, G) convolved, each row with the kernel of its own bandwidth ``sigma`` (B,), reflected at both
+    ends of [0, 1]; ``spectrum`` is the rows' :func:`_periodic_spectrum`.
 
     relplot convolves the reflected sequence ``[v_{G-1} .. v_1, v_0 .. v_{G-1}, v_{G-2} .. v_0]`` with the kernel
-    sampled at ``linspace(0, 1, G) - 1/2`` (G taps, tap ``j`` at lag ``j - G // 2``) and keeps the centred window.
-    That sequence is a stretch of the even periodic extension of ``v`` with period ``P = 2 (G - 1)``, and the G taps
-    fit in one period, so the same numbers are a circular convolution of period ``P``: one ``P``-point FFT per row.
+    and keeps the centred window. That sequence is a stretch of the even periodic extension of ``v`` with period
+    ``P = 2 (G - 1)``, and the G taps fit in one period, so the same numbers are a circular convolution of period
+    ``P``: a product of spectra. Kernel spectra are computed once per distinct bandwidth.
     """
-    n_grid = grid.shape[1]
-    period = 2 * (n_grid - 1)
-    t = torch.linspace(0, 1, n_grid, dtype=torch.float64, device=grid.device)
-    width = sigma[:, None]
-    taps = torch.exp(-((t - 0.5) ** 2) / (2 * width**2)) / (math.sqrt(2 * math.pi) * width)  # (B, G)
-    lags = (torch.arange(n_grid, device=grid.device) - n_grid // 2) % period  # where tap j sits in the period
-    kernel = taps.new_zeros(taps.shape[0], period).index_copy_(1, lags, taps)  # (B, P)
-    periodic = torch.cat([grid, grid.flip(1)[:, 1:-1]], dim=1)  # (B, P): v_0 .. v_{G-1}, v_{G-2} .. v_1
-    smoothed = torch.fft.irfft(torch.fft.rfft(periodic) * torch.fft.rfft(kernel), period)
-    return smoothed[:, :n_grid]
+    distinct, which = torch.unique(sigma, return_inverse=True)
+    product = spectrum * _kernel_spectrum(distinct, n_grid)[which]
+    return torch.fft.irfft(product, 2 * (n_grid - 1))[:, :n_grid]
 
 
 def _interpolate(mesh: Tensor, grid: Tensor) -> Tensor:
@@ -95,26 +106,27 @@ def _meshes(sigma: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class _Grids:
-    """Grid masses of residuals and weights per grid size, computed once and shared by every bandwidth tried."""
+    """Spectra of the grid masses of residuals and weights per grid size, computed once and shared by every
+    bandwidth tried (rows: residual spectra of the B weight rows, then their weight spectra)."""
 
     def __init__(self, f: Tensor, residual: Tensor, weights: Tensor) -> None:
         self.f, self.weighted_residual, self.weights = f, weights * residual, weights
-        self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+        self._cache: dict[int, Tensor] = {}
 
-    def at(self, n_grid: int, rows: Tensor) -> tuple[Tensor, Tensor]:
+    def at(self, n_grid: int, rows: Tensor) -> Tensor:
+        """Spectra (2 b, G) of the selected rows: their residual spectra, then their weight spectra."""
         if n_grid not in self._cache:
             grids = _split_onto_grid(self.f, torch.cat([self.weighted_residual, self.weights]), n_grid)
-            self._cache[n_grid] = grids.chunk(2)
-        residual_grid, weight_grid = self._cache[n_grid]
-        return residual_grid[rows], weight_grid[rows]
+            self._cache[n_grid] = _periodic_spectrum(grids)
+        return self._cache[n_grid][torch.cat([rows, rows + self.weights.shape[0]])]
 
 
 def _smooth_ece_at(grids: _Grids, n_grid: int, sigma: Tensor, rows: Tensor) -> Tensor:
     """smECE of the weight rows ``rows`` (b,), each at its bandwidth ``sigma`` (b,), on a grid of ``n_grid``."""
-    residual_grid, weight_grid = grids.at(n_grid, rows)
     mesh, inside = _meshes(sigma)
-    residual = _interpolate(mesh, _reflected_smooth(residual_grid, sigma))  # (b, M)
-    density = (_interpolate(mesh, _reflected_smooth(weight_grid, sigma)) + DENSITY_FLOOR) * inside
+    smoothed = _interpolate(mesh.repeat(2, 1), _reflected_smooth(grids.at(n_grid, rows), sigma.repeat(2), n_grid))
+    residual, density = smoothed.chunk(2)  # (b, M) each
+    density = (density + DENSITY_FLOOR) * inside
     # |R / D| * D summed over each row's mesh: relplot's sum(|rs| * dens) / sum(dens)
     return (residual / density.clamp(min=DENSITY_FLOOR)).abs().mul(density).sum(1) / density.sum(1)
 
@@ -186,7 +198,7 @@ def smooth_reliability_curve(
     grids = _split_onto_grid(f, torch.cat([weights * correct.to(torch.float64), weights]), n_grid)
     mesh = torch.linspace(0, 1, n_mesh, dtype=torch.float64, device=f.device)
     widths = torch.full((grids.shape[0],), bandwidth, dtype=torch.float64, device=f.device)
-    hits, mass = _interpolate(mesh, _reflected_smooth(grids, widths)).chunk(2)
+    hits, mass = _interpolate(mesh, _reflected_smooth(_periodic_spectrum(grids), widths, n_grid)).chunk(2)
     density = mass / weights.sum(1, keepdim=True)  # the kernel is a density: smoothed mass per unit length
     return SmoothCurve(bandwidth, mesh, hits / (mass + DENSITY_FLOOR), density)
 
