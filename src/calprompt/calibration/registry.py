@@ -18,8 +18,18 @@ from calprompt._validation import check_non_negative, fail
 #: Everything a component may need, as computed by the training loop:
 #: ``logits`` (B, C) tuned scaled logits; ``labels`` (B,) int64; ``text_features`` tuned class text features,
 #: (C, D) or per image (B, C, D); ``zs_text_moments`` :class:`~calprompt.calibration.terms.TextMoments` of the frozen
-#: zero-shot text features (once per class list); ``zs_logits`` (B, C) frozen zero-shot logits of the same images.
-INPUT_NAMES: tuple[str, ...] = ("logits", "labels", "text_features", "zs_text_moments", "zs_logits")
+#: zero-shot text features (once per class list); ``zs_logits`` (B, C) frozen zero-shot logits of the same images;
+#: ``outlier_text_features`` (K, D) tuned text features of the step's K sampled outlier class names (DOR) and
+#: ``zs_outlier_text_features`` (K, D) the frozen zero-shot text features of the same names.
+INPUT_NAMES: tuple[str, ...] = (
+    "logits",
+    "labels",
+    "text_features",
+    "zs_text_moments",
+    "zs_logits",
+    "outlier_text_features",
+    "zs_outlier_text_features",
+)
 
 Role = Literal["base", "regularizer"]
 
