@@ -53,7 +53,7 @@ def resample_counts(n: int, n_resamples: int, seed: int, device: torch.device) -
         rows = min(block, n_resamples - start)
         drawn = torch.randint(0, n, (rows, n), generator=generator, device=device)  # (rows, n) sample indices
         counts = torch.zeros(rows, n, dtype=torch.float64, device=device)
-        yield counts.scatter_add_(1, drawn, torch.ones_like(counts))
+        yield counts.scatter_add_(1, drawn, torch.ones(1, 1, dtype=torch.float64, device=device).expand(rows, n))
 
 
 @dataclass(frozen=True)

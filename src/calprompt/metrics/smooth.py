@@ -19,6 +19,7 @@ with its own bandwidth search, sharing the grid work for every resample (see :mo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,8 @@ BISECTION_STEPS = 10
 MIN_MESH_POINTS = 200
 MIN_GRID_POINTS = 2000
 DENSITY_FLOOR = 1e-4
+# From this many weight rows on, grid masses come from one sparse matrix product instead of scatters.
+_SPARSE_MIN_ROWS = 8
 
 
 def grid_points(sigma: float) -> int:
@@ -45,15 +48,36 @@ def mesh_points(sigma: float) -> int:
     return max(MIN_MESH_POINTS, round(10 / sigma))
 
 
-def _split_onto_grid(f: Tensor, values: Tensor, n_grid: int) -> Tensor:
-    """Spread each sample's value (B, N) linearly onto its two neighbouring grid points of [0, 1]: (B, G)."""
+def _split_onto_grid(f: Tensor, values: Tensor, weights: Tensor, n_grid: int) -> Tensor:
+    """Grid masses of each per-sample value column, summed with each row of sample weights.
+
+    Every sample spreads its value linearly onto its two neighbouring grid points of [0, 1] (relplot's rounding to
+    the grid). That is a fixed sparse (N, K G) matrix for the K columns of ``values`` (N, K), so the (B, N) weights
+    become grid masses with one sparse product: (K B, G), column by column (all rows of column 0 first).
+    """
+    n, columns = values.shape
     position = f * (n_grid - 1)  # (N,)
     left = position.to(torch.int64).clamp(0, n_grid - 2)  # truncation, as numpy's astype(int) on values >= 0
     frac = position - left
-    grid = values.new_zeros(values.shape[0], n_grid)
-    grid.index_add_(1, left, values * (1 - frac))
-    grid.index_add_(1, left + 1, values * frac)
-    return grid
+    if weights.shape[0] < _SPARSE_MIN_ROWS:  # a few rows: scatter directly, no sparse matrix to build
+        grids = weights.new_zeros(columns * weights.shape[0], n_grid)
+        weighted = (weights[None] * values.T[:, None, :]).reshape(-1, n)  # (K B, N)
+        grids.index_add_(1, left, weighted * (1 - frac))
+        return grids.index_add_(1, left + 1, weighted * frac)
+    shares = torch.stack([1 - frac, frac], 1)[:, None, :] * values[:, :, None]  # (N, K, 2)
+    columns_offset = n_grid * torch.arange(columns, device=f.device)[:, None]  # column k's grid points sit at k G + g
+    targets = left[:, None, None] + torch.arange(2, device=f.device) + columns_offset  # (N, K, 2)
+    samples = torch.arange(n, device=f.device)[:, None, None].expand_as(targets)
+    operator = torch.sparse_coo_tensor(
+        torch.stack([samples.reshape(-1), targets.reshape(-1)]),
+        shares.reshape(-1),
+        (n, columns * n_grid),
+        check_invariants=False,
+    ).coalesce()
+    with warnings.catch_warnings():  # torch labels its CSR support beta; dense @ CSR is exact and much faster
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        grids = weights @ operator.to_sparse_csr()  # (B, K G)
+    return grids.view(weights.shape[0], columns, n_grid).transpose(0, 1).reshape(columns * weights.shape[0], n_grid)
 
 
 def _periodic_spectrum(grid: Tensor) -> Tensor:
@@ -110,14 +134,13 @@ class _Grids:
     bandwidth tried (rows: residual spectra of the B weight rows, then their weight spectra)."""
 
     def __init__(self, f: Tensor, residual: Tensor, weights: Tensor) -> None:
-        self.f, self.weighted_residual, self.weights = f, weights * residual, weights
+        self.f, self.values, self.weights = f, torch.stack([residual, torch.ones_like(residual)], 1), weights
         self._cache: dict[int, Tensor] = {}
 
     def at(self, n_grid: int, rows: Tensor) -> Tensor:
         """Spectra (2 b, G) of the selected rows: their residual spectra, then their weight spectra."""
         if n_grid not in self._cache:
-            grids = _split_onto_grid(self.f, torch.cat([self.weighted_residual, self.weights]), n_grid)
-            self._cache[n_grid] = _periodic_spectrum(grids)
+            self._cache[n_grid] = _periodic_spectrum(_split_onto_grid(self.f, self.values, self.weights, n_grid))
         return self._cache[n_grid][torch.cat([rows, rows + self.weights.shape[0]])]
 
 
@@ -195,7 +218,8 @@ def smooth_reliability_curve(
         weights = torch.ones(1, f.shape[0], dtype=torch.float64, device=f.device)
     weights = weights.to(torch.float64)
     n_grid = grid_points(bandwidth)
-    grids = _split_onto_grid(f, torch.cat([weights * correct.to(torch.float64), weights]), n_grid)
+    hit = correct.to(torch.float64)
+    grids = _split_onto_grid(f, torch.stack([hit, torch.ones_like(hit)], 1), weights, n_grid)
     mesh = torch.linspace(0, 1, n_mesh, dtype=torch.float64, device=f.device)
     widths = torch.full((grids.shape[0],), bandwidth, dtype=torch.float64, device=f.device)
     hits, mass = _interpolate(mesh, _reflected_smooth(_periodic_spectrum(grids), widths, n_grid)).chunk(2)
