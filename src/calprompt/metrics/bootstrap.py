@@ -24,9 +24,9 @@ from torch import Tensor
 
 from calprompt._validation import check_positive_int, fail
 from calprompt.metrics.binning import equal_width_bin_index
-from calprompt.metrics.calibration import checked_probs_labels, top_label, true_class_prob
+from calprompt.metrics.calibration import checked_probs_labels, top_label
 from calprompt.metrics.checks import ArrayLike
-from calprompt.metrics.classification import true_log_prob_from_probs
+from calprompt.metrics.classification import brier_per_sample, true_log_prob_from_probs
 from calprompt.metrics.smooth import smooth_ece_from_top_label, smooth_reliability_curve
 
 #: The statistics that get intervals, in this order.
@@ -136,6 +136,5 @@ def top_label_sample(probs: ArrayLike, labels: ArrayLike) -> TopLabelSample:
     """The per-sample values of validated probabilities (N, C) and labels (N,)."""
     probs, labels = checked_probs_labels(probs, labels)
     confidence, correct = top_label(probs, labels)
-    true_prob = true_class_prob(probs, labels).to(torch.float64)
-    brier = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square() - 2 * true_prob + 1
-    return TopLabelSample(confidence, correct, -true_log_prob_from_probs(probs, labels), brier)
+    nll = -true_log_prob_from_probs(probs, labels)
+    return TopLabelSample(confidence, correct, nll, brier_per_sample(probs, labels))
