@@ -27,13 +27,13 @@ def test_suite_reports_every_variant_with_its_declarations():
     out = posthoc_suite(report, val=val, base=base, novel=novel, alpha=0.2, seed=3)
     json.dumps(out, allow_nan=False)
     for split in ("base", "novel"):
-        for key in ("sals", "hist", "isotonic"):
+        for key in ("sals", "histogram", "isotonic"):
             assert f"{split}+{key}" in out
     assert out["novel+sals"] == report(ZeroShotLogitScaling().transform(novel.logits, novel.zs_logits), novel.labels)
     isotonic = IsotonicCalibration().fit(val.logits, val.labels)
     assert out["base+isotonic"] == report(isotonic.transform(base.logits), base.labels)
     assert out["posthoc"]["sals"] == {"transfers_to_novel": True, "preserves_top1": True}
-    assert out["posthoc"]["hist"]["preserves_top1"] is False
+    assert out["posthoc"]["histogram"]["preserves_top1"] is False
     raps = SplitConformal("raps", 0.2, seed=3).fit(val.logits, val.labels)
     assert out["conformal"]["raps"]["threshold"] == raps.threshold_
     assert out["conformal"]["raps"]["novel"]["coverage"] == raps.evaluate(novel.logits, novel.labels, "novel").coverage

@@ -63,7 +63,7 @@ def posthoc_suite(
             out[f"{name}+sals"] = report(sals.transform(split.logits, split.zs_logits), split.labels)
     if val is None:
         return out
-    for key, calibrator in (("hist", HistogramBinning()), ("isotonic", IsotonicCalibration())):
+    for key, calibrator in (("histogram", HistogramBinning()), ("isotonic", IsotonicCalibration())):
         calibrator.fit(val.logits, val.labels)
         out["posthoc"][key] = _declared(calibrator)
         for name, split in splits.items():
