@@ -181,19 +181,18 @@ def smooth_ece_from_top_label(
         weights = torch.ones(1, f.shape[0], dtype=torch.float64, device=f.device)
     grids = _Grids(f, f - correct.to(torch.float64), weights.to(torch.float64))
 
-    def accepts(sigmas: Tensor) -> Tensor:
-        return (sigmas < BANDWIDTH_FLOOR) | (sigmas < _at_bandwidths(grids, sigmas))
-
     high = torch.ones(weights.shape[0], dtype=torch.float64, device=f.device)
-    done = accepts(high)
+    at_high = _at_bandwidths(grids, high)  # smECE at the current upper end, kept so the answer needs no extra pass
+    at_one = at_high
+    done = high < at_one  # relplot accepts sigma = 1 outright when 1 < smECE_1
     low = torch.zeros_like(high)
     for _ in range(BISECTION_STEPS):
         mid = (high + low) / 2
-        ok = accepts(mid)
+        at_mid = _at_bandwidths(grids, mid)
+        ok = (mid < BANDWIDTH_FLOOR) | (mid < at_mid)
         low = torch.where(ok, mid, low)
-        high = torch.where(ok, high, mid)
-    bandwidth = torch.where(done, torch.ones_like(high), high)
-    return _at_bandwidths(grids, bandwidth), bandwidth
+        high, at_high = torch.where(ok, high, mid), torch.where(ok, at_high, at_mid)
+    return torch.where(done, at_one, at_high), torch.where(done, torch.ones_like(high), high)
 
 
 @dataclass(frozen=True)
