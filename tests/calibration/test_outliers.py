@@ -107,3 +107,32 @@ def test_sampler_depends_only_on_seed_epoch_and_step():
 def test_sampler_refuses_a_batch_larger_than_the_pool():
     with pytest.raises(ValueError, match="batch_size"):
         OutlierSampler(10, 11, seed=0)
+
+
+def test_dor_steps_pull_coop_outlier_features_back_to_zero_shot(tiny_backbone):
+    """The pieces composed as the training loop will: select outliers, draw a step's batch, encode it with the tuned
+    prompts, and descend dor_loss on CoOp's context (perturbed away from its zero-shot init): the loss falls."""
+    from calprompt.methods import build_method
+
+    classnames = ["dog", "cat", "horse"]
+    encode = partial(zero_shot_text_features, tiny_backbone, templates="a photo of a {}.")
+    outliers = select_outliers(encode, wordnet_nouns()[:200], classnames, encode(classnames), top_k=40)
+    frozen = encode(outliers)  # once per run: (40, D)
+    torch.manual_seed(0)
+    method = build_method("coop", tiny_backbone, classnames)
+    with torch.no_grad():
+        for parameter in method.trainable_parameters().values():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    optimizer = torch.optim.SGD(list(method.trainable_parameters().values()), lr=0.5)
+    sampler = OutlierSampler(len(outliers), 8, seed=1)
+    losses = []
+    for step in range(6):
+        batch = sampler.indices(epoch=0, step=step)
+        method.set_classnames([outliers[i] for i in batch.tolist()])
+        loss = dor_loss(method.encode_text(), frozen[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    method.set_classnames(classnames)
+    assert losses[-1] < losses[0], losses
