@@ -39,6 +39,8 @@ def batch() -> dict[str, object]:
         "text_features": frozen + 0.3 * torch.randn(5, 16, generator=g),
         "zs_text_moments": text_moments(frozen),
         "zs_logits": torch.randn(8, 5, generator=g) * 5 + 20,
+        "outlier_text_features": torch.randn(6, 16, generator=g),
+        "zs_outlier_text_features": torch.randn(6, 16, generator=g),
     }
 
 
@@ -84,6 +86,13 @@ EXPECTED: dict[str, tuple[frozenset[str], Callable[[dict], torch.Tensor]]] = {
         lambda b: label_smoothing_cross_entropy(b["logits"], b["labels"], smoothing=0.1),
     ),
     "focal": (frozenset({"logits", "labels"}), lambda b: focal_loss(b["logits"], b["labels"], gamma=3.0)),
+    "dor": (
+        frozenset({"logits", "labels", "outlier_text_features", "zs_outlier_text_features"}),
+        lambda b: (
+            F.cross_entropy(b["logits"], b["labels"])
+            + 8.0 * (1 - F.cosine_similarity(b["outlier_text_features"], b["zs_outlier_text_features"], dim=1).mean())
+        ),
+    ),
 }
 
 

@@ -165,5 +165,11 @@ def test_chunked_evaluation_equals_a_single_block(monkeypatch):
     for reference, got in ((whole, chunked), (probs_whole, probs_chunked)):
         assert got["reliability"] == reference["reliability"] and got["risk_coverage"] == reference["risk_coverage"]
         for key, value in reference.items():
-            if key not in ("reliability", "risk_coverage"):
+            if key == "smooth_reliability":
+                assert value["lower"] is None and got[key]["lower"] is None  # no bootstrap asked for
+                for part, curve in value.items():
+                    if curve is None:
+                        continue
+                    assert got[key][part] == pytest.approx(curve, rel=1e-12, abs=1e-15), part
+            elif key not in ("reliability", "risk_coverage", "intervals"):
                 assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key

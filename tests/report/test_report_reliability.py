@@ -56,3 +56,29 @@ def test_empty_or_wrong_reports_raise(reports, tmp_path):
         plot_reliability_diagrams({}, tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"Expected `reports\['bad'\]`"):
         plot_reliability_diagrams({"bad": reports["CoOp"].to_dict()}, tmp_path / "x.png")
+
+
+def test_smooth_curve_and_band_are_drawn_from_the_report(tmp_path):
+    """The axes hold the stored curve and band exactly; old reports (no curve) still plot, without it."""
+    from matplotlib.figure import Figure
+
+    from calprompt.metrics import EvaluationReport
+    from calprompt.report import reliability
+
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 5, (600,), generator=generator)
+    logits = 3 * torch.randn(600, 5, generator=generator)
+    report = evaluate(logits, labels, bootstrap=30, seed=2)
+    axes = Figure().subplots()
+    reliability._draw_reliability(axes, report, smooth=True)
+    line = next(line for line in axes.get_lines() if line.get_label() == "smoothed accuracy")
+    assert list(line.get_xdata()) == report.smooth_reliability.mesh
+    assert list(line.get_ydata()) == report.smooth_reliability.accuracy
+    band = next(c for c in axes.collections if c.get_label().endswith("band"))
+    assert band.get_label() == "95% band"
+    assert "[" in reliability._headline(report) and "smECE" in reliability._headline(report)
+    old = EvaluationReport.from_dict(
+        {key: value for key, value in report.to_dict().items() if key not in ("smooth_reliability", "intervals")}
+    )
+    assert plot_reliability_diagram(old, tmp_path / "old.png").is_file()
+    assert plot_reliability_diagram(report, tmp_path / "new.png").is_file()

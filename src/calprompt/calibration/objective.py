@@ -20,6 +20,7 @@ from calprompt._validation import fail
 
 # Importing the component modules registers them.
 from calprompt.calibration import baselines as _baselines  # noqa: F401
+from calprompt.calibration import outliers as _outliers  # noqa: F401
 from calprompt.calibration import terms as _terms  # noqa: F401
 from calprompt.calibration.registry import INPUT_NAMES, TermSpec, get_term
 from calprompt.calibration.terms import TextMoments
@@ -37,6 +38,8 @@ class ObjectiveInputs:
     zs_text_features: Tensor | None = None
     zs_text_moments: TextMoments | None = None
     zs_logits: Tensor | None = None
+    outlier_text_features: Tensor | None = None
+    zs_outlier_text_features: Tensor | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The inputs that are present."""

@@ -1,21 +1,28 @@
-"""Post-hoc calibrators in scikit-learn style: temperature scaling and distance-aware calibration (DAC).
+"""Post-hoc calibrators of logits in scikit-learn style: temperature scaling, DAC and SaLS.
 
-Both leave every prediction unchanged (they rescale logits by positive factors) and return tensors on the input's
-device. They stack in either order, since scaling by ``1 / T`` and by a per-sample ``w`` commute:
-``dac.transform(ts.transform(logits), zs_text, tuned_text)``. DAC: Wang et al., ICLR 2024.
+All three leave every prediction unchanged (they rescale each row of logits by a positive factor, or map it affinely
+with a positive slope) and return tensors on the input's device. TS and DAC stack in either order, since scaling by
+``1 / T`` and by a per-sample ``w`` commute: ``dac.transform(ts.transform(logits), zs_text, tuned_text)``.
+DAC: Wang et al., 2024; SaLS: Murugesan et al., 2024.
+
+Every calibrator declares two facts as class attributes, read by the run's post-hoc suite
+(:mod:`calprompt.calibration.suite`): ``transfers_to_novel`` (whether it applies to classes it was not fitted on) and
+``preserves_top1`` (whether its output always has the input's argmax). The top-label recalibrators (histogram binning,
+isotonic regression) live in :mod:`calprompt.calibration.recalibration`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Self
+from typing import ClassVar, Self
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from calprompt._validation import check_non_negative, check_positive_int, fail
+from calprompt.calibration.baselines import zs_norm_logits
 from calprompt.metrics.checks import ArrayLike, check_labels, check_logits, check_matrix
 
 
@@ -80,6 +87,9 @@ class TemperatureScaling:
         temperature_: the fitted temperature (float > 0); present only after ``fit``.
     """
 
+    transfers_to_novel: ClassVar[bool] = True  # one scalar, class-agnostic
+    preserves_top1: ClassVar[bool] = True
+
     def __init__(self, init_temperature: float = 1.0, max_iter: int = 100) -> None:
         if check_non_negative(init_temperature, "init_temperature") == 0:
             fail("init_temperature", "a number > 0", init_temperature)
@@ -124,6 +134,9 @@ class DistanceAwareCalibration:
         base_zs_text_, base_tuned_text_: normalised base-class features (C_base, D); present only after ``fit``.
     """
 
+    transfers_to_novel: ClassVar[bool] = True  # built for them: the identity on base classes
+    preserves_top1: ClassVar[bool] = True
+
     def __init__(self, k: int = 5, base_threshold: float = 0.05) -> None:
         self.k = check_positive_int(k, "k")
         self.base_threshold = check_non_negative(base_threshold, "base_threshold")
@@ -162,3 +175,27 @@ class DistanceAwareCalibration:
         if weights.shape[0] != logits.shape[1]:
             fail("logits", f"of shape (N, {weights.shape[0]}), one column per class of `zs_text`", tuple(logits.shape))
         return logits * weights[logits.argmax(dim=1)][:, None].to(logits.dtype)
+
+
+class ZeroShotLogitScaling:
+    """SaLS (Murugesan et al., 2024, "Robust calibration of large vision-language adapters"): at test time, map each
+    row of tuned logits affinely onto the zero-shot logit range of the same image.
+
+    ``transform(z, z0)_ij = min_k z0_ik + (z_ij - min_k z_ik) / (max_k z_ik - min_k z_ik) * range_k z0_ik``
+    (``range_k`` = max minus min over the row):
+    the ZS-Norm rescaling (:func:`~calprompt.calibration.baselines.zs_norm_logits`) used as a post-hoc calibrator. It
+    learns nothing, so there is no ``fit``; it needs the frozen CLIP's zero-shot logits ``z0`` of the same images
+    (``logit_scale * image_features @ zs_text.T``), available for any class list, base or novel. The slope is
+    positive, so the argmax is kept (the row maximum maps exactly to ``max_k z0_ik``).
+    """
+
+    transfers_to_novel: ClassVar[bool] = True
+    preserves_top1: ClassVar[bool] = True
+
+    def transform(self, logits: ArrayLike, zs_logits: ArrayLike) -> Tensor:
+        """Rescaled logits (N, C) in the input's dtype (computed in float32, or float64 for float64 input)."""
+        logits = check_logits(logits)
+        zs_logits = check_logits(zs_logits, "zs_logits")
+        if zs_logits.shape != logits.shape:
+            fail("zs_logits", f"of the same shape as `logits` {tuple(logits.shape)}", tuple(zs_logits.shape))
+        return zs_norm_logits(logits, zs_logits.to(logits.device)).to(logits.dtype)

@@ -107,6 +107,12 @@ def _penalty(weight: float = 10.0) -> CalibrationObjective:
     return _ce_plus((Term("zs_range_penalty"), weight))
 
 
+@register_preset("dor")
+def _dor(weight: float = 8.0) -> CalibrationObjective:
+    """CE + weight * DOR outlier text regularizer (8 for CoOp, 2 for the other methods)."""
+    return _ce_plus((Term("dor_loss"), weight))
+
+
 @register_preset("ls")
 def _ls(smoothing: float = 0.1) -> CalibrationObjective:
     """Label-smoothing cross-entropy."""

@@ -21,7 +21,9 @@ from calprompt._validation import check_non_negative, fail
 #: ``zs_image_features`` (B, D) frozen CLIP's image features of the same augmented images; ``zs_text_features``
 #: (C, D) frozen zero-shot text features of the dataset template (once per class list); ``zs_text_moments``
 #: :class:`~calprompt.calibration.terms.TextMoments` of those (once per class list); ``zs_logits`` (B, C) frozen
-#: zero-shot logits of the same images. Features are L2-normalised.
+#: zero-shot logits of the same images; ``outlier_text_features`` (K, D) tuned text features of the step's K sampled
+#: outlier class names (DOR) and ``zs_outlier_text_features`` (K, D) the frozen zero-shot text features of the same
+#: names. Features are L2-normalised.
 INPUT_NAMES: tuple[str, ...] = (
     "logits",
     "labels",
@@ -31,6 +33,8 @@ INPUT_NAMES: tuple[str, ...] = (
     "zs_text_features",
     "zs_text_moments",
     "zs_logits",
+    "outlier_text_features",
+    "zs_outlier_text_features",
 )
 
 Role = Literal["base", "regularizer"]

@@ -27,6 +27,7 @@ from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_js
 from calprompt._validation import fail
 from calprompt.calibration import build_objective
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
+from calprompt.calibration.suite import RUN_BOOTSTRAP_RESAMPLES, Scored, posthoc_suite
 from calprompt.clip import ClipBackbone, load_clip
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data import FeatureCache, ImageTransformConfig, load_dataset, sample_few_shot, split_base_novel
@@ -296,10 +297,10 @@ def evaluate_base_novel(
     """
     backbone = method.backbone
 
-    def run(splits: DatasetSplits, split: str) -> Predictions:
+    def run(splits: DatasetSplits, split: str, model: PromptMethod = method) -> Predictions:
         items = splits.test if split == "test" else calibration_split(splits, config)
         return predict(
-            method,
+            model,
             items,
             transform,
             loader=splits.image_loader,
@@ -312,12 +313,15 @@ def evaluate_base_novel(
 
     method.set_classnames(base.classnames)
     base_test = run(base, "test")
+    zero_shot = build_method("zeroshot", backbone, base.classnames, template=base.template)  # SaLS's reference
+    base_zs = run(base, "test", zero_shot).logits
     tensors = {"base/logits": base_test.logits, "base/labels": base_test.labels, "base/zs_text": zs_base}
+    tensors["base/zs_logits"] = base_zs
     if base_test.text_features is not None:
         tensors["base/tuned_text"] = base_test.text_features
-    reports: dict[str, Any] = {"base": _report(base_test.logits, base_test.labels, config)}
+    reports: dict[str, Any] = {"base": _report(base_test.logits, base_test.labels, config, intervals=True)}
 
-    ts = None
+    ts, base_val = None, None
     if base.val:
         base_val = run(base, "val")
         tensors.update({"base_val/logits": base_val.logits, "base_val/labels": base_val.labels})
@@ -325,15 +329,20 @@ def evaluate_base_novel(
         reports["base+ts"] = _report(ts.transform(base_test.logits), base_test.labels, config)
         reports["temperature"] = ts.temperature_
 
+    novel_scored = None
     if novel is not None:
         method.set_classnames(novel.classnames)
         novel_test = run(novel, "test")
         method.set_classnames(base.classnames)
+        zero_shot.set_classnames(novel.classnames)
+        novel_zs = run(novel, "test", zero_shot).logits
         zs_novel = zero_shot_text_features(backbone, novel.classnames, novel.template)
         tensors.update(
             {"novel/logits": novel_test.logits, "novel/labels": novel_test.labels, "novel/zs_text": zs_novel}
         )
-        reports["novel"] = _report(novel_test.logits, novel_test.labels, config)
+        tensors["novel/zs_logits"] = novel_zs
+        novel_scored = Scored(novel_test.logits, novel_test.labels, novel_zs)
+        reports["novel"] = _report(novel_test.logits, novel_test.labels, config, intervals=True)
         if ts is not None:
             reports["novel+ts"] = _report(ts.transform(novel_test.logits), novel_test.labels, config)
         if novel_test.text_features is None or base_test.text_features is None:
@@ -350,6 +359,13 @@ def evaluate_base_novel(
                     config,
                 )
         reports["hm"] = harmonic_mean(reports["base"]["accuracy"], reports["novel"]["accuracy"])
+    val_scored = None if base_val is None else Scored(base_val.logits, base_val.labels)
+    base_scored = Scored(base_test.logits, base_test.labels, base_zs)
+    reports.update(
+        posthoc_suite(
+            lambda z, y: _report(z, y, config), val=val_scored, base=base_scored, novel=novel_scored, seed=config.seed
+        )
+    )
     return reports, tensors
 
 
@@ -364,8 +380,10 @@ def calibration_split(splits: DatasetSplits, config: RunConfig) -> tuple[Item, .
     return few_shot_items(splits.val, min(config.shots, 4), random.Random(config.seed))
 
 
-def _report(logits: Tensor, labels: Tensor, config: RunConfig) -> dict[str, Any]:
-    return evaluate(logits, labels, n_bins=config.n_bins).to_dict()
+def _report(logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False) -> dict[str, Any]:
+    """One split's metrics; the main splits (``intervals``) also get seeded bootstrap intervals."""
+    resamples = RUN_BOOTSTRAP_RESAMPLES if intervals else 0
+    return evaluate(logits, labels, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed).to_dict()
 
 
 def load_run(

@@ -2,7 +2,8 @@
 
 Every metric takes probabilities ``probs`` (N, C) and integer ``labels`` (N,) and returns a 0-d float64 tensor on the
 input's device; accuracies and calibration errors are **fractions** in [0, 1]. ``evaluate(logits, labels)`` (or
-``evaluate_probs``) computes all of them at once into a JSON-serialisable :class:`EvaluationReport`. The equal-width
+``evaluate_probs``) computes all of them at once into a JSON-serialisable :class:`EvaluationReport`, with seeded
+bootstrap intervals on request (``bootstrap=1000``). The equal-width
 bin convention, ``(lo, hi]`` with 0 in the first bin, is documented in :mod:`calprompt.metrics.binning`.
 """
 
@@ -13,25 +14,32 @@ from calprompt.metrics.calibration import (
     maximum_calibration_error,
 )
 from calprompt.metrics.classification import accuracy, brier_score, harmonic_mean, negative_log_likelihood
+from calprompt.metrics.debiased import debiased_calibration_error, sweep_calibration_error
 from calprompt.metrics.report import (
+    BootstrapIntervals,
     EvaluationReport,
     ReliabilityBins,
     RiskCoverage,
+    SmoothReliability,
     evaluate,
     evaluate_probs,
     reliability_bins,
 )
 from calprompt.metrics.selective import aurc, excess_aurc, risk_coverage_curve
+from calprompt.metrics.smooth import smooth_calibration_error
 
 __all__ = [
+    "BootstrapIntervals",
     "EvaluationReport",
     "ReliabilityBins",
     "RiskCoverage",
+    "SmoothReliability",
     "accuracy",
     "adaptive_calibration_error",
     "aurc",
     "brier_score",
     "classwise_calibration_error",
+    "debiased_calibration_error",
     "evaluate",
     "evaluate_probs",
     "excess_aurc",
@@ -41,4 +49,6 @@ __all__ = [
     "negative_log_likelihood",
     "reliability_bins",
     "risk_coverage_curve",
+    "smooth_calibration_error",
+    "sweep_calibration_error",
 ]

@@ -20,11 +20,16 @@ def true_log_prob_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
     return true_prob.clamp(min=torch.finfo(torch.float64).tiny).log()
 
 
-def brier_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
-    """Mean over samples of ``sum_c (p_ic - [y_i = c])^2 = ||p_i||^2 - 2 p_{i, y_i} + 1`` (no one-hot matrix)."""
+def brier_per_sample(probs: Tensor, labels: Tensor) -> Tensor:
+    """Float64 ``sum_c (p_ic - [y_i = c])^2 = ||p_i||^2 - 2 p_{i, y_i} + 1`` per sample (N,) (no one-hot matrix)."""
     squared_norm = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()  # (N,)
     true_prob = true_class_prob(probs, labels).to(torch.float64)  # (N,)
-    return (squared_norm - 2 * true_prob + 1).mean()
+    return squared_norm - 2 * true_prob + 1
+
+
+def brier_from_probs(probs: Tensor, labels: Tensor) -> Tensor:
+    """Mean over samples of :func:`brier_per_sample`."""
+    return brier_per_sample(probs, labels).mean()
 
 
 def accuracy(probs: ArrayLike, labels: ArrayLike) -> Tensor:

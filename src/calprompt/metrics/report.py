@@ -1,13 +1,14 @@
 """``evaluate``: every metric of one (scores, labels) pair in a typed, JSON-serialisable report.
 
 The report stores plain Python floats and lists (fractions in [0, 1]; NLL in nats, Brier in [0, 2]); whoever prints a
-table converts to percent. ``to_dict`` / ``from_dict`` round-trip through ``json``.
+table converts to percent. ``to_dict`` / ``from_dict`` round-trip through ``json``; reports written before a field
+existed (the estimators with a default of ``None``) still load, with that field ``None``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -15,6 +16,13 @@ from torch import Tensor
 
 from calprompt._validation import check_positive_int, fail
 from calprompt.metrics.binning import bin_edges
+from calprompt.metrics.bootstrap import (
+    BOOTSTRAP_STATISTICS,
+    TopLabelSample,
+    check_level,
+    percentile_interval,
+    resampled_statistics,
+)
 from calprompt.metrics.calibration import (
     adaptive_ece_from_top_label,
     checked_probs_labels,
@@ -28,18 +36,25 @@ from calprompt.metrics.calibration import (
 )
 from calprompt.metrics.checks import ArrayLike, check_labels, check_logits
 from calprompt.metrics.classification import true_log_prob_from_probs
+from calprompt.metrics.debiased import debiased_ece_from_totals, ece_sweep_from_top_label
 from calprompt.metrics.selective import excess_from_aurc, risk_coverage_from_top_label
+from calprompt.metrics.smooth import smooth_ece_from_top_label, smooth_reliability_curve
 
 # The report keeps the risk-coverage curve at these coverages (5 % steps) rather than at all N points.
 COVERAGE_STEPS = 20
 
 
+# The smoothed reliability curve is stored at this many evenly spaced confidences.
+SMOOTH_MESH_POINTS = 101
+
+
 def _check_keys(cls: type, data: Mapping[str, Any]) -> None:
-    """Refuse a mapping whose keys differ from the dataclass fields, naming what is missing or unknown."""
-    expected = {f.name for f in fields(cls)}
-    if not isinstance(data, Mapping) or set(data) != expected:
-        got = set(data) if isinstance(data, Mapping) else type(data).__name__
-        fail(cls.__name__, f"a mapping with exactly the keys {sorted(expected)}", got)
+    """Refuse a mapping with unknown keys or without a required one (fields with a default may be absent)."""
+    known = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    if not isinstance(data, Mapping) or not required <= set(data) <= known:
+        got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+        fail(cls.__name__, f"a mapping with the keys {sorted(required)} and optionally {sorted(known - required)}", got)
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,48 @@ class RiskCoverage:
 
 
 @dataclass(frozen=True)
+class SmoothReliability:
+    """The kernel-smoothed reliability curve of smooth ECE at its bandwidth, on ``SMOOTH_MESH_POINTS`` confidences.
+
+    ``accuracy`` is the smoothed ``E[correct | confidence]``, ``density`` the smoothed density of confidences;
+    ``lower`` / ``upper`` the pointwise bootstrap percentile band at the same bandwidth (``None`` without bootstrap).
+    """
+
+    bandwidth: float
+    mesh: list[float]
+    accuracy: list[float]
+    density: list[float]
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SmoothReliability:
+        _check_keys(cls, data)
+        return cls(
+            **{key: value if key == "bandwidth" or value is None else list(value) for key, value in data.items()}
+        )
+
+
+@dataclass(frozen=True)
+class BootstrapIntervals:
+    """Percentile bootstrap intervals ``[lower, upper]`` (see :mod:`calprompt.metrics.bootstrap`)."""
+
+    n_resamples: int
+    seed: int
+    level: float
+    accuracy: list[float]
+    ece: list[float]
+    smooth_ece: list[float]
+    nll: list[float]
+    brier: list[float]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BootstrapIntervals:
+        _check_keys(cls, data)
+        return cls(**{key: list(value) if key in BOOTSTRAP_STATISTICS else value for key, value in data.items()})
+
+
+@dataclass(frozen=True)
 class EvaluationReport:
     """All metrics of one evaluation. Fractions in [0, 1] unless stated; see each metric function for its formula.
 
@@ -102,6 +159,10 @@ class EvaluationReport:
         nll: mean negative log-likelihood in nats. brier: multiclass Brier score in [0, 2].
         aurc, e_aurc: area under the risk-coverage curve and its excess over the oracle ranking.
         reliability: per-bin data of the reliability diagram. risk_coverage: the sampled risk-coverage curve.
+        smooth_ece, smooth_ece_bandwidth: smooth ECE and its automatic bandwidth (:mod:`calprompt.metrics.smooth`).
+        debiased_ece, ece_sweep, ece_sweep_bins: the bias-reduced binned estimators (:mod:`calprompt.metrics.debiased`).
+        smooth_reliability: the smoothed reliability curve. intervals: bootstrap intervals, when asked for.
+        The fields with a default are ``None`` in reports stored before they existed.
     """
 
     n: int
@@ -118,6 +179,13 @@ class EvaluationReport:
     e_aurc: float
     reliability: ReliabilityBins
     risk_coverage: RiskCoverage
+    smooth_ece: float | None = None
+    smooth_ece_bandwidth: float | None = None
+    debiased_ece: float | None = None
+    ece_sweep: float | None = None
+    ece_sweep_bins: int | None = None
+    smooth_reliability: SmoothReliability | None = None
+    intervals: BootstrapIntervals | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict of ints, floats, lists and ``None``: ready for ``json.dumps``."""
@@ -130,6 +198,9 @@ class EvaluationReport:
         values = dict(data)
         values["reliability"] = ReliabilityBins.from_dict(data["reliability"])
         values["risk_coverage"] = RiskCoverage.from_dict(data["risk_coverage"])
+        for key, kind in (("smooth_reliability", SmoothReliability), ("intervals", BootstrapIntervals)):
+            if values.get(key) is not None:
+                values[key] = kind.from_dict(values[key])
         return cls(**values)
 
 
@@ -165,13 +236,50 @@ def _row_chunks(n: int, n_classes: int) -> range:
     return range(0, n, max(1, _CHUNK_ELEMENTS // n_classes))
 
 
-def _report(stats: _RowStatistics, n: int, n_classes: int, n_bins: int) -> EvaluationReport:
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How many resamples, from which seed, at which confidence level (``n_resamples = 0``: no intervals)."""
+
+    n_resamples: int = 0
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_resamples, bool) or not isinstance(self.n_resamples, int) or self.n_resamples < 0:
+            fail("bootstrap", "a number of resamples >= 0 (0: no intervals)", self.n_resamples)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            fail("seed", "an integer", self.seed)
+        check_level(self.level)
+
+
+def _smooth_and_intervals(
+    sample: TopLabelSample, n_bins: int, bandwidth: float, settings: BootstrapSettings
+) -> tuple[SmoothReliability, BootstrapIntervals | None]:
+    curve = smooth_reliability_curve(sample.confidence, sample.correct, bandwidth, n_mesh=SMOOTH_MESH_POINTS)
+    smooth = SmoothReliability(bandwidth, curve.mesh.tolist(), curve.accuracy[0].tolist(), curve.density[0].tolist())
+    if not settings.n_resamples:
+        return smooth, None
+    values, curves = resampled_statistics(sample, settings.n_resamples, settings.seed, n_bins, bandwidth)
+    bounds = percentile_interval(torch.stack([values[name] for name in BOOTSTRAP_STATISTICS], 1), settings.level)
+    band = percentile_interval(curves, settings.level).tolist()
+    smooth = SmoothReliability(**{**asdict(smooth), "lower": band[0], "upper": band[1]})
+    named = dict(zip(BOOTSTRAP_STATISTICS, bounds.T.tolist(), strict=True))
+    return smooth, BootstrapIntervals(settings.n_resamples, settings.seed, settings.level, **named)
+
+
+def _report(
+    stats: _RowStatistics, n: int, n_classes: int, n_bins: int, settings: BootstrapSettings
+) -> EvaluationReport:
     """Compute every metric from the gathered row statistics, sharing the top-label work."""
     confidence, correct = torch.cat(stats.confidence), torch.cat(stats.correct)
     true_log_prob, true_prob = torch.cat(stats.true_log_prob), torch.cat(stats.true_prob)
+    # Brier per row: ||p_i||^2 - 2 p_{i, y_i} + 1 (no one-hot matrix)
+    sample = TopLabelSample(confidence, correct, -true_log_prob, torch.cat(stats.squared_norm) - 2 * true_prob + 1)
     totals = top_label_totals(confidence, correct, n_bins)
     risk = risk_coverage_from_top_label(confidence, correct)[1]
     area = risk.mean()
+    smooth_ece, bandwidth = smooth_ece_from_top_label(confidence, correct)
+    sweep, sweep_bins = ece_sweep_from_top_label(confidence, correct)
     scalars = torch.stack(
         [
             correct.to(torch.float64).mean(),
@@ -179,14 +287,18 @@ def _report(stats: _RowStatistics, n: int, n_classes: int, n_bins: int) -> Evalu
             adaptive_ece_from_top_label(confidence, correct, n_bins),
             mce_from_totals(*totals),
             classwise_ece_from_sums(stats.class_prob_sum, stats.class_hits, n),
-            -true_log_prob.mean(),
-            # Brier: mean of ||p_i||^2 - 2 p_{i, y_i} + 1 (no one-hot matrix)
-            (torch.cat(stats.squared_norm) - 2 * true_prob + 1).mean(),
+            sample.nll.mean(),
+            sample.brier.mean(),
             area,
             excess_from_aurc(area, correct),
+            smooth_ece[0],
+            bandwidth[0],
+            debiased_ece_from_totals(*totals),
+            sweep,
         ]
     ).tolist()  # one device -> host transfer for all scalars
-    accuracy, ece, adaptive_ece, mce, classwise_ece, nll, brier, aurc, e_aurc = scalars
+    accuracy, ece, adaptive_ece, mce, classwise_ece, nll, brier, aurc, e_aurc, smooth, width, debiased, swept = scalars
+    smooth_reliability, intervals = _smooth_and_intervals(sample, n_bins, width, settings)
     return EvaluationReport(
         n=n,
         n_classes=n_classes,
@@ -202,6 +314,13 @@ def _report(stats: _RowStatistics, n: int, n_classes: int, n_bins: int) -> Evalu
         e_aurc=e_aurc,
         reliability=ReliabilityBins.from_totals(*totals),
         risk_coverage=RiskCoverage.from_curve(risk),
+        smooth_ece=smooth,
+        smooth_ece_bandwidth=width,
+        debiased_ece=debiased,
+        ece_sweep=swept,
+        ece_sweep_bins=sweep_bins,
+        smooth_reliability=smooth_reliability,
+        intervals=intervals,
     )
 
 
@@ -217,12 +336,19 @@ def _true_log_prob_from_logits(logits: Tensor, probs: Tensor, labels: Tensor) ->
     return true_log_prob
 
 
-def evaluate(logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> EvaluationReport:
+def evaluate(
+    logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10, bootstrap: int = 0, seed: int = 0, level: float = 0.95
+) -> EvaluationReport:
     """Evaluate logits (N, C) against labels (N,): softmax in float64, then every metric of the package.
+
+    ``bootstrap > 0`` adds percentile intervals at ``level`` from that many resamples drawn with ``seed``
+    (:mod:`calprompt.metrics.bootstrap`) and the bootstrap band of the smoothed reliability curve; 0 (the default)
+    keeps evaluation fast.
 
     Raises ``ValueError`` for empty input, mismatched lengths, labels outside ``[0, C)`` or NaN/inf logits.
     """
     check_positive_int(n_bins, "n_bins")
+    settings = BootstrapSettings(bootstrap, seed, level)
     logits = check_logits(logits)
     labels = check_labels(labels, logits.shape[0], logits.shape[1], logits.device)
     n, n_classes = logits.shape
@@ -231,18 +357,21 @@ def evaluate(logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> Evalu
         rows = slice(start, start + max(1, _CHUNK_ELEMENTS // n_classes))
         probs = torch.softmax(logits[rows].to(torch.float64), dim=1)  # (rows, C)
         stats.add(probs, _true_log_prob_from_logits(logits[rows], probs, labels[rows]), labels[rows], n_bins)
-    return _report(stats, n, n_classes, n_bins)
+    return _report(stats, n, n_classes, n_bins, settings)
 
 
-def evaluate_probs(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 10) -> EvaluationReport:
+def evaluate_probs(
+    probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 10, bootstrap: int = 0, seed: int = 0, level: float = 0.95
+) -> EvaluationReport:
     """Like :func:`evaluate`, for probabilities (N, C) (rows summing to 1) instead of logits."""
     probs, labels = checked_probs_labels(probs, labels, n_bins)
+    settings = BootstrapSettings(bootstrap, seed, level)
     n, n_classes = probs.shape
     stats = _RowStatistics([], [], [], [], [])
     for start in _row_chunks(n, n_classes):
         rows = slice(start, start + max(1, _CHUNK_ELEMENTS // n_classes))
         stats.add(probs[rows], true_log_prob_from_probs(probs[rows], labels[rows]), labels[rows], n_bins)
-    return _report(stats, n, n_classes, n_bins)
+    return _report(stats, n, n_classes, n_bins, settings)
 
 
 def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> ReliabilityBins:

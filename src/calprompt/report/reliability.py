@@ -1,8 +1,9 @@
 """Reliability diagrams with confidence histograms, one panel per model, drawn headless.
 
-Draws from an :class:`~calprompt.metrics.EvaluationReport` alone (its per-bin data), so stored JSON results can be
-plotted without the logits. matplotlib is imported lazily and used through ``Figure`` directly, not ``pyplot``: no
-display is needed and the caller's global backend is left alone.
+Draws from an :class:`~calprompt.metrics.EvaluationReport` alone (its per-bin data and, when stored, the smooth-ECE
+reliability curve with its bootstrap band), so stored JSON results can be plotted without the logits. matplotlib is
+imported lazily and used through ``Figure`` directly, not ``pyplot``: no display is needed and the caller's global
+backend is left alone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ def _check_panel_size(panel_size: Any) -> tuple[float, float]:
     return float(panel_size[0]), float(panel_size[1])
 
 
-def _draw_reliability(axes: Axes, report: EvaluationReport) -> None:
+def _draw_smooth(axes: Axes, report: EvaluationReport) -> None:
+    """The kernel-smoothed accuracy curve of smooth ECE and, when the report has one, its bootstrap band."""
+    curve = report.smooth_reliability
+    if curve.lower is not None and curve.upper is not None:
+        level = f"{100 * report.intervals.level:.0f}% " if report.intervals is not None else ""
+        axes.fill_between(curve.mesh, curve.lower, curve.upper, color="tab:orange", alpha=0.25, label=f"{level}band")
+    axes.plot(curve.mesh, curve.accuracy, color="tab:orange", linewidth=1.5, label="smoothed accuracy")
+
+
+def _draw_reliability(axes: Axes, report: EvaluationReport, smooth: bool) -> None:
     """Accuracy bars per bin, the gap to the mean confidence shaded, and each bin's sample count above its bar."""
     bins = report.reliability
     width = 1.0 / report.n_bins
@@ -46,6 +56,8 @@ def _draw_reliability(axes: Axes, report: EvaluationReport) -> None:
     for i, centre in zip(filled, x, strict=True):
         top = max(bins.accuracy[i], bins.confidence[i])
         axes.text(centre, min(top + 0.02, 0.97), str(bins.counts[i]), ha="center", va="bottom", fontsize=6)
+    if smooth and report.smooth_reliability is not None:
+        _draw_smooth(axes, report)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.set_ylabel("accuracy")
@@ -67,6 +79,16 @@ def _draw_histogram(axes: Axes, report: EvaluationReport) -> None:
     axes.legend(loc="upper left", fontsize=6)
 
 
+def _headline(report: EvaluationReport) -> str:
+    """``ECE 4.21% [3.80, 4.66]  smECE 3.90%  acc 71.2%``: the interval and smooth ECE only where stored."""
+    ece = f"ECE {100 * report.ece:.2f}%"
+    if report.intervals is not None:
+        low, high = report.intervals.ece
+        ece += f" [{100 * low:.2f}, {100 * high:.2f}]"
+    smooth = f"  smECE {100 * report.smooth_ece:.2f}%" if report.smooth_ece is not None else ""
+    return f"{ece}{smooth}  acc {100 * report.accuracy:.1f}%"
+
+
 def plot_reliability_diagrams(
     reports: Mapping[str, EvaluationReport],
     path: str | Path,
@@ -74,12 +96,15 @@ def plot_reliability_diagrams(
     title: str | None = None,
     panel_size: tuple[float, float] = (4.0, 5.0),
     dpi: int = 100,
+    smooth: bool = True,
 ) -> Path:
     """Save one reliability diagram + confidence histogram per model, side by side, and return the file path.
 
-    Each panel's title shows the model name, its ECE and accuracy in percent. The figure is exactly
-    ``(panel_size[0] * len(reports), panel_size[1])`` inches at ``dpi`` (no tight bounding box), so a PNG has
-    ``(round(w * dpi), round(h * dpi))`` pixels. The format follows the suffix: .png, .pdf or .svg.
+    Each panel's title shows the model name, its ECE (with its bootstrap interval when the report has one), smooth
+    ECE and accuracy in percent. With ``smooth`` (default) the smooth-ECE reliability curve and its bootstrap band
+    are drawn over the bins when the report holds them (reports stored before they existed simply lack them). The
+    figure is exactly ``(panel_size[0] * len(reports), panel_size[1])`` inches at ``dpi`` (no tight bounding box),
+    so a PNG has ``(round(w * dpi), round(h * dpi))`` pixels. The format follows the suffix: .png, .pdf or .svg.
     """
     if not isinstance(reports, Mapping) or not reports:
         fail("reports", "a non-empty mapping of model name -> EvaluationReport", reports)
@@ -97,9 +122,9 @@ def plot_reliability_diagrams(
     figure = Figure(figsize=(width * len(reports), height), dpi=dpi, layout="constrained")
     grid = figure.subplots(2, len(reports), squeeze=False, sharex="col", gridspec_kw={"height_ratios": _HEIGHT_RATIOS})
     for column, (name, report) in enumerate(reports.items()):
-        _draw_reliability(grid[0, column], report)
+        _draw_reliability(grid[0, column], report, smooth)
         _draw_histogram(grid[1, column], report)
-        grid[0, column].set_title(f"{name}\nECE {100 * report.ece:.2f}%  acc {100 * report.accuracy:.1f}%", fontsize=9)
+        grid[0, column].set_title(f"{name}\n{_headline(report)}", fontsize=9)
     if title:
         figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +140,7 @@ def plot_reliability_diagram(
     title: str | None = None,
     panel_size: tuple[float, float] = (4.0, 5.0),
     dpi: int = 100,
+    smooth: bool = True,
 ) -> Path:
     """One model's reliability diagram and confidence histogram (see :func:`plot_reliability_diagrams`)."""
-    return plot_reliability_diagrams({name: report}, path, title=title, panel_size=panel_size, dpi=dpi)
+    return plot_reliability_diagrams({name: report}, path, title=title, panel_size=panel_size, dpi=dpi, smooth=smooth)
