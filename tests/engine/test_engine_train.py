@@ -166,10 +166,12 @@ def test_gradient_accumulation_equals_the_larger_batch(tiny_backbone):
     Trainer(whole, obj, data, _config(batch_size=8)).fit()
     _, halves, obj, data = _setup(tiny_backbone, objective="none")
     Trainer(halves, obj, data, _config(batch_size=4, grad_accumulation=2)).fit()
-    assert torch.allclose(whole.ctx, halves.ctx, atol=1e-6)
+    # Equal up to float32 rounding: the half-batch sums add the same terms in another order (~1e-7 relative each)
+    # over 3 epochs of updates of parameters of order 1.
+    torch.testing.assert_close(whole.ctx, halves.ctx, rtol=0, atol=1e-5)
     _, single, obj, data = _setup(tiny_backbone, objective="none")
     Trainer(single, obj, data, _config(batch_size=4)).fit()
-    assert not torch.allclose(whole.ctx, single.ctx, atol=1e-6)  # without accumulation the updates differ
+    assert (whole.ctx - single.ctx).abs().max() > 1e-3  # without accumulation the updates differ
 
 
 def test_bf16_autocast_trains_with_float32_regularizers(tiny_backbone):
