@@ -54,8 +54,8 @@ def sample_resized_crop(
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
         aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
             left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
@@ -63,9 +63,9 @@ def sample_resized_crop(
     # Fallback: the central crop of the largest box within the ratio range (as torchvision).
     in_ratio = width / height
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        w, h = int(round(height * max(ratio))), height
+        w, h = round(height * max(ratio)), height
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
@@ -90,7 +90,7 @@ def eval_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
     if new_h < size or new_w < size:  # cannot happen for the short-side resize; torchvision would pad
         fail("image size", f"at least {size} pixels on each side after resizing", (new_h, new_w))
-    return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return new_h, new_w, round((new_h - size) / 2.0), round((new_w - size) / 2.0)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -190,7 +190,7 @@ class ImageViews:
     def batch(
         self, indices: Sequence[int] | Tensor, view_seed: int | None = None, device: str | torch.device = "cpu"
     ) -> Tensor:
-        """Normalised views (B, 3, S, S) of ``indices`` on ``device`` (``view_seed`` only matters for training views)."""
+        """Normalised views (B, 3, S, S) of ``indices`` on ``device`` (``view_seed``: training views only)."""
         indices = [int(i) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)]
         if view_seed is not None:
             _check_int(view_seed, "view_seed")
