@@ -2,6 +2,9 @@
 
 Token ids and frozen token embeddings are built once per class list and kept only up to the longest prompt's
 end-of-text token (exact context truncation), so each training step encodes ~max_eot + 1 positions instead of 77.
+When the context is shared by the classes, [SOS] and the context (up to the class name) are the same in every
+prompt: the assembled embeddings are marked with that shared prefix (`calprompt.clip.backbone.SharedPrefix`), and
+the backbone encodes it once per step (once per image for per-image context) instead of once per class.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.clip.backbone import ClipBackbone
+from calprompt.clip.backbone import ClipBackbone, SharedPrefix, mark_shared_prefix
 from calprompt.data.items import clean_classname
 
 ClassTokenPosition = Literal["end", "middle", "front"]
@@ -45,6 +48,9 @@ class ClassPromptTokens(nn.Module):
             fail("class_token_position", f"one of {CLASS_TOKEN_POSITIONS}", position)
         self.n_ctx = n_ctx
         self.position = position
+        self.dtype = torch.float32
+        # Positions identical in every class's prompt when the context is shared: [SOS] and the context before the name.
+        self.shared_length = {"end": 1 + n_ctx, "middle": 1 + n_ctx // 2, "front": 1}[position]
 
     def build(self, backbone: ClipBackbone, classnames: Sequence[str]) -> None:
         """Tokenize ``"X ... X {class}."`` for each class and keep the frozen embeddings."""
@@ -66,6 +72,7 @@ class ClassPromptTokens(nn.Module):
         ids = ids[:, :length]
         with torch.no_grad():
             embeddings = backbone.embed_tokens(ids).float()
+        self.dtype = backbone.dtype
         self.register_buffer("token_ids", ids, persistent=False)
         self.register_buffer("prefix", embeddings[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embeddings[:, 1 + self.n_ctx :].clone(), persistent=False)
@@ -89,14 +96,39 @@ class ClassPromptTokens(nn.Module):
         return torch.tensor(rows, dtype=torch.long, device=device)
 
     def assemble(self, context: Tensor) -> Tensor:
-        """Prompt embeddings (C, L, D) from shared context (n_ctx, D) or class-specific context (C, n_ctx, D)."""
+        """Prompt embeddings (C, L, D), in the backbone's dtype, from shared context (n_ctx, D) or class-specific
+        context (C, n_ctx, D); shared context marks the prompts' shared prefix for the backbone."""
         num_classes = self.prefix.shape[0]
-        if context.ndim == 2:
+        shared = context.ndim == 2
+        if shared:
             context = context.unsqueeze(0).expand(num_classes, -1, -1)
-        if context.ndim == 3 and context.shape[0] == num_classes:
-            prompts = torch.cat([self.prefix, context.to(self.prefix.dtype), self.suffix], dim=1)  # (C, L, D)
-            return prompts if self.order is None else _gather_positions(prompts, self.order)
-        fail("context", f"of shape (n_ctx, D) or ({num_classes}, n_ctx, D)", tuple(context.shape))
+        if context.ndim != 3 or context.shape[0] != num_classes:
+            fail("context", f"of shape (n_ctx, D) or ({num_classes}, n_ctx, D)", tuple(context.shape))
+        prompts = torch.cat([self.prefix, context.to(self.prefix.dtype), self.suffix], dim=1)  # (C, L, D)
+        prompts = (prompts if self.order is None else _gather_positions(prompts, self.order)).to(self.dtype)
+        return self._mark(prompts, num_classes) if shared else prompts
+
+    def assemble_per_image(self, context: Tensor) -> Tensor:
+        """Prompts (B * C, L, D) of per-image shared context (B, n_ctx, D): image b's prompts are rows b*C .. b*C + C - 1.
+
+        Pair them with ``ids_per_image(B)``; each image's C prompts share their prefix, marked for the backbone.
+        """
+        num_classes = self.prefix.shape[0]
+        if context.ndim != 3 or context.shape[1] != self.n_ctx:
+            fail("context", f"of shape (B, {self.n_ctx}, D)", tuple(context.shape))
+        batch = context.shape[0]
+        per_row = context.to(self.prefix.dtype).repeat_interleave(num_classes, dim=0)  # (B * C, n_ctx, D)
+        prompts = torch.cat([self.prefix.repeat(batch, 1, 1), per_row, self.suffix.repeat(batch, 1, 1)], dim=1)
+        if self.order is not None:
+            prompts = _gather_positions(prompts, self.order.repeat(batch, 1))
+        return self._mark(prompts.to(self.dtype), num_classes)
+
+    def ids_per_image(self, batch: int) -> Tensor:
+        """Token ids (B * C, L) matching :meth:`assemble_per_image`."""
+        return self.ids.repeat(batch, 1)
+
+    def _mark(self, prompts: Tensor, group_size: int) -> Tensor:
+        return mark_shared_prefix(prompts, SharedPrefix(self.shared_length, group_size))
 
     @property
     def ids(self) -> Tensor:
