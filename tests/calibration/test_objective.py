@@ -42,7 +42,7 @@ def batch() -> dict[str, object]:
     }
 
 
-# Each preset's loss, written out with the reference constants from paper.md / baselines.md.
+# Each preset's loss, written out with the reference constants of the papers (README, the method).
 EXPECTED: dict[str, tuple[frozenset[str], Callable[[dict], torch.Tensor]]] = {
     "none": (frozenset({"logits", "labels"}), lambda b: F.cross_entropy(b["logits"], b["labels"])),
     "ours": (
@@ -253,7 +253,7 @@ def test_registry_rejects_duplicates_and_unknown_inputs(monkeypatch: pytest.Monk
     with pytest.raises(ValueError, match="already registered"):
         registry.register_term("cross_entropy", needs=("logits", "labels"))
     with pytest.raises(ValueError, match="`needs`"):
-        registry.register_term("new_term", needs=("image_features",))
+        registry.register_term("new_term", needs=("pixel_values",))
 
     @registry.register_term("double_max", needs=("logits",))
     def double_max(logits: torch.Tensor, factor: float = 2.0) -> torch.Tensor:

@@ -32,6 +32,9 @@ class ObjectiveInputs:
     logits: Tensor | None = None
     labels: Tensor | None = None
     text_features: Tensor | None = None
+    image_features: Tensor | None = None
+    zs_image_features: Tensor | None = None
+    zs_text_features: Tensor | None = None
     zs_text_moments: TextMoments | None = None
     zs_logits: Tensor | None = None
 
@@ -109,6 +112,14 @@ class CalibrationObjective:
         return frozenset(self.base_loss.needs).union(*(term.needs for term, _ in self.terms))
 
     def __call__(self, inputs: ObjectiveInputs | None = None, /, **kwargs: Any) -> tuple[Tensor, dict[str, float]]:
+        loss, values = self.components(inputs, **kwargs)
+        # One host transfer for all logged numbers instead of one sync per component.
+        logged = torch.stack([v.detach().to(loss.dtype) for v in (*values.values(), loss)]).tolist()
+        return loss, dict(zip([*values, "loss"], logged, strict=True))
+
+    def components(self, inputs: ObjectiveInputs | None = None, /, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(loss, {component name: unweighted 0-dim value})`` as tensors, with no host transfer (the training loop
+        logs them together with the method's own terms)."""
         given = {**(inputs.as_dict() if inputs is not None else {}), **kwargs}
         unknown = sorted(set(given) - set(INPUT_NAMES))
         if unknown:
@@ -121,10 +132,7 @@ class CalibrationObjective:
         loss = values[0]
         for value, (_, weight) in zip(values[1:], self.terms, strict=True):
             loss = loss + weight * value
-        # One host transfer for all logged numbers instead of one sync per component.
-        logged = torch.stack([v.detach().to(loss.dtype) for v in (*values, loss)]).tolist()
-        parts = dict(zip([t.name for t in self._components()] + ["loss"], logged, strict=True))
-        return loss, parts
+        return loss, dict(zip([t.name for t in self._components()], values, strict=True))
 
     def _components(self) -> list[Term]:
         return [self.base_loss, *(term for term, _ in self.terms)]

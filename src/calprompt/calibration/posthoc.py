@@ -2,7 +2,7 @@
 
 Both leave every prediction unchanged (they rescale logits by positive factors) and return tensors on the input's
 device. They stack in either order, since scaling by ``1 / T`` and by a per-sample ``w`` commute:
-``dac.transform(ts.transform(logits), zs_text, tuned_text)``. Definitions and constants: ``baselines.md``.
+``dac.transform(ts.transform(logits), zs_text, tuned_text)``. DAC: Wang et al., ICLR 2024.
 """
 
 from __future__ import annotations

@@ -15,11 +15,23 @@ from typing import Any, Literal
 
 from calprompt._validation import check_non_negative, fail
 
-#: Everything a component may need, as computed by the training loop:
+#: Everything a component (or a method's own loss, `PromptMethod.needs`) may need, as computed by the training loop:
 #: ``logits`` (B, C) tuned scaled logits; ``labels`` (B,) int64; ``text_features`` tuned class text features,
-#: (C, D) or per image (B, C, D); ``zs_text_moments`` :class:`~calprompt.calibration.terms.TextMoments` of the frozen
-#: zero-shot text features (once per class list); ``zs_logits`` (B, C) frozen zero-shot logits of the same images.
-INPUT_NAMES: tuple[str, ...] = ("logits", "labels", "text_features", "zs_text_moments", "zs_logits")
+#: (C, D) or per image (B, C, D); ``image_features`` (B, D) the batch's image features as the method encodes them;
+#: ``zs_image_features`` (B, D) frozen CLIP's image features of the same augmented images; ``zs_text_features``
+#: (C, D) frozen zero-shot text features of the dataset template (once per class list); ``zs_text_moments``
+#: :class:`~calprompt.calibration.terms.TextMoments` of those (once per class list); ``zs_logits`` (B, C) frozen
+#: zero-shot logits of the same images. Features are L2-normalised.
+INPUT_NAMES: tuple[str, ...] = (
+    "logits",
+    "labels",
+    "text_features",
+    "image_features",
+    "zs_image_features",
+    "zs_text_features",
+    "zs_text_moments",
+    "zs_logits",
+)
 
 Role = Literal["base", "regularizer"]
 

@@ -1,6 +1,6 @@
 """The paper's two regularizers (mean-variance margin, text moment matching) and plain cross-entropy.
 
-Formulas (docs: /work/shared/reference/paper.md), with ``z`` the tuned scaled logits and ``T`` the L2-normalised
+Formulas (Sharifdeen et al., CVPR 2026), with ``z`` the tuned scaled logits and ``T`` the L2-normalised
 (C, D) class text features:
 
 - margin ``m_i = z[i, y_i] - max_{j != y_i} z[i, j]``;

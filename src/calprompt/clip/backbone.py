@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from calprompt._validation import fail
-from calprompt.data.transforms import CLIP_MEAN, CLIP_STD
+from calprompt.conventions import CLIP_MEAN, CLIP_STD
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
 DeepPrompts = Sequence[Tensor | None]
@@ -52,35 +52,36 @@ class SharedPrefix:
 
 
 def mark_shared_prefix(embeddings: Tensor, prefix: SharedPrefix) -> Tensor:
-    """Record on ``embeddings`` that its rows share a prefix (read by :meth:`ClipBackbone.encode_text_embeddings`).
+    """Record on ``embeddings`` (..., L, D) that its rows share a prefix (see :meth:`ClipBackbone.encode_text_embeddings`).
 
-    The mark travels with this tensor object only: any new tensor made from it (an addition, a cast to another
-    dtype) is unmarked and takes the general path. An in-place change after marking voids the mark too.
+    Rows are the sequences in order (a (B, C, L, D) tensor has B * C rows). The mark travels with this tensor and
+    with views that flatten it to rows; any new tensor made from it (an addition, a cast to another dtype, a slice)
+    is unmarked and takes the general path. An in-place change after marking voids the mark.
     """
-    if prefix.length < 1 or prefix.group_size < 1 or embeddings.shape[0] % prefix.group_size:
-        fail("shared prefix", f"length >= 1 and a group size dividing {embeddings.shape[0]} rows", prefix)
+    rows = embeddings.numel() // max(embeddings.shape[-2] * embeddings.shape[-1], 1)
+    if embeddings.ndim < 3 or prefix.length < 1 or prefix.group_size < 1 or rows % prefix.group_size:
+        fail("shared prefix", f"length >= 1 and a group size dividing the {rows} rows", prefix)
     setattr(embeddings, _SHARED_PREFIX_MARK, (prefix, embeddings._version))
     return embeddings
 
 
 def marked_shared_prefix(embeddings: Tensor) -> SharedPrefix | None:
-    """The `SharedPrefix` recorded on ``embeddings``, if it is still valid."""
-    mark = getattr(embeddings, _SHARED_PREFIX_MARK, None)
-    if mark is None or mark[1] != embeddings._version:
+    """The `SharedPrefix` recorded on ``embeddings``, or on the tensor it is a whole-tensor reshape of; if still valid."""
+    marked = embeddings
+    if getattr(embeddings, _SHARED_PREFIX_MARK, None) is None and embeddings._base is not None:
+        base = embeddings._base
+        same_rows = (
+            base.is_contiguous()
+            and embeddings.is_contiguous()
+            and base.data_ptr() == embeddings.data_ptr()
+            and base.numel() == embeddings.numel()
+            and base.shape[-2:] == embeddings.shape[-2:]
+        )
+        marked = base if same_rows else embeddings
+    mark = getattr(marked, _SHARED_PREFIX_MARK, None)
+    if mark is None or mark[1] != marked._version:
         return None
     return mark[0]
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How images must be prepared for this backbone (size, normalisation, resampling)."""
-
-    image_size: int
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
-    interpolation: str = "bicubic"
-    # Scale range of RandomResizedCrop for training views; tiny images need a milder crop than (0.08, 1).
-    train_crop_scale: tuple[float, float] = (0.08, 1.0)
 
 
 class ClipBackbone(nn.Module):

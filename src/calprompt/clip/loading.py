@@ -23,13 +23,13 @@ from torch import Tensor
 
 from calprompt._validation import check_choice, fail
 from calprompt.clip.backbone import ClipBackbone, Preprocess
+from calprompt.plugins import EMBEDDED_BACKBONES
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 # Backbones shipped with the package: name -> "module:function(pretrained, device, precision) -> ClipBackbone".
-EMBEDDED_BACKBONES: dict[str, str] = {"toy": "calprompt.toy.backbone:load_toy_backbone"}
 
 
 class WeightsNotFoundError(FileNotFoundError):

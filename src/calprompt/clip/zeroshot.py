@@ -10,7 +10,7 @@ from torch import Tensor
 
 from calprompt._validation import fail
 from calprompt.clip.backbone import ClipBackbone
-from calprompt.data.items import format_prompt
+from calprompt.conventions import format_prompt
 
 
 def class_prompts(classnames: Sequence[str], template: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The published benchmarks in the CoOp/Dassl layout: eleven datasets and four ImageNet domain-shift targets.
 
-Paths, class-name rules and split formats follow KaiyangZhou/CoOp (``datasets/*.py``, ``DATASETS.md``); see
-``shared/reference/datasets.md``. One deliberate difference: where CoOp lists image folders in the file system's
+Paths, class-name rules and split formats follow KaiyangZhou/CoOp (``datasets/*.py``, ``DATASETS.md``).
+One deliberate difference: where CoOp lists image folders in the file system's
 own order (``os.listdir``, which differs between machines), calprompt sorts file names, so ImageNet few-shot subsets are
 the same on every machine.
 """

@@ -8,7 +8,11 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from calprompt.conventions import clean_classname, format_prompt
+
 ImageLoader = Callable[[str], Image.Image]
+
+__all__ = ["DatasetSplits", "ImageLoader", "Item", "clean_classname", "format_prompt", "open_rgb_image"]
 
 
 def open_rgb_image(impath: str) -> Image.Image:
@@ -24,16 +28,6 @@ def open_rgb_image(impath: str) -> Image.Image:
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise OSError(f"Image file is unreadable or corrupt: {path} ({error}). Re-download or replace it.") from error
-
-
-def clean_classname(classname: str) -> str:
-    """Class names are written with spaces in prompts, as in CoOp (``Apply_Eye_Makeup`` -> ``Apply Eye Makeup``)."""
-    return classname.replace("_", " ").strip()
-
-
-def format_prompt(template: str, classname: str) -> str:
-    """Fill a zero-shot template with the cleaned class name (see `clean_classname`)."""
-    return template.format(clean_classname(classname))
 
 
 @dataclass(frozen=True)

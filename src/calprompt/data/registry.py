@@ -18,9 +18,10 @@ from typing import Literal, TypeVar
 
 from calprompt._validation import fail
 from calprompt.data.items import DatasetSplits
+from calprompt.plugins import DATASET_MODULES
 
-# Modules whose import registers the built-in specs (in this order).
-BUILTIN_SPEC_MODULES: tuple[str, ...] = ("calprompt.data.benchmarks", "calprompt.data.custom", "calprompt.toy.datasets")
+# Modules whose import registers the built-in specs (in this order); listed in `calprompt.plugins`.
+BUILTIN_SPEC_MODULES: tuple[str, ...] = DATASET_MODULES
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 

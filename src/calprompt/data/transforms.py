@@ -18,9 +18,7 @@ from typing import Any
 from torchvision import transforms as T
 
 from calprompt._validation import check_choice, check_positive_int, fail
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from calprompt.conventions import CLIP_MEAN, CLIP_STD
 
 _INTERPOLATIONS = {
     "bicubic": T.InterpolationMode.BICUBIC,

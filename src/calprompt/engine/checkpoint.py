@@ -6,7 +6,7 @@ Never pickles. The JSON is written after the tensors, so a checkpoint counts as 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,14 @@ class TrainingState:
     optimizer: dict[str, Tensor]
     identity: dict[str, Any]
     history: list[dict[str, Any]]
+    method_state: dict[str, Tensor] = field(default_factory=dict)  # `PromptMethod.extra_state()`
 
 
 def save_training_state(folder: str | Path, state: TrainingState) -> None:
     folder = Path(folder)
     tensors = {f"param/{k}": v for k, v in state.parameters.items()}
     tensors.update({f"momentum/{k}": v for k, v in state.optimizer.items()})
+    tensors.update({f"state/{k}": v for k, v in state.method_state.items()})
     save_tensors_atomic(folder / TENSORS_FILE, tensors)
     write_json_atomic(folder / STATE_FILE, {"epoch": state.epoch, "identity": state.identity, "history": state.history})
 
@@ -54,4 +56,5 @@ def load_training_state(folder: str | Path) -> TrainingState | None:
         optimizer={k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")},
         identity=meta["identity"],
         history=meta["history"],
+        method_state={k.removeprefix("state/"): v for k, v in tensors.items() if k.startswith("state/")},
     )

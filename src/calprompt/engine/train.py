@@ -7,6 +7,7 @@ after any epoch ends with exactly the weights of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,13 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
-from calprompt.calibration import CalibrationObjective, text_moments
+from calprompt.calibration import CalibrationObjective, TextMoments, text_moments
 from calprompt.data.views import stable_seed
 from calprompt.engine.checkpoint import TrainingState, load_training_state, save_training_state
 from calprompt.engine.data import TrainingData
 from calprompt.engine.precision import PRECISIONS, autocast
 from calprompt.engine.schedule import epoch_learning_rate
-from calprompt.methods.base import MethodOutput, PromptMethod
+from calprompt.methods.base import MethodOutput, PromptMethod, total_loss
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class Trainer:
             else None
         )
         self.scaler = torch.amp.GradScaler(enabled=config.precision == "fp16" and config.device.startswith("cuda"))
-        self._zero_shot: Tensor | None = None
-        self._zs_moments = None
+        self.needs = objective.needs | method.needs
+        self._frozen: dict[str, Any] = {}  # per-class-list teachers: zs_text_features, zs_text_moments
 
     # ----------------------------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -138,24 +139,27 @@ class Trainer:
         self.method.train()
         for epoch in range(start, self.config.epochs):
             result.history.append(self._run_epoch(epoch))
+            self.method.on_epoch_end(epoch, self.config.epochs)
             last = epoch + 1 == self.config.epochs
             if self.checkpoint_dir is not None and ((epoch + 1) % self.config.checkpoint_every == 0 or last):
                 self._save(epoch, result)
+        self.method.on_fit_end()
         self.method.eval()
         return result
 
     # ----------------------------------------------------------------------------------------------------------------
     def _prepare_frozen_targets(self) -> None:
         """Frozen zero-shot text features and their moments: once per class list, never per step."""
-        needs = self.objective.needs
-        if not needs & {"zs_text_moments", "zs_logits"}:
+        if not self.needs & {"zs_text_features", "zs_text_moments", "zs_logits"}:
             return
+        if self.data.zero_shot_text_features is None:
+            fail("TrainingData.zero_shot_text_features", f"given (needed for {sorted(self.needs)})", None)
         zero_shot = self.data.zero_shot_text_features.to(self.method.backbone.device)
         if zero_shot.shape[0] != len(self.method.classnames):
             fail("zero-shot text features", f"one row per class ({len(self.method.classnames)})", zero_shot.shape[0])
-        self._zero_shot = zero_shot.float()
-        if "zs_text_moments" in needs:
-            self._zs_moments = text_moments(self._zero_shot)
+        self._frozen["zs_text_features"] = zero_shot.float()
+        if "zs_text_moments" in self.needs:
+            self._frozen["zs_text_moments"] = text_moments(self._frozen["zs_text_features"])
 
     def _view_seed_epoch(self, epoch: int) -> int:
         views = self.config.distinct_views
@@ -178,7 +182,8 @@ class Trainer:
             inputs = ((None, images, idx) for images, idx in self.data.image_batches(view_epoch, batches, config))
         if self.progress is not None:
             inputs = self.progress(inputs, len(batches), f"epoch {epoch + 1}/{config.epochs}")
-        totals: dict[str, float] = {}
+        names: list[str] = []
+        totals: Tensor | None = None  # summed on the device: one host transfer per epoch, none per step
         self.optimizer.zero_grad(set_to_none=True)
         for step, (batch_features, images, idx) in enumerate(inputs):
             labels = self.data.labels[idx].to(config.device)
@@ -188,9 +193,10 @@ class Trainer:
                 labels,
                 update=(step + 1) % config.grad_accumulation == 0 or step + 1 == len(batches),
             )
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + value
-        losses = {key: value / max(len(batches), 1) for key, value in totals.items()}
+            values = torch.stack([value.detach().float() for value in parts.values()])
+            names, totals = list(parts), values if totals is None else totals + values
+        sums = totals.tolist() if totals is not None else []
+        losses = {key: value / max(len(batches), 1) for key, value in zip(names, sums, strict=True)}
         if not math.isfinite(losses.get("loss", 0.0)):
             raise FloatingPointError(
                 f"The training loss became {losses['loss']} in epoch {epoch + 1}; lower the learning rate or use fp32."
@@ -203,39 +209,45 @@ class Trainer:
 
     def _step(
         self, features: Tensor | None, images: Tensor | None, labels: Tensor, *, update: bool
-    ) -> dict[str, float]:
+    ) -> dict[str, Tensor]:
+        """One forward/backward (and optimizer step when ``update``); returns the logged values as 0-dim tensors."""
         device = self.config.device
-        with autocast(self.config.device, self.config.precision):
-            if features is not None:
-                output = self.method(image_features=features.to(device))
-            else:
-                output = self.method(images.to(device))
-            loss, parts = self.objective(**self._objective_inputs(output, labels, images))
-            for name, (weight, value) in self.method.extra_losses(output, labels).items():
-                loss = loss + weight * value
-                parts[name] = float(value.detach())
-                parts["loss"] = float(loss.detach())
-        self.scaler.scale(loss / self.config.grad_accumulation).backward()
+        if images is not None:
+            images = images.to(device)
+        with autocast(device, self.config.precision):
+            output = self.method(images) if features is None else self.method(image_features=features.to(device))
+        inputs = self._inputs(output, labels, images)
+        with full_precision_region(device):  # every loss term in float32, like the calibration terms
+            loss, parts = self.objective.components(**{key: inputs[key] for key in self.objective.needs})
+            terms = self.method.losses(inputs)
+        clash = sorted(set(terms) & {*parts, "loss"})
+        if clash:
+            fail(f"{self.method.name}.losses()", "names distinct from the objective's components and 'loss'", clash)
+        self.method.backward(loss, terms, lambda value: self.scaler.scale(value / self.config.grad_accumulation))
         if update:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
-        return parts
+        return {**parts, **{name: value for name, (_, value) in terms.items()}, "loss": total_loss(loss, terms)}
 
-    def _objective_inputs(self, output: MethodOutput, labels: Tensor, images: Tensor | None) -> dict[str, Any]:
-        needs = self.objective.needs
+    def _inputs(self, output: MethodOutput, labels: Tensor, images: Tensor | None) -> dict[str, Any]:
+        """Every input the objective and the method need, each computed once, in float32."""
         inputs: dict[str, Any] = {"logits": output.logits, "labels": labels}
-        if "text_features" in needs:
+        if "text_features" in self.needs:
             inputs["text_features"] = output.text_features
-        if "zs_text_moments" in needs:
-            inputs["zs_text_moments"] = self._zs_moments
-        if "zs_logits" in needs:
-            frozen = output.image_features
+        if "image_features" in self.needs:
+            inputs["image_features"] = output.image_features
+        if self.needs & {"zs_image_features", "zs_logits"}:
+            frozen = output.image_features.detach()
             if not self.method.image_encoder_untouched:  # the tuned image features differ from frozen CLIP's
-                with torch.no_grad():
-                    frozen = F.normalize(self.method.backbone.encode_image(images.to(self.config.device)), dim=-1)
-            inputs["zs_logits"] = self.method.backbone.logit_scale * frozen.float() @ self._zero_shot.t()
-        return {key: value for key, value in inputs.items() if key in needs}
+                with torch.no_grad(), autocast(self.config.device, self.config.precision):
+                    frozen = F.normalize(self.method.backbone.encode_image(images), dim=-1)
+            inputs["zs_image_features"] = frozen.float()
+        if "zs_logits" in self.needs:
+            zero_shot = self._frozen["zs_text_features"]
+            inputs["zs_logits"] = self.method.backbone.logit_scale * inputs["zs_image_features"] @ zero_shot.t()
+        inputs.update({key: value for key, value in self._frozen.items() if key in self.needs})
+        return {key: _float32(value) for key, value in inputs.items() if key in self.needs | {"logits", "labels"}}
 
     # ----------------------------------------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
@@ -255,6 +267,7 @@ class Trainer:
             optimizer=_momentum_buffers(self.optimizer, self.method),
             identity=self._identity(),
             history=[asdict(log) for log in result.history],
+            method_state={k: v.detach().clone().contiguous() for k, v in self.method.extra_state().items()},
         )
         save_training_state(self.checkpoint_dir, state)
 
@@ -270,11 +283,29 @@ class Trainer:
                 "settings differ). Use another output directory, or delete the checkpoint to start over."
             )
         self.method.load_trainable_state_dict(state.parameters)
+        self.method.load_extra_state(state.method_state)
         _load_momentum_buffers(self.optimizer, self.method, state.optimizer)
         result.history = [EpochLog(**log) for log in state.history]
         result.resumed_from_epoch = state.epoch + 1
         logger.info("Resuming from %s after epoch %d.", self.checkpoint_dir, state.epoch + 1)
         return state.epoch + 1
+
+
+def full_precision_region(device: str) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``device`` (loss terms compute in float32 whatever the model's precision)."""
+    device_type = torch.device(device).type
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _float32(value: Any) -> Any:
+    """Half-precision tensors (and moments) upcast to float32; everything else unchanged."""
+    if isinstance(value, TextMoments):
+        return value.to(torch.float32)
+    if isinstance(value, Tensor) and value.is_floating_point() and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value
 
 
 def _momentum_buffers(optimizer: torch.optim.Optimizer | None, method: PromptMethod) -> dict[str, Tensor]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._validation import check_choice, check_dataclass_keys, check_positive_int, fail
-from calprompt.experiments.recipes import RECIPE_NAMES, resolve_recipe
+from calprompt.experiments.recipes import RECIPE_NAMES, recipe_table, resolve_recipe
 
 PROTOCOLS = ("base2novel", "all")
 
@@ -63,15 +63,16 @@ class RunConfig:
             fail("epochs", "an integer >= 0", self.epochs)
 
     def resolved(self) -> RunConfig:
-        """A copy with the recipe's epochs, batch size and learning rate filled in."""
-        if None not in (self.epochs, self.batch_size, self.lr):
-            return self
+        """A copy with the recipe's epochs, batch size, learning rate and method options filled in."""
+        if self.method not in recipe_table() and None not in (self.epochs, self.batch_size, self.lr):
+            return self  # a method without a recipe entry runs on explicit settings
         recipe = resolve_recipe(self.recipe, self.method, self.dataset)
         return dataclasses.replace(
             self,
             epochs=recipe.epochs if self.epochs is None else self.epochs,
             batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
             lr=recipe.lr if self.lr is None else self.lr,
+            method_options={**recipe.options, **self.method_options},
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,12 +3,25 @@
 A method is an ``nn.Module`` that holds its trainable prompt parameters and a reference to the frozen backbone. It
 builds prompts for a class list (and can switch lists, base -> novel, without retraining), and returns logits
 together with the tuned text and image features. Encoding, logits, freezing and checkpointing live here, once.
+
+What a method may add, and the training loop (`calprompt.engine.train`) honours without knowing its name:
+
+- its own loss terms (:meth:`PromptMethod.losses`) over named inputs it declares in :attr:`PromptMethod.needs`, in
+  the vocabulary of the calibration terms (`calprompt.calibration.INPUT_NAMES`: frozen zero-shot text features and
+  logits, frozen image features of the batch, ...). The loop computes each input once per step for the method and
+  the objective together, and each frozen teacher once per class list;
+- its own update rule (:meth:`PromptMethod.backward`; ProGrad projects gradients);
+- state beyond its parameters (:meth:`PromptMethod.extra_state`; PromptSRC's running prompt average), updated by
+  :meth:`PromptMethod.on_epoch_end`, saved in every checkpoint and restored on resume, so resume stays exact;
+- whether it changes the image encoder or conditions its prompts on the image, as properties of the instance (they
+  may follow the method's config).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,19 +58,21 @@ class MethodOutput:
     image_features: Tensor  # (B, D), L2-normalised
 
 
+#: A method's own loss terms: name -> (weight, 0-dim value). Weight 0 logs a term without adding it to the loss
+#: (a term that only steers a custom update rule, like ProGrad's KL).
+MethodLosses = dict[str, tuple[float, Tensor]]
+
+
 class PromptMethod(nn.Module, ABC):
     """Base class of prompt-tuning methods.
 
     Subclasses set ``config_type``, create parameters in :meth:`init_parameters`, build the class-list-dependent
     prompts in :meth:`build_prompts` and encode them in :meth:`encode_text`. A method that changes the image encoder
-    overrides :meth:`encode_image` and sets
-    ``image_encoder_untouched = False`` (its image features cannot then be cached).
+    overrides :meth:`encode_image` and :attr:`image_encoder_untouched` (its image features cannot then be cached).
     """
 
     name: ClassVar[str]
     config_type: ClassVar[type[MethodConfig]] = MethodConfig
-    image_encoder_untouched: ClassVar[bool] = True
-    text_depends_on_image: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], config: MethodConfig) -> None:
         super().__init__()
@@ -71,6 +86,23 @@ class PromptMethod(nn.Module, ABC):
 
     def init_parameters(self, classnames: tuple[str, ...]) -> None:
         """Create the learnable parameters (called once, before the first :meth:`build_prompts`)."""
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # What the method declares
+    @property
+    def image_encoder_untouched(self) -> bool:
+        """Whether image features are frozen CLIP's (then they can be cached and shared across runs)."""
+        return True
+
+    @property
+    def text_depends_on_image(self) -> bool:
+        """Whether :meth:`encode_text` needs the batch's image features (per-image prompts, (B, C, D) features)."""
+        return False
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The inputs (names from `calprompt.calibration.INPUT_NAMES`) that :meth:`losses` reads."""
+        return frozenset()
 
     # ----------------------------------------------------------------------------------------------------------------
     # Class lists
@@ -120,9 +152,39 @@ class PromptMethod(nn.Module, ABC):
             return scale * torch.einsum("bd,bcd->bc", image_features, text_features.to(image_features.dtype))
         return scale * image_features @ text_features.to(image_features.dtype).t()
 
-    def extra_losses(self, output: MethodOutput, labels: Tensor) -> dict[str, tuple[float, Tensor]]:
-        """The method's own loss terms as ``name -> (weight, value)``, added to the calibration objective."""
+    # ----------------------------------------------------------------------------------------------------------------
+    # Training hooks (the loop calls them; defaults: plain prompt tuning)
+    def losses(self, inputs: Mapping[str, Any]) -> MethodLosses:
+        """The method's own loss terms, added to the calibration objective with their weights.
+
+        ``inputs`` holds at least the names in :attr:`needs`, in float32, and the loop calls this with autocast
+        disabled (like the calibration terms).
+        """
         return {}
+
+    def backward(self, loss: Tensor, terms: MethodLosses, scale: Callable[[Tensor], Tensor]) -> None:
+        """Accumulate this step's gradients into ``.grad`` of the trainable parameters (the loop then steps).
+
+        ``loss`` is the calibration objective, ``terms`` the output of :meth:`losses`, ``scale`` what the loop applies
+        to a loss before differentiating it (gradient accumulation, fp16 loss scaling). Default: backpropagate
+        ``loss + sum(weight * term)``.
+        """
+        scale(total_loss(loss, terms)).backward()
+
+    def on_epoch_end(self, epoch: int, epochs: int) -> None:
+        """Called after every epoch ``epoch`` (0-based) of ``epochs``, after the optimizer's last step."""
+
+    def on_fit_end(self) -> None:
+        """Called once training has reached its last epoch (also when a finished run is resumed)."""
+
+    def extra_state(self) -> dict[str, Tensor]:
+        """Training state beyond the parameters (e.g. running averages), saved with every checkpoint."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Tensor]) -> None:
+        """Restore :meth:`extra_state` from a checkpoint."""
+        if state:
+            fail("method state", f"empty for {self.name}", sorted(state))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Parameters and checkpoints
@@ -160,12 +222,20 @@ class PromptMethod(nn.Module, ABC):
         }
 
 
+def total_loss(loss: Tensor, terms: MethodLosses) -> Tensor:
+    """``loss + sum(weight * value)`` over a method's terms (terms of weight 0 are only logged)."""
+    for weight, value in terms.values():
+        if weight:
+            loss = loss + weight * value
+    return loss
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Registry
 METHODS: dict[str, type[PromptMethod]] = {}
 
-# Modules that define the built-in methods, imported explicitly on first use of the registry.
-_BUILTIN_MODULES = ("calprompt.methods.zeroshot", "calprompt.methods.coop")
+# Every module of this package is imported on first use of the registry, so a new method is one file (plus its
+# recipe entry): its `@register_method` runs then. Modules that only hold shared helpers register nothing.
 _loaded = False
 
 
@@ -218,6 +288,8 @@ def _template_option(cls: type[PromptMethod], template: str) -> dict[str, str]:
 def _load_builtins() -> None:
     global _loaded
     if not _loaded:
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
+        package = importlib.import_module("calprompt.methods")
+        for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"calprompt.methods.{module.name}")
         _loaded = True

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.clip.backbone import ClipBackbone, SharedPrefix, mark_shared_prefix
-from calprompt.data.items import clean_classname
+from calprompt.clip.backbone import ClipBackbone, SharedPrefix, mark_shared_prefix, marked_shared_prefix
+from calprompt.conventions import clean_classname
 
 ClassTokenPosition = Literal["end", "middle", "front"]
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -32,6 +32,27 @@ def context_from_phrase(backbone: ClipBackbone, phrase: str) -> Tensor:
     ids = backbone.tokenize(phrase)
     with torch.no_grad():
         return backbone.embed_tokens(ids)[0, 1 : 1 + n_tokens].float().clone()
+
+
+def initial_context(
+    backbone: ClipBackbone, n_ctx: int, phrase: str | None, init_std: float, *, pad: bool = False
+) -> Tensor:
+    """Initial context vectors (n_ctx, D): the phrase's token embeddings, or N(0, init_std) without a phrase.
+
+    With ``pad`` a phrase shorter than ``n_ctx`` fills the *last* rows and the rows before it are N(0, init_std)
+    (zeros for ``init_std=0``), as ProGrad initialises 16 vectors from a 4-token template phrase. Random rows come
+    from the (run-seeded) global generator.
+    """
+    if phrase is None:
+        return torch.randn(n_ctx, backbone.text_width) * init_std
+    context = context_from_phrase(backbone, phrase)
+    if context.shape[0] == n_ctx:
+        return context
+    if not pad or context.shape[0] > n_ctx:
+        needed = f"{context.shape[0]}" + (" or more" if pad else "")
+        fail("n_ctx", f"{needed} (the number of tokens of ctx_init {phrase!r})", n_ctx)
+    head = torch.randn(n_ctx - context.shape[0], backbone.text_width) * init_std
+    return torch.cat([head, context])
 
 
 class ClassPromptTokens(nn.Module):
@@ -108,27 +129,21 @@ class ClassPromptTokens(nn.Module):
         prompts = (prompts if self.order is None else _gather_positions(prompts, self.order)).to(self.dtype)
         return self._mark(prompts, num_classes) if shared else prompts
 
-    def assemble_per_image(self, context: Tensor) -> Tensor:
-        """Prompts (B * C, L, D) of per-image shared context (B, n_ctx, D): image b's prompts are rows b*C .. b*C + C - 1.
-
-        Pair them with ``ids_per_image(B)``; each image's C prompts share their prefix, marked for the backbone.
-        """
-        num_classes = self.prefix.shape[0]
-        if context.ndim != 3 or context.shape[1] != self.n_ctx:
-            fail("context", f"of shape (B, {self.n_ctx}, D)", tuple(context.shape))
-        batch = context.shape[0]
-        per_row = context.to(self.prefix.dtype).repeat_interleave(num_classes, dim=0)  # (B * C, n_ctx, D)
-        prompts = torch.cat([self.prefix.repeat(batch, 1, 1), per_row, self.suffix.repeat(batch, 1, 1)], dim=1)
-        if self.order is not None:
-            prompts = _gather_positions(prompts, self.order.repeat(batch, 1))
-        return self._mark(prompts.to(self.dtype), num_classes)
-
-    def ids_per_image(self, batch: int) -> Tensor:
-        """Token ids (B * C, L) matching :meth:`assemble_per_image`."""
-        return self.ids.repeat(batch, 1)
-
     def _mark(self, prompts: Tensor, group_size: int) -> Tensor:
         return mark_shared_prefix(prompts, SharedPrefix(self.shared_length, group_size))
+
+    def assemble_per_image(self, context: Tensor) -> Tensor:
+        """Prompt embeddings (B, C, L, D) from per-image context (B, n_ctx, D) (image-conditioned prompts).
+
+        Each image's C prompts share their prefix; the mark survives flattening to (B * C, L, D) rows.
+        """
+        if self.order is not None:
+            fail("class_token_position", "'end' for per-image context", self.position)
+        batch, num_classes = context.shape[0], self.prefix.shape[0]
+        context = context.to(self.prefix.dtype).unsqueeze(1).expand(-1, num_classes, -1, -1)  # (B, C, n_ctx, D)
+        prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, 1, D)
+        suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, L - 1 - n_ctx, D)
+        return self._mark(torch.cat([prefix, context, suffix], dim=2).to(self.dtype), num_classes)
 
     @property
     def ids(self) -> Tensor:
@@ -139,3 +154,22 @@ class ClassPromptTokens(nn.Module):
 def _gather_positions(prompts: Tensor, order: Tensor) -> Tensor:
     """prompts (C, L, D), order (C, L) -> prompts[c, order[c, j]]."""
     return torch.gather(prompts, 1, order.unsqueeze(-1).expand(-1, -1, prompts.shape[-1]))
+
+
+def encode_prompt_rows(backbone: ClipBackbone, embeddings: Tensor, token_ids: Tensor, *, chunk_rows: int) -> Tensor:
+    """Text features (N, E) of N prompt rows, encoded ``chunk_rows`` rows at a time (bounded activation memory).
+
+    Rows are independent sequences, so chunking is exact. Used for per-image prompts, where N = B * C. Chunks start
+    at a group boundary of a marked shared prefix, so each chunk still encodes each of its groups' prefix once;
+    under a gradient, the backbone's memory budget also bounds what the chunks keep for backward.
+    """
+    shared = marked_shared_prefix(embeddings)
+    if shared is not None:
+        chunk_rows = max(chunk_rows // shared.group_size, 1) * shared.group_size
+    chunks = [
+        backbone.encode_text_embeddings(
+            embeddings[start : start + chunk_rows], token_ids[start : start + chunk_rows], shared_prefix=shared
+        )
+        for start in range(0, embeddings.shape[0], chunk_rows)
+    ]
+    return torch.cat(chunks)
