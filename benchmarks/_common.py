@@ -85,7 +85,10 @@ def autocast(device: str, precision: str):
 
 def run_child(script: str | Path, args: list[str], timeout: float = 3600) -> dict[str, Any]:
     """Run ``script --child ...`` in a fresh Python process and return the JSON object it prints last."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(
         [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
     )

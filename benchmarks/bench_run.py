@@ -28,7 +28,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import torch
 from _common import add_device_arguments, describe, memory_kind, peak_memory_mb, reset_peak, run_child
 
 METRICS = (("base", "accuracy"), ("base", "ece"), ("novel", "accuracy"), ("novel", "ece"))

@@ -36,6 +36,8 @@ DeepPrompts = Sequence[Tensor | None]
 # Activations a gradient pass of the text encoder may keep before it is chunked (see the module docstring).
 DEFAULT_TEXT_MEMORY_BUDGET_MB = 2048
 _SHARED_PREFIX_MARK = "_calprompt_shared_prefix"
+# The automatic shared prefix pays off once it saves ~2^27 multiply-adds (row positions x width^2 x layers).
+_MIN_SAVED_MACS = 2**27
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class SharedPrefix:
 
 
 def mark_shared_prefix(embeddings: Tensor, prefix: SharedPrefix) -> Tensor:
-    """Record on ``embeddings`` (..., L, D) that its rows share a prefix (see :meth:`ClipBackbone.encode_text_embeddings`).
+    """Record on ``embeddings`` (..., L, D) that its rows share a prefix (read by ``encode_text_embeddings``).
 
     Rows are the sequences in order (a (B, C, L, D) tensor has B * C rows). The mark travels with this tensor and
     with views that flatten it to rows; any new tensor made from it (an addition, a cast to another dtype, a slice)
@@ -66,7 +68,7 @@ def mark_shared_prefix(embeddings: Tensor, prefix: SharedPrefix) -> Tensor:
 
 
 def marked_shared_prefix(embeddings: Tensor) -> SharedPrefix | None:
-    """The `SharedPrefix` recorded on ``embeddings``, or on the tensor it is a whole-tensor reshape of; if still valid."""
+    """The valid `SharedPrefix` recorded on ``embeddings`` or on the tensor it is a whole-tensor reshape of."""
     marked = embeddings
     if getattr(embeddings, _SHARED_PREFIX_MARK, None) is None and embeddings._base is not None:
         base = embeddings._base
@@ -82,6 +84,18 @@ def marked_shared_prefix(embeddings: Tensor) -> SharedPrefix | None:
     if mark is None or mark[1] != marked._version:
         return None
     return mark[0]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images must be prepared for this backbone (size, normalisation, resampling)."""
+
+    image_size: int
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    interpolation: str = "bicubic"
+    # Scale range of RandomResizedCrop for training views; tiny images need a milder crop than (0.08, 1).
+    train_crop_scale: tuple[float, float] = (0.08, 1.0)
 
 
 class ClipBackbone(nn.Module):
@@ -116,8 +130,9 @@ class ClipBackbone(nn.Module):
         self.pretrained = pretrained
         self.preprocess = preprocess
         self._identity = identity or f"{name}|{pretrained}"
-        # The two text-encoder levers of the module docstring; switch them off to measure them or to compare.
-        self.share_prefixes = True
+        # The two text-encoder levers of the module docstring. share_prefixes: None = where the work it saves
+        # outweighs its extra kernel launches (not for tiny towers), True = always, False = never (to compare).
+        self.share_prefixes: bool | None = None
         self.text_memory_budget_mb: float = DEFAULT_TEXT_MEMORY_BUDGET_MB
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -260,7 +275,7 @@ class ClipBackbone(nn.Module):
         self, shared: SharedPrefix | None, rows: int, first_eot: int, prompts: list[Tensor | None], prompt_start: int
     ) -> SharedPrefix | None:
         """``shared`` shortened to what is exactly shared here, or None where the prefix path does not apply."""
-        if not self.share_prefixes or shared is None or rows % shared.group_size or self.model.attn_mask is None:
+        if self.share_prefixes is False or shared is None or rows % shared.group_size or self.model.attn_mask is None:
             return None
         if not all(_plain_block(block) for block in self.model.transformer.resblocks):
             return None  # another block type: its attention cannot be split safely
@@ -269,6 +284,9 @@ class ClipBackbone(nn.Module):
             if prompt is not None and prompt.ndim == 3:  # per-row deep prompts: the prefix ends before them
                 length = min(length, prompt_start)
         if length < 1 or shared.group_size == 1:
+            return None
+        saved = (rows - rows // shared.group_size) * length * self.text_width**2 * self.text_layers
+        if self.share_prefixes is None and saved < _MIN_SAVED_MACS:
             return None
         return SharedPrefix(length, shared.group_size)
 
@@ -289,7 +307,8 @@ class ClipBackbone(nn.Module):
         chunk = count
         if torch.is_grad_enabled() and (x.requires_grad or rows.needs_grad()):
             per_row = _activation_bytes_per_row(length, self.text_width, self.text_layers, x.element_size())
-            chunk = max(1, int(self.text_memory_budget_mb * 2**20 // per_row))
+            budget_rows = self.text_memory_budget_mb * 2**20 / per_row
+            chunk = count if budget_rows >= count else max(1, int(budget_rows))
         if chunk >= count:
             features = rows(x, 0)
         else:
@@ -423,27 +442,21 @@ def _block_after_prefix(
     """One open_clip block on the positions after a shared prefix, attending to the prefix's keys and values.
 
     ``x`` (n, L - k, D) are rows ``start : start + n``; ``prefix`` (G, k, D) is the input of this block at the
-    prefix positions of each group of ``group_size`` rows. Equal to the block on the full rows, positions k.. .
+    prefix positions of each group of ``group_size`` rows. The block's own attention gets the suffix as queries and
+    [prefix; suffix] as keys and values, so only the prefix's K/V projections are paid per row (not its queries,
+    output projection and MLP). Equal to the block on the full rows, positions k.. .
     """
-    attn = block.attn
-    n, suffix_length, width = x.shape
+    n, suffix_length, _ = x.shape
     k = prefix.shape[1]
-    heads = attn.num_heads
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
-    q, key, value = F.linear(block.ln_1(x), weight, bias).chunk(3, dim=-1)  # (n, L - k, D) each
-    prefix_kv = F.linear(block.ln_1(prefix), weight[width:], None if bias is None else bias[width:])  # (G, k, 2D)
-    groups = torch.arange(start, start + n, device=x.device) // group_size
-    prefix_key, prefix_value = prefix_kv[groups].chunk(2, dim=-1)  # (n, k, D) each
-
-    def split(t: Tensor) -> Tensor:
-        return t.unflatten(-1, (heads, width // heads)).transpose(1, 2)  # (n, H, T, D / H)
-
-    key = torch.cat([prefix_key, key], dim=1)  # (n, L, D)
-    value = torch.cat([prefix_value, value], dim=1)
-    rows_mask = mask[k : k + suffix_length, : k + suffix_length].to(q.dtype) if mask is not None else None
-    out = F.scaled_dot_product_attention(split(q), split(key), split(value), attn_mask=rows_mask)  # (n, H, L - k, .)
-    out = F.linear(out.transpose(1, 2).flatten(2), attn.out_proj.weight, attn.out_proj.bias)  # (n, L - k, D)
-    x = x + block.ls_1(out)
+    normed = block.ln_1(x)
+    normed_prefix = block.ln_1(prefix)  # (G, k, D)
+    if normed_prefix.shape[0] == 1:
+        normed_prefix = normed_prefix.expand(n, -1, -1)  # (n, k, D), no copy
+    else:
+        normed_prefix = normed_prefix[torch.arange(start, start + n, device=x.device) // group_size]
+    keys = torch.cat([normed_prefix, normed], dim=1)  # (n, L, D)
+    rows_mask = mask[k : k + suffix_length, : k + suffix_length] if mask is not None else None
+    x = x + block.ls_1(block.attention(q_x=normed, k_x=keys, v_x=keys, attn_mask=rows_mask))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
