@@ -20,11 +20,49 @@ import resource
 import torch
 from _common import add_device_arguments, autocast, describe, memory_kind, reset_peak, run_child, sync, timed
 
-WORDS = (
-    "red tailed hawk boeing sea lake golden retriever exterior balcony annual crop land american pit bull terrier "
-    "apple pie tabby cat mountain bike daisy cliff tench snow leopard brown bear church pizza volcano coral reef "
-    "garden spider electric guitar fire truck"
-).split()
+WORDS = [
+    "red",
+    "tailed",
+    "hawk",
+    "boeing",
+    "sea",
+    "lake",
+    "golden",
+    "retriever",
+    "exterior",
+    "balcony",
+    "annual",
+    "crop",
+    "land",
+    "american",
+    "pit",
+    "bull",
+    "terrier",
+    "apple",
+    "pie",
+    "tabby",
+    "cat",
+    "mountain",
+    "bike",
+    "daisy",
+    "cliff",
+    "tench",
+    "snow",
+    "leopard",
+    "brown",
+    "bear",
+    "church",
+    "pizza",
+    "volcano",
+    "coral",
+    "reef",
+    "garden",
+    "spider",
+    "electric",
+    "guitar",
+    "fire",
+    "truck",
+]
 
 
 def classnames(count: int) -> list[str]:
@@ -80,7 +118,13 @@ def _child(args: argparse.Namespace) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     grad = method.ctx.grad.detach().double().cpu()
-    return {"seconds": seconds, "loss": loss, "step_mb": peak - before, "peak_mb": peak, "grad": grad.flatten().tolist()}
+    return {
+        "seconds": seconds,
+        "loss": loss,
+        "step_mb": peak - before,
+        "peak_mb": peak,
+        "grad": grad.flatten().tolist(),
+    }
 
 
 def main() -> None:
