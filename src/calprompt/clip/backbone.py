@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from calprompt._validation import fail
 from calprompt.conventions import CLIP_MEAN, CLIP_STD
@@ -302,21 +301,16 @@ class ClipBackbone(nn.Module):
         return inputs
 
     def _encode_rows(self, rows: _RowEncoder, x: Tensor, length: int, normalize: bool) -> Tensor:
-        """``rows(x)``, in row chunks recomputed during backward when its activations would exceed the budget."""
+        """``rows(x)``, as `_RecomputedRows` chunks when a gradient pass would keep more than the memory budget."""
         count = x.shape[0]
-        chunk = count
-        if torch.is_grad_enabled() and (x.requires_grad or rows.needs_grad()):
+        tensors = rows.tensors()
+        if torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in tensors)):
             per_row = _activation_bytes_per_row(length, self.text_width, self.text_layers, x.element_size())
             budget_rows = self.text_memory_budget_mb * 2**20 / per_row
-            chunk = count if budget_rows >= count else max(1, int(budget_rows))
-        if chunk >= count:
-            features = rows(x, 0)
-        else:
-            parts = [
-                checkpoint(rows, x[start : start + chunk], start, use_reentrant=False)
-                for start in range(0, count, chunk)
-            ]
-            features = torch.cat(parts)
+            if budget_rows < count:
+                features = _RecomputedRows.apply(rows, max(1, int(budget_rows)), x, *tensors)
+                return F.normalize(features, dim=-1) if normalize else features
+        features = rows(x, 0)
         return F.normalize(features, dim=-1) if normalize else features
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -411,9 +405,24 @@ class _RowEncoder:
         self.backbone, self.eot, self.prompts, self.prompt_start = backbone, eot, prompts, prompt_start
         self.mask, self.prefix, self.prefix_inputs = mask, prefix, prefix_inputs
 
-    def needs_grad(self) -> bool:
-        tensors = [p for p in self.prompts if p is not None] + list(self.prefix_inputs or [])
-        return any(t.requires_grad for t in tensors)
+    def tensors(self) -> list[Tensor]:
+        """The tensors besides the rows that the encoding reads and gradients may reach (deep prompts, prefix)."""
+        return [p for p in self.prompts if p is not None] + list(self.prefix_inputs or [])
+
+    def with_tensors(self, tensors: Sequence[Tensor]) -> _RowEncoder:
+        """A copy reading ``tensors`` (in the order of :meth:`tensors`) instead of its own."""
+        tensors = list(tensors)
+        prompts = [None if p is None else tensors.pop(0) for p in self.prompts]
+        prefix_inputs = tensors if self.prefix_inputs is not None else None
+        return _RowEncoder(
+            self.backbone,
+            self.eot,
+            prompts,
+            self.prompt_start,
+            mask=self.mask,
+            prefix=self.prefix,
+            prefix_inputs=prefix_inputs,
+        )
 
     def __call__(self, x: Tensor, start: int) -> Tensor:
         model = self.backbone.model
@@ -434,6 +443,44 @@ class _RowEncoder:
         pooled = x[torch.arange(x.shape[0], device=x.device), self.eot[rows] - offset]  # (n, D)
         projection = model.text_projection
         return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
+
+
+class _RecomputedRows(torch.autograd.Function):
+    """Text features of all rows computed without a graph; in backward, each chunk of rows is encoded again with a
+    graph and back-propagated with its slice of the incoming gradient, so at most one chunk's activations live."""
+
+    @staticmethod
+    def forward(ctx, rows: _RowEncoder, chunk: int, x: Tensor, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.rows, ctx.chunk = rows, chunk
+        ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
+        ctx.save_for_backward(x, *tensors)
+        with torch.no_grad():
+            return torch.cat([rows(x[start : start + chunk], start) for start in range(0, x.shape[0], chunk)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, *tensors = ctx.saved_tensors
+        needs_x, needs = ctx.needs_input_grad[2], ctx.needs_input_grad[3:]
+        grad_x = torch.zeros_like(x) if needs_x else None
+        grads = [torch.zeros_like(t) if need else None for t, need in zip(tensors, needs, strict=True)]
+        enabled, dtype = ctx.autocast
+        for start in range(0, x.shape[0], ctx.chunk):
+            with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+                rows = x[start : start + ctx.chunk].detach().requires_grad_(needs_x)
+                inputs = [t.detach().requires_grad_(need) for t, need in zip(tensors, needs, strict=True)]
+                features = ctx.rows.with_tensors(inputs)(rows, start)
+                wanted = ([rows] if needs_x else []) + [t for t in inputs if t.requires_grad]
+                parts = list(torch.autograd.grad(features, wanted, grad[start : start + ctx.chunk], allow_unused=True))
+            if needs_x:
+                part = parts.pop(0)
+                if part is not None:
+                    grad_x[start : start + ctx.chunk] = part
+            for index, need in enumerate(needs):
+                if need:
+                    part = parts.pop(0)
+                    if part is not None:
+                        grads[index] += part
+        return (None, None, grad_x, *grads)
 
 
 def _block_after_prefix(
