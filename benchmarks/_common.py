@@ -27,9 +27,57 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Words of class names of realistic lengths (single words to multi-word fine-grained names).
+WORDS = [
+    "red",
+    "tailed",
+    "hawk",
+    "boeing",
+    "737",
+    "sea",
+    "lake",
+    "apply",
+    "eye",
+    "makeup",
+    "golden",
+    "retriever",
+    "exterior",
+    "balcony",
+    "annual",
+    "crop",
+    "land",
+    "american",
+    "pit",
+    "bull",
+    "terrier",
+    "cheese",
+    "plate",
+]
+
+
+def class_names(n: int = 100) -> list[str]:
+    """``n`` seeded class names of one to four of these words."""
+    generator = torch.Generator().manual_seed(0)
+    names = []
+    for _ in range(n):
+        length = int(torch.randint(1, 5, (1,), generator=generator))
+        picks = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
+        names.append(" ".join(WORDS[i] for i in picks))
+    return names
+
+
 def add_device_arguments(parser: argparse.ArgumentParser, default_precision: str = "fp32") -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", default=default_precision, choices=PRECISIONS, help="autocast precision")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+
+def apply_threads(args: argparse.Namespace) -> list[str]:
+    """Set torch's CPU threads from ``--threads``; returns the arguments that pass the setting to a child."""
+    if args.threads is None:
+        return []
+    torch.set_num_threads(args.threads)
+    return ["--threads", str(args.threads)]
 
 
 def describe(device: str, precision: str) -> str:

@@ -20,7 +20,16 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import add_device_arguments, autocast, describe, memory_kind, peak_memory_mb, reset_peak, sync
+from _common import (
+    add_device_arguments,
+    apply_threads,
+    autocast,
+    describe,
+    memory_kind,
+    peak_memory_mb,
+    reset_peak,
+    sync,
+)
 
 from calprompt.calibration import build_objective, text_moments
 from calprompt.clip import ClipBackbone, load_clip
@@ -167,6 +176,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="rounds (toy; ViT-B-16 runs a fifth of them)")
     parser.add_argument("--skip-vit", action="store_true")
     args = parser.parse_args()
+    apply_threads(args)
     print(describe(args.device, args.precision))
     backbone, label = toy_backbone(args.device)
     rows = [

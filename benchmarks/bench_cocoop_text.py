@@ -11,7 +11,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from _common import add_device_arguments, autocast, describe, memory_kind, peak_memory_mb, timed
+from _common import add_device_arguments, apply_threads, autocast, describe, memory_kind, peak_memory_mb, timed
 
 from calprompt.clip import load_clip
 from calprompt.methods import build_method
@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
     args = parser.parse_args()
+    apply_threads(args)
     print(describe(args.device, args.precision))
     compare("toy backbone", "toy", batch=32, classes=24, device=args.device, precision=args.precision)
     compare("ViT-B-16 (random init)", "ViT-B-16", batch=4, classes=50, device=args.device, precision=args.precision)

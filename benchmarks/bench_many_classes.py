@@ -18,58 +18,18 @@ import math
 import resource
 
 import torch
-from _common import add_device_arguments, autocast, describe, memory_kind, reset_peak, run_child, sync, timed
-
-WORDS = [
-    "red",
-    "tailed",
-    "hawk",
-    "boeing",
-    "sea",
-    "lake",
-    "golden",
-    "retriever",
-    "exterior",
-    "balcony",
-    "annual",
-    "crop",
-    "land",
-    "american",
-    "pit",
-    "bull",
-    "terrier",
-    "apple",
-    "pie",
-    "tabby",
-    "cat",
-    "mountain",
-    "bike",
-    "daisy",
-    "cliff",
-    "tench",
-    "snow",
-    "leopard",
-    "brown",
-    "bear",
-    "church",
-    "pizza",
-    "volcano",
-    "coral",
-    "reef",
-    "garden",
-    "spider",
-    "electric",
-    "guitar",
-    "fire",
-    "truck",
-]
-
-
-def classnames(count: int) -> list[str]:
-    """``count`` distinct two- or three-word names."""
-    names = [f"{a} {b}" for a in WORDS for b in WORDS if a != b]
-    names += [f"{a} {b} {c}" for a in WORDS[:8] for b in WORDS for c in WORDS[:8]]
-    return names[:count]
+from _common import (
+    add_device_arguments,
+    apply_threads,
+    autocast,
+    class_names,
+    describe,
+    memory_kind,
+    reset_peak,
+    run_child,
+    sync,
+    timed,
+)
 
 
 def _resident_mb() -> float:
@@ -85,7 +45,7 @@ def _child(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     backbone = load_clip("ViT-B-16", device=args.device)
     backbone.text_memory_budget_mb = math.inf if args.child == "whole" else args.budget_mb
-    names = classnames(args.classes)
+    names = class_names(args.classes)
     method = build_method("coop", backbone, names)
     objective = build_objective("ours")
     generator = torch.Generator().manual_seed(1)
@@ -135,12 +95,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--child", choices=("whole", "chunked"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    threads = apply_threads(args)
     if args.child:
         print(json.dumps(_child(args)))
         return
     print(describe(args.device, args.precision))
     print(f"CoOp + ours step, ViT-B-16 (random init), {args.classes} classes, batch 32, cached image features")
-    shared = ["--device", args.device, "--precision", args.precision, "--classes", str(args.classes)]
+    shared = ["--device", args.device, "--precision", args.precision, "--classes", str(args.classes), *threads]
     shared += ["--budget-mb", str(args.budget_mb), "--repeats", str(args.repeats)]
     results = {name: run_child(__file__, ["--child", name, *shared]) for name in ("whole", "chunked")}
     print(f"| text pass | step time | step memory ({memory_kind(args.device)} - resident before) | peak |")

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from _common import add_device_arguments, describe, memory_kind, peak_memory_mb, reset_peak, timed
+from _common import add_device_arguments, apply_threads, describe, memory_kind, peak_memory_mb, reset_peak, timed
 
 from calprompt.metrics import evaluate
 
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1_000)
     parser.add_argument("--loop-samples", type=int, default=1_000, help="samples the Python loop runs on")
     args = parser.parse_args()
+    apply_threads(args)
     print(describe(args.device, args.precision))
 
     logits, labels = make_case(args.n, args.classes)

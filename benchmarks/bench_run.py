@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from _common import add_device_arguments, describe, memory_kind, peak_memory_mb, reset_peak, run_child
+from _common import add_device_arguments, apply_threads, describe, memory_kind, peak_memory_mb, reset_peak, run_child
 
 METRICS = (("base", "accuracy"), ("base", "ece"), ("novel", "accuracy"), ("novel", "ece"))
 
@@ -106,13 +106,14 @@ def main() -> None:
     parser.add_argument("--child", choices=("before", "after"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    threads = apply_threads(args)
     if args.child:
         print(json.dumps(_child(args.child, args.seed, args.epochs, args.device, args.precision)))
         return
 
     print(describe(args.device, args.precision))
     print(f"cold toy CoOp + ours, paper recipe{'' if args.epochs is None else f' ({args.epochs} epochs)'}")
-    shared = ["--device", args.device, "--precision", args.precision]
+    shared = ["--device", args.device, "--precision", args.precision, *threads]
     if args.epochs is not None:
         shared += ["--epochs", str(args.epochs)]
     runs: dict[str, dict[int, dict]] = {"before": {}, "after": {}}

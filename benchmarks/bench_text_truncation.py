@@ -12,52 +12,26 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import add_device_arguments, autocast, describe, memory_kind, peak_memory_mb, reset_peak, timed
+from _common import (
+    add_device_arguments,
+    apply_threads,
+    autocast,
+    class_names,
+    describe,
+    memory_kind,
+    peak_memory_mb,
+    reset_peak,
+    timed,
+)
 
 from calprompt.clip import load_clip
-
-# 100 class names of realistic lengths (single words to multi-word fine-grained names).
-WORDS = [
-    "red",
-    "tailed",
-    "hawk",
-    "boeing",
-    "737",
-    "sea",
-    "lake",
-    "apply",
-    "eye",
-    "makeup",
-    "golden",
-    "retriever",
-    "exterior",
-    "balcony",
-    "annual",
-    "crop",
-    "land",
-    "american",
-    "pit",
-    "bull",
-    "terrier",
-    "cheese",
-    "plate",
-]
-
-
-def class_names(n: int = 100) -> list[str]:
-    generator = torch.Generator().manual_seed(0)
-    names = []
-    for _ in range(n):
-        length = int(torch.randint(1, 5, (1,), generator=generator))
-        picks = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
-        names.append(" ".join(WORDS[i] for i in picks))
-    return names
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
     args = parser.parse_args()
+    apply_threads(args)
     device = args.device
     print(describe(device, args.precision))
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import add_device_arguments, autocast, describe, memory_kind, peak_memory_mb
+from _common import add_device_arguments, apply_threads, autocast, describe, memory_kind, peak_memory_mb
 
 from calprompt.clip import load_clip
 from calprompt.clip.zeroshot import zero_shot_text_features
@@ -76,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
     args = parser.parse_args()
+    apply_threads(args)
     print(describe(args.device, args.precision))
     clear_render_cache()
     start = time.perf_counter()
