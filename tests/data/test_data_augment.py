@@ -128,8 +128,9 @@ def test_image_views_replay_decode_once_and_leave_the_global_generator_alone(tmp
 def test_decoded_budget_keeps_what_fits_and_decodes_the_rest_on_use(tmp_path):
     items = _items(tmp_path, [(600, 600)] * 3)  # 1.03 MB each
     views = ImageViews(items, ImageTransformConfig(image_size=16), train=False, decoded_budget_mb=2)
-    kept = views._decode_all()
-    assert [image is not None for image in kept] == [True, False, False]
+    first = views.images([0, 1, 2])
+    assert [kept is not None for kept in views._kept] == [True, False, False]
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(first[1:], views.images([1, 2]), strict=True))
     test_view = build_test_transform(ImageTransformConfig(image_size=16))
     for index, item in enumerate(items):
         image = Image.open(item.impath).convert("RGB")

@@ -116,7 +116,7 @@ class ImageViews:
         train: random resized crop + flip (CoOp's training views), or resize + center crop (test views).
         loader: reads an item's image (a file, or a toy id).
         num_workers: worker processes for the one decoding pass (they help for JPEG files, not for toy renders).
-        decoded_budget_mb: decoded images kept at most; the rest are decoded again each time they are used.
+        decoded_budget_mb: decoded images kept at most (MB); the rest are decoded again each time they are used.
     """
 
     def __init__(
@@ -137,49 +137,43 @@ class ImageViews:
         self.loader = loader
         self.num_workers = _check_int(num_workers, "num_workers")
         self.decoded_budget_mb = check_positive_int(decoded_budget_mb, "decoded_budget_mb")
-        self._images: list[Tensor | None] | None = None
+        self._kept: list[Tensor | None] = [None] * len(self.items)
+        self._kept_bytes = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _decode_all(self) -> list[Tensor | None]:
-        """Decode every image once, keeping as many as the budget allows (in item order)."""
-        if self._images is None:
-            budget = self.decoded_budget_mb * 2**20
-            kept: list[Tensor | None] = []
-            used = 0
+    def images(self, indices: Sequence[int]) -> list[Tensor]:
+        """The decoded uint8 images (3, H, W) of ``indices``: decoded on first use (with the workers), kept while the
+        budget allows, so a training set is decoded once per run and a test set once per pass."""
+        missing = sorted({i for i in indices if self._kept[i] is None})
+        fresh: dict[int, Tensor] = {}
+        if missing:
             decoded = DataLoader(  # its own generator: iterating must not draw from the global one
-                _Decoded(self.items, self.loader),
+                _Decoded([self.items[i] for i in missing], self.loader),
                 batch_size=None,
-                num_workers=self.num_workers,
+                num_workers=min(self.num_workers, len(missing)),
                 generator=torch.Generator().manual_seed(0),
             )
-            for image in decoded:
-                used += image.numel()
-                kept.append(image if used <= budget else None)
-            if used > budget:
-                logger.info(
-                    "Decoded images need %.0f MB, more than decoded_budget_mb=%d: the rest are decoded on use.",
-                    used / 2**20,
-                    self.decoded_budget_mb,
-                )
-            self._images = kept
-        return self._images
+            budget = self.decoded_budget_mb * 2**20
+            for index, image in zip(missing, decoded, strict=True):
+                fresh[index] = image
+                if self._kept_bytes + image.numel() <= budget:
+                    self._kept[index] = image
+                    self._kept_bytes += image.numel()
+        return [self._kept[i] if self._kept[i] is not None else fresh[i] for i in indices]
 
-    def image(self, index: int) -> Tensor:
-        """The decoded uint8 image (3, H, W) of item ``index``."""
-        kept = self._decode_all()[index]
-        return kept if kept is not None else pil_to_uint8(self.loader(self.items[index].impath))
-
-    def boxes(self, indices: Sequence[int], view_seed: int | None) -> list[augment.CropBox]:
-        """Each item's training crop and flip, from a generator seeded by ``(view_seed, item)``.
+    def boxes(
+        self, indices: Sequence[int], shapes: Sequence[tuple[int, int]], view_seed: int | None
+    ) -> list[augment.CropBox]:
+        """Each item's training crop and flip for its image (height, width), from a generator seeded by
+        ``(view_seed, item)``.
 
         Without ``view_seed`` the item seeds are drawn from torch's global generator (ordinary on-line augmentation).
         """
         generator = torch.Generator()
         boxes = []
-        for index in indices:
-            height, width = self.image(index).shape[1:]
+        for index, (height, width) in zip(indices, shapes, strict=True):
             seed = (
                 item_view_seed(view_seed, index) if view_seed is not None else int(torch.randint(0, 2**62, (1,)).item())
             )
@@ -196,13 +190,14 @@ class ImageViews:
             _check_int(view_seed, "view_seed")
         config = self.config
         size = config.image_size
-        boxes = self.boxes(indices, view_seed) if self.train else None
+        decoded = self.images(indices)
+        boxes = self.boxes(indices, [tuple(image.shape[1:]) for image in decoded], view_seed) if self.train else None
         out = torch.empty(len(indices), 3, size, size, device=device)
         by_shape: dict[tuple[int, int], list[int]] = {}
-        for position, index in enumerate(indices):
-            by_shape.setdefault(tuple(self.image(index).shape[1:]), []).append(position)
+        for position, image in enumerate(decoded):
+            by_shape.setdefault(tuple(image.shape[1:]), []).append(position)
         for (height, width), positions in by_shape.items():
-            images = torch.stack([self.image(indices[p]) for p in positions]).to(device)  # (n, 3, H, W) uint8
+            images = torch.stack([decoded[p] for p in positions]).to(device)  # (n, 3, H, W) uint8
             if boxes is not None:
                 group = [boxes[p] for p in positions]
                 rows, columns = augment.train_matrices(group, height, width, size, config.interpolation)
