@@ -31,10 +31,19 @@ def _classnames(backbone_name: str) -> tuple[str, ...]:
     return load_dataset("toy").classnames[:6] if backbone_name == "toy_backbone" else REAL_NAMES
 
 
+def _output(method, image_features: torch.Tensor):
+    """The method's forward pass on frozen image features, or on a fixed random image batch for visual prompts."""
+    if method.image_encoder_untouched:
+        return method(image_features=image_features)
+    size = method.backbone.preprocess.image_size
+    images = torch.randn(image_features.shape[0], 3, size, size, generator=torch.Generator().manual_seed(6))
+    return method(images.to(image_features.device))
+
+
 def _pass(method, image_features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Normalised text features and the gradients of a fixed random linear loss of logits and text features."""
     method.zero_grad(set_to_none=True)
-    output = method(image_features=image_features)
+    output = _output(method, image_features)
     generator = torch.Generator().manual_seed(0)
     loss = (output.logits * torch.randn(output.logits.shape, generator=generator)).sum()
     loss = loss + (output.text_features * torch.randn(output.text_features.shape, generator=generator)).sum()
@@ -88,7 +97,7 @@ def test_shared_prefix_equals_the_general_encoder(name, backbone_name, request, 
     method.eval()  # evaluation (no graph) takes it too
     with torch.no_grad():
         backbone.share_prefixes = True
-        torch.testing.assert_close(method(image_features=image_features).text_features, want[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(_output(method, image_features).text_features, want[0], rtol=0, atol=1e-5)
         backbone.share_prefixes = None
 
 
