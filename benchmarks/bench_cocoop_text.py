@@ -8,35 +8,13 @@ and the ratio. Usage: ``python benchmarks/bench_cocoop_text.py [--device cuda] [
 from __future__ import annotations
 
 import argparse
-import os
-import resource
-import time
 
 import torch
 import torch.nn.functional as F
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from _common import add_device_arguments, apply_threads, autocast, describe, memory_kind, peak_memory_mb, timed
 
 from calprompt.clip import load_clip
-from calprompt.engine.precision import PRECISIONS, autocast
 from calprompt.methods import build_method
-
-
-def best_time(fn, repeats: int, device: str) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def peak_memory(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB GPU peak"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB peak RSS (process so far)"
 
 
 def compare(label: str, backbone_name: str, batch: int, classes: int, device: str, precision: str) -> None:
@@ -60,21 +38,23 @@ def compare(label: str, backbone_name: str, batch: int, classes: int, device: st
 
     with torch.no_grad(), autocast(device, precision):
         difference = (batched().float() - looped().float()).abs().max().item()
-    t_batched = best_time(lambda: step(batched), 3, device)
-    t_looped = best_time(lambda: step(looped), 3, device)
+    t_batched, _ = timed(lambda: step(batched), device, repeats=3)
+    t_looped, _ = timed(lambda: step(looped), device, repeats=3)
     print(f"{label}: {batch} images x {classes} classes = {batch * classes} prompts, {device} {precision}")
     print(f"  batched B x C pass : {t_batched * 1000:9.1f} ms (forward + backward)")
     print(f"  loop over images   : {t_looped * 1000:9.1f} ms")
     print(f"  max abs diff       : {difference:.2e}")
-    print(f"  speed-up           : {t_looped / t_batched:.2f}x   [{peak_memory(device)}]")
+    print(
+        f"  speed-up           : {t_looped / t_batched:.2f}x   [{memory_kind(device)} {peak_memory_mb(device):.0f} MB]"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    add_device_arguments(parser)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    apply_threads(args)
+    print(describe(args.device, args.precision))
     compare("toy backbone", "toy", batch=32, classes=24, device=args.device, precision=args.precision)
     compare("ViT-B-16 (random init)", "ViT-B-16", batch=4, classes=50, device=args.device, precision=args.precision)
 

@@ -4,18 +4,19 @@ The loop is written the way the reference evaluators are: scores turned into Pyt
 sample at a time (softmax, prediction, NLL, Brier, classwise bin sums), then loops over bins x samples for ECE/MCE.
 It runs on a subset and is scaled linearly (every step of it is linear in N) when the full set would take too long;
 the output says so. It also checks that both give the same numbers on that subset.
-Run: `.venv/bin/python benchmarks/bench_metrics.py [--n 50000] [--classes 1000] [--loop-samples 1000]`.
+Run: `.venv/bin/python benchmarks/bench_metrics.py [--n 50000] [--classes 1000] [--loop-samples 1000] [--device cpu]
+[--precision fp32]` (``--precision`` is the dtype of the logits handed to `evaluate`, which computes in float64).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import resource
 import time
 
 import numpy as np
 import torch
+from _common import add_device_arguments, apply_threads, describe, memory_kind, peak_memory_mb, reset_peak, timed
 
 from calprompt.metrics import evaluate
 
@@ -86,29 +87,24 @@ def make_case(n: int, n_classes: int, seed: int = 0) -> tuple[torch.Tensor, torc
     return logits, labels
 
 
-def best_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_arguments(parser)
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--classes", type=int, default=1_000)
     parser.add_argument("--loop-samples", type=int, default=1_000, help="samples the Python loop runs on")
     args = parser.parse_args()
+    apply_threads(args)
+    print(describe(args.device, args.precision))
 
     logits, labels = make_case(args.n, args.classes)
-    evaluate(logits[:100], labels[:100])  # warm-up
-    fast = best_time(lambda: evaluate(logits, labels), repeats=2)
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    threads = torch.get_num_threads()
-    print(f"evaluate on {args.n:,} x {args.classes:,} float32 logits (CPU, {threads} threads): {fast:.2f} s")
-    print(f"peak resident memory of this process so far: {peak_gib:.2f} GiB")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    device_logits, device_labels = logits.to(args.device, dtype), labels.to(args.device)
+    evaluate(device_logits[:100], device_labels[:100])  # warm-up (kernels, allocator)
+    reset_peak(args.device)
+    fast, _ = timed(lambda: evaluate(device_logits, device_labels), args.device, repeats=2)
+    print(f"evaluate on {args.n:,} x {args.classes:,} {args.precision} logits: {fast:.2f} s")
+    print(f"{memory_kind(args.device)}: {peak_memory_mb(args.device) / 1024:.2f} GiB")
 
     subset = min(args.loop_samples, args.n)
     start = time.perf_counter()
@@ -124,13 +120,6 @@ def main() -> None:
     report = evaluate(logits[:subset], labels[:subset])
     worst = max(abs(getattr(report, name) - naive[name]) for name in METRICS)
     print(f"largest |difference| between the two on the subset, over {len(METRICS)} metrics: {worst:.2e}")
-
-    if torch.cuda.is_available():
-        device_logits, device_labels = logits.cuda(), labels.cuda()
-        evaluate(device_logits, device_labels)  # warm-up (kernels, allocator)
-        torch.cuda.synchronize()
-        gpu = best_time(lambda: evaluate(device_logits, device_labels), repeats=3)
-        print(f"evaluate on {torch.cuda.get_device_name()}: {gpu:.3f} s (speed-up over the loop: {scaled / gpu:.0f}x)")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,17 @@ test accuracy of a linear probe (multinomial logistic regression on frozen image
 classifier, regularisation chosen on the validation split) trained on the 16-shot base training split (the data CoOp
 sees; validation: its few-shot val split) and on the full base training split (validation: the full val split).
 
-Usage: python benchmarks/toy_world.py
+Usage: python benchmarks/toy_world.py [--device cpu] [--precision fp32]
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import time
 
 import torch
 import torch.nn.functional as F
+from _common import add_device_arguments, apply_threads, autocast, describe, memory_kind, peak_memory_mb
 
 from calprompt.clip import load_clip
 from calprompt.clip.zeroshot import zero_shot_text_features
@@ -28,8 +29,6 @@ from calprompt.data import (
 )
 from calprompt.metrics import evaluate
 from calprompt.toy.downstream import TOY_DATASETS, clear_render_cache
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def linear_probe(
@@ -62,7 +61,7 @@ def best_probe_accuracy(backbone, splits, test_x, test_y, transform) -> float:
 
     x, y = encode(splits.train), torch.tensor([item.label for item in splits.train])
     vx, vy = encode(splits.val), torch.tensor([item.label for item in splits.val])
-    init = zero_shot_text_features(backbone, splits.classnames, splits.template)
+    init = zero_shot_text_features(backbone, splits.classnames, splits.template).cpu()
     best = (-1.0, 0.0)
     for weight_decay in (1e-4, 1e-3, 1e-2, 1e-1):
         probe = linear_probe(x, y, init, float(backbone.logit_scale), weight_decay)
@@ -74,19 +73,26 @@ def best_probe_accuracy(backbone, splits, test_x, test_y, transform) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_arguments(parser)
+    args = parser.parse_args()
+    apply_threads(args)
+    print(describe(args.device, args.precision))
     clear_render_cache()
     start = time.perf_counter()
-    backbone = load_clip("toy")
+    backbone = load_clip("toy", device=args.device)
     transform = build_test_transform(ImageTransformConfig.from_preprocess(backbone.preprocess))
     splits = {name: load_dataset(name) for name in TOY_DATASETS}
-    features = {
-        name: encode_items(s.test, backbone.encode_image, transform, loader=s.image_loader)
-        for name, s in splits.items()
-    }
+    with autocast(args.device, args.precision):
+        features = {
+            name: encode_items(s.test, backbone.encode_image, transform, loader=s.image_loader, device=args.device)
+            for name, s in splits.items()
+        }
     seconds = time.perf_counter() - start
     print(
         f"load the shipped toy CLIP + render and encode all toy test sets: {seconds:.1f} s "
-        f"({sum(len(s.test) for s in splits.values())} images, {torch.get_num_threads()} threads)\n"
+        f"({sum(len(s.test) for s in splits.values())} images; {memory_kind(args.device)} "
+        f"{peak_memory_mb(args.device):.0f} MB)\n"
     )
     print(
         "| dataset | classes | zero-shot acc all / base / novel | zero-shot ECE all / base / novel | "
@@ -102,7 +108,7 @@ def main() -> None:
             kept_labels = [full.classnames.index(c) for c in part.classnames]
             mask = torch.isin(keep, torch.tensor(kept_labels))
             labels = torch.tensor([item.label for item in part.test])
-            text = zero_shot_text_features(backbone, part.classnames, part.template)
+            text = zero_shot_text_features(backbone, part.classnames, part.template).cpu()
             logits = backbone.logit_scale * F.normalize(features[name][mask], dim=-1) @ text.t()
             report = evaluate(logits, labels)
             cells_acc.append(f"{100 * report.accuracy:.1f}")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from torchvision import transforms as T
 
 from calprompt.data import (
     FeatureCache,
@@ -183,12 +184,20 @@ def test_put_rejects_wrong_row_count(tmp_path):
 
 def test_encode_items_matches_a_plain_loop(tmp_path):
     items = make_items(tmp_path)
-    transform = build_test_transform(CONFIG)
-    want = torch.stack([encoder(transform(Image.open(item.impath).convert("RGB"))[None])[0] for item in items])
-    got = encode_items(items, encoder, transform, batch_size=2)
-    torch.testing.assert_close(got, want)
-    seeded = encode_items(items, encoder, build_train_transform(CONFIG), view_seed=3, batch_size=3)
-    dataset = ItemDataset(items, build_train_transform(CONFIG), view_seed=3)
+    mean, std = torch.tensor(CONFIG.mean)[:, None, None], torch.tensor(CONFIG.std)[:, None, None]
+
+    def torchvision_view(item: Item) -> torch.Tensor:  # torchvision's tensor ops, one image at a time
+        image = T.functional.pil_to_tensor(Image.open(item.impath).convert("RGB")).float() / 255
+        image = T.functional.center_crop(T.functional.resize(image, 8, T.InterpolationMode.BICUBIC), 8)
+        return (image - mean) / std
+
+    want = torch.stack([encoder(torchvision_view(item)[None])[0] for item in items])
+    got = encode_items(items, encoder, build_test_transform(CONFIG), batch_size=2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    # Any other PIL transform runs per image, seeded per item exactly as `ItemDataset`.
+    per_image = T.Compose(build_train_transform(CONFIG).transforms)
+    seeded = encode_items(items, encoder, per_image, view_seed=3, batch_size=3)
+    dataset = ItemDataset(items, per_image, view_seed=3)
     torch.testing.assert_close(seeded, torch.stack([encoder(dataset[i][0][None])[0] for i in range(5)]))
 
 

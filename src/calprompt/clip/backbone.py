@@ -3,6 +3,17 @@
 Prompt learners never fork the model: they hand their own token embeddings, deep prompts or visual prompt tokens to
 :class:`ClipBackbone`, which runs open_clip's own sub-modules around them. Without prompts both encoders reproduce
 open_clip's ``encode_text`` / ``encode_image`` exactly.
+
+Two exact levers of the prompted text encoder live here, so that every method gets them:
+
+- **Shared prefix.** When the first ``k`` positions of every prompt of a group are the same tensor ([SOS] + shared
+  context, and the same deep prompts there), the causal encoder's hidden states at those positions are the same
+  for the whole group: they are computed once per group (`SharedPrefix`), and each prompt's remaining positions
+  attend to the group's keys and values (open_clip's block weights, its attention with the prefix K/V prepended).
+- **Bounded memory.** When a gradient pass over many prompts would keep more activations than
+  ``text_memory_budget_mb``, the prompts are encoded in chunks whose activations are recomputed during the backward
+  pass (features of all prompts first, without a graph; then each chunk re-encoded with a graph and
+  back-propagated with its part of the gradient), which gives the same gradients.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
@@ -21,6 +32,57 @@ from calprompt.conventions import CLIP_MEAN, CLIP_STD
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
 DeepPrompts = Sequence[Tensor | None]
+# Activations a gradient pass of the text encoder may keep before it is chunked (see the module docstring).
+DEFAULT_TEXT_MEMORY_BUDGET_MB = 2048
+_SHARED_PREFIX_MARK = "_calprompt_shared_prefix"
+# The automatic shared prefix pays off once it saves ~2^27 multiply-adds (row positions x width^2 x layers).
+_MIN_SAVED_MACS = 2**27
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """Positions ``0 .. length - 1`` are the same in every row of each block of ``group_size`` consecutive rows.
+
+    "The same" means the same function of the same tensors (e.g. one context expanded over the classes), not
+    merely equal values: the prefix is computed from the first row of each group, so gradients reach the
+    parameters through that row only.
+    """
+
+    length: int
+    group_size: int
+
+
+def mark_shared_prefix(embeddings: Tensor, prefix: SharedPrefix) -> Tensor:
+    """Record on ``embeddings`` (..., L, D) that its rows share a prefix (read by ``encode_text_embeddings``).
+
+    Rows are the sequences in order (a (B, C, L, D) tensor has B * C rows). The mark travels with this tensor and
+    with views that flatten it to rows; any new tensor made from it (an addition, a cast to another dtype, a slice)
+    is unmarked and takes the general path. An in-place change after marking voids the mark.
+    """
+    rows = embeddings.numel() // max(embeddings.shape[-2] * embeddings.shape[-1], 1)
+    if embeddings.ndim < 3 or prefix.length < 1 or prefix.group_size < 1 or rows % prefix.group_size:
+        fail("shared prefix", f"length >= 1 and a group size dividing the {rows} rows", prefix)
+    setattr(embeddings, _SHARED_PREFIX_MARK, (prefix, embeddings._version))
+    return embeddings
+
+
+def marked_shared_prefix(embeddings: Tensor) -> SharedPrefix | None:
+    """The valid `SharedPrefix` recorded on ``embeddings`` or on the tensor it is a whole-tensor reshape of."""
+    marked = embeddings
+    if getattr(embeddings, _SHARED_PREFIX_MARK, None) is None and embeddings._base is not None:
+        base = embeddings._base
+        same_rows = (
+            base.is_contiguous()
+            and embeddings.is_contiguous()
+            and base.data_ptr() == embeddings.data_ptr()
+            and base.numel() == embeddings.numel()
+            and base.shape[-2:] == embeddings.shape[-2:]
+        )
+        marked = base if same_rows else embeddings
+    mark = getattr(marked, _SHARED_PREFIX_MARK, None)
+    if mark is None or mark[1] != marked._version:
+        return None
+    return mark[0]
 
 
 @dataclass(frozen=True)
@@ -67,6 +129,10 @@ class ClipBackbone(nn.Module):
         self.pretrained = pretrained
         self.preprocess = preprocess
         self._identity = identity or f"{name}|{pretrained}"
+        # The two text-encoder levers of the module docstring. share_prefixes: None = where the work it saves
+        # outweighs its extra kernel launches (not for tiny towers), True = always, False = never (to compare).
+        self.share_prefixes: bool | None = None
+        self.text_memory_budget_mb: float = DEFAULT_TEXT_MEMORY_BUDGET_MB
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.eval()
@@ -155,6 +221,7 @@ class ClipBackbone(nn.Module):
         prompt_start: int = 1,
         normalize: bool = False,
         truncate: bool = True,
+        shared_prefix: SharedPrefix | None = None,
     ) -> Tensor:
         """Project the end-of-text features of an embedding sequence through the text tower.
 
@@ -166,6 +233,8 @@ class ClipBackbone(nn.Module):
                 because layer 0 receives the prompts through ``embeddings``).
             truncate: run the causal transformer only on the first ``max_eot + 1`` positions. The attention mask is
                 causal, so the end-of-text feature never depends on later positions: the result is exact.
+            shared_prefix: rows share their first positions (see `SharedPrefix`); by default the mark that
+                `mark_shared_prefix` left on ``embeddings`` (`calprompt.methods.text_prompts` sets it).
         """
         if embeddings.ndim != 3 or token_ids.shape != embeddings.shape[:2]:
             fail(
@@ -174,27 +243,74 @@ class ClipBackbone(nn.Module):
         eot = self.eot_positions(token_ids)
         length = int(eot.max()) + 1 if truncate else embeddings.shape[1]
         self._check_deep_prompts(deep_prompts, self.text_layers, "deep_prompts")
-        if deep_prompts is not None:
-            widest = max((p.shape[-2] for p in deep_prompts if p is not None), default=0)
+        prompts = list(deep_prompts) if deep_prompts is not None else []
+        if prompts:
+            widest = max((p.shape[-2] for p in prompts if p is not None), default=0)
             if prompt_start + widest > length:
                 fail(
                     "deep_prompts",
                     f"to end before the end-of-text token (position {length - 1})",
                     f"prompts up to position {prompt_start + widest - 1}",
                 )
+        prompts += [None] * (self.text_layers - len(prompts))
+        shared = shared_prefix if shared_prefix is not None else marked_shared_prefix(embeddings)
+        shared = self._usable_prefix(shared, embeddings.shape[0], int(eot.min()), prompts, prompt_start)
 
         x = embeddings[:, :length] + self.model.positional_embedding[:length].to(embeddings.dtype)
+        if shared is None:
+            rows = _RowEncoder(self, eot, prompts, prompt_start, mask=self._causal_mask(length))
+            return self._encode_rows(rows, x, length, normalize)
+        prefix_inputs = self._prefix_states(x[:: shared.group_size, : shared.length], prompts, prompt_start)
+        rows = _RowEncoder(
+            self, eot, prompts, prompt_start, mask=self._causal_mask(length), prefix=shared, prefix_inputs=prefix_inputs
+        )
+        return self._encode_rows(rows, x[:, shared.length :], length - shared.length, normalize)
+
+    def _causal_mask(self, length: int) -> Tensor | None:
         mask = self.model.attn_mask
-        mask = mask[:length, :length] if mask is not None else None
-        for index, block in enumerate(self.model.transformer.resblocks):
-            prompt = deep_prompts[index] if deep_prompts is not None and index < len(deep_prompts) else None
-            if prompt is not None:
-                x = _replace_tokens(x, prompt, prompt_start)
-            x = block(x, attn_mask=mask)
-        x = self.model.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), eot]  # (N, D)
-        projection = self.model.text_projection
-        features = projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
+        return mask[:length, :length] if mask is not None else None
+
+    def _usable_prefix(
+        self, shared: SharedPrefix | None, rows: int, first_eot: int, prompts: list[Tensor | None], prompt_start: int
+    ) -> SharedPrefix | None:
+        """``shared`` shortened to what is exactly shared here, or None where the prefix path does not apply."""
+        if self.share_prefixes is False or shared is None or rows % shared.group_size or self.model.attn_mask is None:
+            return None
+        if not all(_plain_block(block) for block in self.model.transformer.resblocks):
+            return None  # another block type: its attention cannot be split safely
+        length = min(shared.length, first_eot)  # the end-of-text feature is always computed per row
+        for prompt in prompts:
+            if prompt is not None and prompt.ndim == 3:  # per-row deep prompts: the prefix ends before them
+                length = min(length, prompt_start)
+        if length < 1 or shared.group_size == 1:
+            return None
+        saved = (rows - rows // shared.group_size) * length * self.text_width**2 * self.text_layers
+        if self.share_prefixes is None and saved < _MIN_SAVED_MACS:
+            return None
+        return SharedPrefix(length, shared.group_size)
+
+    def _prefix_states(self, prefix: Tensor, prompts: list[Tensor | None], prompt_start: int) -> list[Tensor]:
+        """Hidden states (G, k, D) of the shared prefix at the input of every layer (after that layer's deep prompt)."""
+        mask = self._causal_mask(prefix.shape[1])
+        inputs = []
+        for block, prompt in zip(self.model.transformer.resblocks, prompts, strict=True):
+            if prompt is not None and prompt_start < prefix.shape[1]:
+                prefix = _replace_tokens(prefix, prompt[..., : prefix.shape[1] - prompt_start, :], prompt_start)
+            inputs.append(prefix)
+            prefix = block(prefix, attn_mask=mask)
+        return inputs
+
+    def _encode_rows(self, rows: _RowEncoder, x: Tensor, length: int, normalize: bool) -> Tensor:
+        """``rows(x)``, as `_RecomputedRows` chunks when a gradient pass would keep more than the memory budget."""
+        count = x.shape[0]
+        tensors = rows.tensors()
+        if torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in tensors)):
+            per_row = _activation_bytes_per_row(length, self.text_width, self.text_layers, x.element_size())
+            budget_rows = self.text_memory_budget_mb * 2**20 / per_row
+            if budget_rows < count:
+                features = _RecomputedRows.apply(rows, max(1, int(budget_rows)), x, *tensors)
+                return F.normalize(features, dim=-1) if normalize else features
+        features = rows(x, 0)
         return F.normalize(features, dim=-1) if normalize else features
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -256,6 +372,139 @@ class ClipBackbone(nn.Module):
     def _check_deep_prompts(deep_prompts: DeepPrompts | None, layers: int, name: str) -> None:
         if deep_prompts is not None and len(deep_prompts) > layers:
             fail(name, f"at most {layers} entries (one per layer)", len(deep_prompts))
+
+
+def _plain_block(block: nn.Module) -> bool:
+    """Whether ``block`` is open_clip's standard pre-norm block with a plain ``nn.MultiheadAttention``."""
+    if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
+        return False
+    attn = block.attn
+    return attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and attn.bias_v is None
+
+
+def _activation_bytes_per_row(length: int, width: int, layers: int, itemsize: int) -> int:
+    """What backward keeps per prompt: per layer and position ~24 widths (norms, q/k/v, attention output, residuals,
+    the 4x MLP before and after its activation) plus attention weights."""
+    return length * layers * (24 * width + 2 * length) * itemsize
+
+
+class _RowEncoder:
+    """The text tower applied to a slice of rows ``start : start + n`` (one chunk), optionally after a shared prefix."""
+
+    def __init__(
+        self,
+        backbone: ClipBackbone,
+        eot: Tensor,
+        prompts: list[Tensor | None],
+        prompt_start: int,
+        *,
+        mask: Tensor | None,
+        prefix: SharedPrefix | None = None,
+        prefix_inputs: list[Tensor] | None = None,
+    ) -> None:
+        self.backbone, self.eot, self.prompts, self.prompt_start = backbone, eot, prompts, prompt_start
+        self.mask, self.prefix, self.prefix_inputs = mask, prefix, prefix_inputs
+
+    def tensors(self) -> list[Tensor]:
+        """The tensors besides the rows that the encoding reads and gradients may reach (deep prompts, prefix)."""
+        return [p for p in self.prompts if p is not None] + list(self.prefix_inputs or [])
+
+    def with_tensors(self, tensors: Sequence[Tensor]) -> _RowEncoder:
+        """A copy reading ``tensors`` (in the order of :meth:`tensors`) instead of its own."""
+        tensors = list(tensors)
+        prompts = [None if p is None else tensors.pop(0) for p in self.prompts]
+        prefix_inputs = tensors if self.prefix_inputs is not None else None
+        return _RowEncoder(
+            self.backbone,
+            self.eot,
+            prompts,
+            self.prompt_start,
+            mask=self.mask,
+            prefix=self.prefix,
+            prefix_inputs=prefix_inputs,
+        )
+
+    def __call__(self, x: Tensor, start: int) -> Tensor:
+        model = self.backbone.model
+        rows = slice(start, start + x.shape[0])
+        offset = self.prefix.length if self.prefix is not None else 0
+        for index, block in enumerate(model.transformer.resblocks):
+            prompt = self.prompts[index]
+            if prompt is not None:
+                prompt = prompt[rows] if prompt.ndim == 3 else prompt
+                begin = max(self.prompt_start, offset)  # the part of the prompt at or after the first row position
+                if begin < self.prompt_start + prompt.shape[-2]:
+                    x = _replace_tokens(x, prompt[..., begin - self.prompt_start :, :], begin - offset)
+            if self.prefix is None:
+                x = block(x, attn_mask=self.mask)
+            else:
+                x = _block_after_prefix(block, x, self.prefix_inputs[index], self.prefix.group_size, start, self.mask)
+        x = model.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), self.eot[rows] - offset]  # (n, D)
+        projection = model.text_projection
+        return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
+
+
+class _RecomputedRows(torch.autograd.Function):
+    """Text features of all rows computed without a graph; in backward, each chunk of rows is encoded again with a
+    graph and back-propagated with its slice of the incoming gradient, so at most one chunk's activations live."""
+
+    @staticmethod
+    def forward(ctx, rows: _RowEncoder, chunk: int, x: Tensor, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.rows, ctx.chunk = rows, chunk
+        ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
+        ctx.save_for_backward(x, *tensors)
+        with torch.no_grad():
+            return torch.cat([rows(x[start : start + chunk], start) for start in range(0, x.shape[0], chunk)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, *tensors = ctx.saved_tensors
+        needs_x, needs = ctx.needs_input_grad[2], ctx.needs_input_grad[3:]
+        grad_x = torch.zeros_like(x) if needs_x else None
+        grads = [torch.zeros_like(t) if need else None for t, need in zip(tensors, needs, strict=True)]
+        enabled, dtype = ctx.autocast
+        for start in range(0, x.shape[0], ctx.chunk):
+            with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+                rows = x[start : start + ctx.chunk].detach().requires_grad_(needs_x)
+                inputs = [t.detach().requires_grad_(need) for t, need in zip(tensors, needs, strict=True)]
+                features = ctx.rows.with_tensors(inputs)(rows, start)
+                wanted = ([rows] if needs_x else []) + [t for t in inputs if t.requires_grad]
+                parts = list(torch.autograd.grad(features, wanted, grad[start : start + ctx.chunk], allow_unused=True))
+            if needs_x:
+                part = parts.pop(0)
+                if part is not None:
+                    grad_x[start : start + ctx.chunk] = part
+            for index, need in enumerate(needs):
+                if need:
+                    part = parts.pop(0)
+                    if part is not None:
+                        grads[index] += part
+        return (None, None, grad_x, *grads)
+
+
+def _block_after_prefix(
+    block: ResidualAttentionBlock, x: Tensor, prefix: Tensor, group_size: int, start: int, mask: Tensor | None
+) -> Tensor:
+    """One open_clip block on the positions after a shared prefix, attending to the prefix's keys and values.
+
+    ``x`` (n, L - k, D) are rows ``start : start + n``; ``prefix`` (G, k, D) is the input of this block at the
+    prefix positions of each group of ``group_size`` rows. The block's own attention gets the suffix as queries and
+    [prefix; suffix] as keys and values, so only the prefix's K/V projections are paid per row (not its queries,
+    output projection and MLP). Equal to the block on the full rows, positions k.. .
+    """
+    n, suffix_length, _ = x.shape
+    k = prefix.shape[1]
+    normed = block.ln_1(x)
+    normed_prefix = block.ln_1(prefix)  # (G, k, D)
+    if normed_prefix.shape[0] == 1:
+        normed_prefix = normed_prefix.expand(n, -1, -1)  # (n, k, D), no copy
+    else:
+        normed_prefix = normed_prefix[torch.arange(start, start + n, device=x.device) // group_size]
+    keys = torch.cat([normed_prefix, normed], dim=1)  # (n, L, D)
+    rows_mask = mask[k : k + suffix_length, : k + suffix_length] if mask is not None else None
+    x = x + block.ls_1(block.attention(q_x=normed, k_x=keys, v_x=keys, attn_mask=rows_mask))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 def _expand_prompt(prompt: Tensor, batch: int) -> Tensor:

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 from calprompt._io import CorruptFileError, file_stamp, write_atomic
 from calprompt._validation import check_positive_int, fail
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
-from calprompt.data.views import ItemDataset
+from calprompt.data.transforms import ImageTransform
+from calprompt.data.views import ImageViews, ItemDataset
 
 logger = logging.getLogger(__name__)
 
@@ -214,16 +215,37 @@ def encode_items(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
 ) -> Tensor:
-    """Encode every item's view (seeded when ``view_seed`` is given, see `ItemDataset`) in no-grad batches.
+    """Encode every item's view (seeded when ``view_seed`` is given, see `calprompt.data.views`) in no-grad batches.
 
+    A transform from `build_train_transform` / `build_test_transform` runs batched on ``device``
+    (:class:`ImageViews`); any other PIL transform runs per image (`ItemDataset`, with ``num_workers``).
     Returns ``(N, D)`` float32 features on the CPU, in item order.
     """
     check_positive_int(batch_size, "batch_size")
+    if not items:
+        fail("items", "a non-empty sequence", items)
+    if isinstance(transform, ImageTransform):
+        views = ImageViews(items, transform.config, train=transform.train, loader=loader, num_workers=num_workers)
+        return encode_views(views, encode_fn, view_seed=view_seed, batch_size=batch_size, device=device)
     dataset = ItemDataset(items, transform, loader=loader, view_seed=view_seed)
     batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    outputs = [encode_fn(images.to(device)).float().cpu() for images, _labels, _indices in batches]  # (B, D) each
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def encode_views(
+    views: ImageViews,
+    encode_fn: Callable[[Tensor], Tensor],
+    *,
+    view_seed: int | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """Encode every item's view of ``views`` in no-grad batches made on ``device``: (N, D) float32 on the CPU."""
+    check_positive_int(batch_size, "batch_size")
     outputs = []
-    for images, _labels, _indices in batches:
-        outputs.append(encode_fn(images.to(device)).float().cpu())  # (B, D)
-    if not outputs:
-        fail("items", "a non-empty sequence", items)
+    for start in range(0, len(views), batch_size):
+        indices = range(start, min(start + batch_size, len(views)))
+        outputs.append(encode_fn(views.batch(indices, view_seed, device)).float().cpu())  # (B, D)
     return torch.cat(outputs)

@@ -2,7 +2,11 @@
 
 Train: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip + CLIP normalisation (Dassl's
 ``random_resized_crop, random_flip, normalize``). Test: resize the short side + center crop + normalisation
-(CLIP's own preprocessing). Random draws use torch's global generator, which `calprompt.data.views` seeds per item.
+(CLIP's own preprocessing).
+
+The builders return an :class:`ImageTransform`: a torchvision ``Compose`` that works on one PIL image (drawing from
+torch's global generator) and also names its settings, so that `calprompt.data.views.ImageViews` can apply the same
+transform to batches of decoded tensors (`calprompt.data.augment`), with per-item generators and on any device.
 """
 
 from __future__ import annotations
@@ -66,7 +70,16 @@ class ImageTransformConfig:
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
-def build_train_transform(config: ImageTransformConfig | None = None) -> T.Compose:
+class ImageTransform(T.Compose):
+    """A per-image torchvision pipeline that also records what it is (``config``, ``train``) for the batched path."""
+
+    def __init__(self, steps: list[Any], config: ImageTransformConfig, train: bool) -> None:
+        super().__init__(steps)
+        self.config = config
+        self.train = train
+
+
+def build_train_transform(config: ImageTransformConfig | None = None) -> ImageTransform:
     """RandomResizedCrop + optional horizontal flip + ToTensor + Normalize, on RGB PIL images."""
     config = config or ImageTransformConfig()
     steps: list[Any] = [
@@ -77,17 +90,19 @@ def build_train_transform(config: ImageTransformConfig | None = None) -> T.Compo
     if config.hflip:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(config.mean, config.std)]
-    return T.Compose(steps)
+    return ImageTransform(steps, config, train=True)
 
 
-def build_test_transform(config: ImageTransformConfig | None = None) -> T.Compose:
+def build_test_transform(config: ImageTransformConfig | None = None) -> ImageTransform:
     """Resize the short side to ``image_size`` + center crop + ToTensor + Normalize (deterministic)."""
     config = config or ImageTransformConfig()
-    return T.Compose(
+    return ImageTransform(
         [
             T.Resize(config.image_size, interpolation=_INTERPOLATIONS[config.interpolation]),
             T.CenterCrop(config.image_size),
             T.ToTensor(),
             T.Normalize(config.mean, config.std),
-        ]
+        ],
+        config,
+        train=False,
     )

@@ -2,7 +2,8 @@
 
 The same seeded views feed both paths: the feature-cached path encodes every item's view of an epoch once in large
 no-grad batches (and stores it, so every calibration variant and method with the same seed reuses it), the on-line
-path reads the same views batch by batch.
+path reads the same views batch by batch. Images are decoded once per run and augmented in batches on the run's
+device (`calprompt.data.views.ImageViews`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from calprompt.data.features import FeatureCache, FeatureKey, encode_items, item_ids
+from calprompt.data.features import FeatureCache, FeatureKey, encode_items, encode_views, item_ids
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
-from calprompt.data.transforms import ImageTransformConfig, build_train_transform
-from calprompt.data.views import ItemDataset, derive_view_seed
+from calprompt.data.transforms import ImageTransform, ImageTransformConfig, build_train_transform
+from calprompt.data.views import ImageViews, ItemDataset, derive_view_seed
 
 if TYPE_CHECKING:
     from calprompt.engine.train import TrainConfig
@@ -54,6 +55,14 @@ class TrainingData:
             raise ValueError("Expected `items` to be a non-empty training set, got 0 items.")
         self.labels = torch.tensor([item.label for item in self.items], dtype=torch.long)
         self._train_transform = build_train_transform(self.transform)
+        self._views = ImageViews(
+            self.items, self.transform, train=True, loader=self.loader, num_workers=self.num_workers
+        )
+
+    @property
+    def batched_views(self) -> bool:
+        """False only when the train transform is a plain per-image callable (the per-image reference path)."""
+        return isinstance(self._train_transform, ImageTransform)
 
     def view_seed(self, seed: int, view_epoch: int) -> int:
         return derive_view_seed(seed, view_epoch)
@@ -65,6 +74,14 @@ class TrainingData:
         view_seed = self.view_seed(config.seed, view_epoch)
 
         def compute() -> Tensor:
+            if self.batched_views:
+                return encode_views(
+                    self._views,
+                    self.encode_image,
+                    view_seed=view_seed,
+                    batch_size=config.encode_batch_size,
+                    device=config.device,
+                )
             return encode_items(
                 self.items,
                 self.encode_image,
@@ -96,9 +113,12 @@ class TrainingData:
         self, view_epoch: int, batches: Sequence[Tensor], config: TrainConfig
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, indices) per batch, with the same seeded views as :meth:`frozen_features`."""
-        dataset = ItemDataset(
-            self.items, self._train_transform, loader=self.loader, view_seed=self.view_seed(config.seed, view_epoch)
-        )
+        view_seed = self.view_seed(config.seed, view_epoch)
+        if self.batched_views:
+            for batch in batches:
+                yield self._views.batch(batch, view_seed, config.device), batch
+            return
+        dataset = ItemDataset(self.items, self._train_transform, loader=self.loader, view_seed=view_seed)
         loader = DataLoader(dataset, batch_sampler=[batch.tolist() for batch in batches], num_workers=self.num_workers)
         for images, _labels, indices in loader:
             yield images, indices

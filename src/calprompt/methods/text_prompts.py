@@ -2,6 +2,9 @@
 
 Token ids and frozen token embeddings are built once per class list and kept only up to the longest prompt's
 end-of-text token (exact context truncation), so each training step encodes ~max_eot + 1 positions instead of 77.
+When the context is shared by the classes, [SOS] and the context (up to the class name) are the same in every
+prompt: the assembled embeddings are marked with that shared prefix (`calprompt.clip.backbone.SharedPrefix`), and
+the backbone encodes it once per step (once per image for per-image context) instead of once per class.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.clip.backbone import ClipBackbone
+from calprompt.clip.backbone import ClipBackbone, SharedPrefix, mark_shared_prefix, marked_shared_prefix
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.conventions import clean_classname
 
@@ -67,6 +70,9 @@ class ClassPromptTokens(nn.Module):
             fail("class_token_position", f"one of {CLASS_TOKEN_POSITIONS}", position)
         self.n_ctx = n_ctx
         self.position = position
+        self.dtype = torch.float32
+        # Positions identical in every class's prompt when the context is shared: [SOS] and the context before the name.
+        self.shared_length = {"end": 1 + n_ctx, "middle": 1 + n_ctx // 2, "front": 1}[position]
 
     def build(self, backbone: ClipBackbone, classnames: Sequence[str]) -> None:
         """Tokenize ``"X ... X {class}."`` for each class and keep the frozen embeddings."""
@@ -88,6 +94,7 @@ class ClassPromptTokens(nn.Module):
         ids = ids[:, :length]
         with torch.no_grad():
             embeddings = backbone.embed_tokens(ids).float()
+        self.dtype = backbone.dtype
         self.register_buffer("token_ids", ids, persistent=False)
         self.register_buffer("prefix", embeddings[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embeddings[:, 1 + self.n_ctx :].clone(), persistent=False)
@@ -111,24 +118,33 @@ class ClassPromptTokens(nn.Module):
         return torch.tensor(rows, dtype=torch.long, device=device)
 
     def assemble(self, context: Tensor) -> Tensor:
-        """Prompt embeddings (C, L, D) from shared context (n_ctx, D) or class-specific context (C, n_ctx, D)."""
+        """Prompt embeddings (C, L, D), in the backbone's dtype, from shared context (n_ctx, D) or class-specific
+        context (C, n_ctx, D); shared context marks the prompts' shared prefix for the backbone."""
         num_classes = self.prefix.shape[0]
-        if context.ndim == 2:
+        shared = context.ndim == 2
+        if shared:
             context = context.unsqueeze(0).expand(num_classes, -1, -1)
-        if context.ndim == 3 and context.shape[0] == num_classes:
-            prompts = torch.cat([self.prefix, context.to(self.prefix.dtype), self.suffix], dim=1)  # (C, L, D)
-            return prompts if self.order is None else _gather_positions(prompts, self.order)
-        fail("context", f"of shape (n_ctx, D) or ({num_classes}, n_ctx, D)", tuple(context.shape))
+        if context.ndim != 3 or context.shape[0] != num_classes:
+            fail("context", f"of shape (n_ctx, D) or ({num_classes}, n_ctx, D)", tuple(context.shape))
+        prompts = torch.cat([self.prefix, context.to(self.prefix.dtype), self.suffix], dim=1)  # (C, L, D)
+        prompts = (prompts if self.order is None else _gather_positions(prompts, self.order)).to(self.dtype)
+        return self._mark(prompts, num_classes) if shared else prompts
+
+    def _mark(self, prompts: Tensor, group_size: int) -> Tensor:
+        return mark_shared_prefix(prompts, SharedPrefix(self.shared_length, group_size))
 
     def assemble_per_image(self, context: Tensor) -> Tensor:
-        """Prompt embeddings (B, C, L, D) from per-image context (B, n_ctx, D) (image-conditioned prompts)."""
+        """Prompt embeddings (B, C, L, D) from per-image context (B, n_ctx, D) (image-conditioned prompts).
+
+        Each image's C prompts share their prefix; the mark survives flattening to (B * C, L, D) rows.
+        """
         if self.order is not None:
             fail("class_token_position", "'end' for per-image context", self.position)
         batch, num_classes = context.shape[0], self.prefix.shape[0]
         context = context.to(self.prefix.dtype).unsqueeze(1).expand(-1, num_classes, -1, -1)  # (B, C, n_ctx, D)
         prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, 1, D)
         suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, L - 1 - n_ctx, D)
-        return torch.cat([prefix, context, suffix], dim=2)
+        return self._mark(torch.cat([prefix, context, suffix], dim=2).to(self.dtype), num_classes)
 
     @property
     def ids(self) -> Tensor:
@@ -154,10 +170,17 @@ def register_teacher(
 def encode_prompt_rows(backbone: ClipBackbone, embeddings: Tensor, token_ids: Tensor, *, chunk_rows: int) -> Tensor:
     """Text features (N, E) of N prompt rows, encoded ``chunk_rows`` rows at a time (bounded activation memory).
 
-    Rows are independent sequences, so chunking is exact. Used for per-image prompts, where N = B * C.
+    Rows are independent sequences, so chunking is exact. Used for per-image prompts, where N = B * C. Chunks start
+    at a group boundary of a marked shared prefix, so each chunk still encodes each of its groups' prefix once;
+    under a gradient, the backbone's memory budget also bounds what the chunks keep for backward.
     """
+    shared = marked_shared_prefix(embeddings)
+    if shared is not None:
+        chunk_rows = max(chunk_rows // shared.group_size, 1) * shared.group_size
     chunks = [
-        backbone.encode_text_embeddings(embeddings[start : start + chunk_rows], token_ids[start : start + chunk_rows])
+        backbone.encode_text_embeddings(
+            embeddings[start : start + chunk_rows], token_ids[start : start + chunk_rows], shared_prefix=shared
+        )
         for start in range(0, embeddings.shape[0], chunk_rows)
     ]
     return torch.cat(chunks)

@@ -1,0 +1,186 @@
+"""The prompted text encoder's exact levers: the shared prefix computed once, and row chunks recomputed in backward.
+
+Each is compared with the general path of the same backbone (``share_prefixes=False``, no memory budget), which
+the backbone tests compare with open_clip's own ``encode_text``: features to 1e-5, prompt gradients to 1e-5
+relative (float32 sums of the same terms in another order).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import calprompt.clip.backbone as backbone_module
+from calprompt.clip import load_clip
+from calprompt.data import load_dataset
+from calprompt.methods import available_methods, build_method
+
+# Methods whose prompts share [SOS] + context across classes (CoCoOp: across the classes of each image).
+SHARED_CONTEXT_METHODS = ("coop", "cocoop", "kgcoop", "prograd", "ivlp", "maple", "promptsrc")
+REAL_NAMES = ("tabby cat", "sea or lake", "boeing 737", "apple pie", "daisy", "mountain bike")
+
+
+@pytest.fixture(scope="module")
+def toy_backbone():
+    return load_clip("toy")
+
+
+def _classnames(backbone_name: str) -> tuple[str, ...]:
+    return load_dataset("toy").classnames[:6] if backbone_name == "toy_backbone" else REAL_NAMES
+
+
+def _output(method, image_features: torch.Tensor):
+    """The method's forward pass on frozen image features, or on a fixed random image batch for visual prompts."""
+    if method.image_encoder_untouched:
+        return method(image_features=image_features)
+    size = method.backbone.preprocess.image_size
+    images = torch.randn(image_features.shape[0], 3, size, size, generator=torch.Generator().manual_seed(6))
+    return method(images.to(image_features.device))
+
+
+def _pass(method, image_features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Normalised text features and the gradients of a fixed random linear loss of logits and text features."""
+    method.zero_grad(set_to_none=True)
+    output = _output(method, image_features)
+    generator = torch.Generator().manual_seed(0)
+    loss = (output.logits * torch.randn(output.logits.shape, generator=generator)).sum()
+    loss = loss + (output.text_features * torch.randn(output.text_features.shape, generator=generator)).sum()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in method.trainable_parameters().items() if p.grad is not None}
+    return output.text_features.detach(), grads
+
+
+def _assert_same(got, want) -> None:
+    features, grads = got
+    torch.testing.assert_close(features, want[0], rtol=0, atol=1e-5)
+    assert grads.keys() == want[1].keys() and grads
+    for name, grad in grads.items():
+        relative = (grad - want[1][name]).norm() / want[1][name].norm().clamp_min(1e-30)
+        assert relative <= 1e-5, (name, float(relative))
+
+
+class Spy:
+    """Counts calls of a function of the backbone module (or a method of one of its classes)."""
+
+    def __init__(self, monkeypatch, name: str, owner: object = backbone_module) -> None:
+        self.calls, original = 0, getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
+@pytest.mark.parametrize("backbone_name", ["toy_backbone", "vitb16_backbone"])
+@pytest.mark.parametrize("name", [m for m in SHARED_CONTEXT_METHODS if m in available_methods()])
+def test_shared_prefix_equals_the_general_encoder(name, backbone_name, request, monkeypatch):
+    backbone = request.getfixturevalue(backbone_name)
+    torch.manual_seed(0)
+    method = build_method(name, backbone, _classnames(backbone_name))
+    for parameter in method.trainable_parameters().values():  # away from the initialisation (e.g. zeroed layers)
+        parameter.data += 0.02 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1))
+    image_features = torch.randn(3, backbone.embed_dim, generator=torch.Generator().manual_seed(2))
+    spy = Spy(monkeypatch, "_block_after_prefix")
+    try:
+        backbone.share_prefixes = False
+        want = _pass(method, image_features)
+        assert spy.calls == 0
+        backbone.share_prefixes = True
+        got = _pass(method, image_features)
+    finally:
+        backbone.share_prefixes = None
+    assert spy.calls > 0  # the shared-prefix path ran
+    _assert_same(got, want)
+    method.eval()  # evaluation (no graph) takes it too
+    with torch.no_grad():
+        backbone.share_prefixes = True
+        torch.testing.assert_close(_output(method, image_features).text_features, want[0], rtol=0, atol=1e-5)
+        backbone.share_prefixes = None
+
+
+@pytest.mark.parametrize("options", [{"class_token_position": "middle"}, {"class_token_position": "front"}])
+def test_shared_prefix_with_the_class_inside_or_before_the_context(toy_backbone, options):
+    method = build_method("coop", toy_backbone, _classnames("toy_backbone"), **options)
+    features = torch.randn(4, toy_backbone.embed_dim)
+    try:
+        toy_backbone.share_prefixes = False
+        want = _pass(method, features)
+        toy_backbone.share_prefixes = True
+        got = _pass(method, features)
+    finally:
+        toy_backbone.share_prefixes = None
+    _assert_same(got, want)
+
+
+def test_class_specific_context_is_never_treated_as_shared(toy_backbone, monkeypatch):
+    # Equal initial values per class, but different parameters: sharing would send every gradient to class 0.
+    method = build_method("coop", toy_backbone, _classnames("toy_backbone"), class_specific_context=True)
+    spy = Spy(monkeypatch, "_block_after_prefix")
+    toy_backbone.share_prefixes = True
+    try:
+        _, grads = _pass(method, torch.randn(4, toy_backbone.embed_dim))
+    finally:
+        toy_backbone.share_prefixes = None
+    assert spy.calls == 0
+    assert (grads["ctx"].flatten(1).norm(dim=1) > 0).all()
+
+
+def test_deep_prompts_across_the_prefix_boundary(toy_backbone):
+    """Shared (P, D) deep prompts straddling the prefix end, and per-row (N, P, D) ones that cut the prefix short."""
+    method = build_method("coop", toy_backbone, _classnames("toy_backbone"))
+    embeddings = method.prompts.assemble(method.ctx)
+    ids = method.prompts.ids
+    generator = torch.Generator().manual_seed(3)
+    width, rows = toy_backbone.text_width, ids.shape[0]
+    for shape in [(6, width), (rows, 2, width)]:  # prefix length 5: positions 1..6 cross it
+        prompt = torch.randn(shape, generator=generator).requires_grad_()
+        results = {}
+        for share in (False, True):
+            toy_backbone.share_prefixes = share
+            prompt.grad = None
+            features = toy_backbone.encode_text_embeddings(embeddings, ids, deep_prompts=[None, prompt])
+            (features * torch.randn(features.shape, generator=torch.Generator().manual_seed(4))).sum().backward(
+                retain_graph=True
+            )
+            results[share] = (features.detach(), {"prompt": prompt.grad.clone()})
+        toy_backbone.share_prefixes = None
+        _assert_same(results[True], results[False])
+
+
+def test_an_in_place_change_voids_the_mark(toy_backbone):
+    method = build_method("coop", toy_backbone, _classnames("toy_backbone"))
+    with torch.no_grad():
+        embeddings = method.prompts.assemble(method.ctx)
+        assert backbone_module.marked_shared_prefix(embeddings) is not None
+        assert backbone_module.marked_shared_prefix(embeddings.reshape(1, *embeddings.shape)) is not None
+        assert backbone_module.marked_shared_prefix(embeddings[1:]) is None
+        embeddings[1, 2] += 1.0  # class 1's context now differs
+        assert backbone_module.marked_shared_prefix(embeddings) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("coop", {}), ("coop", {"class_specific_context": True}), ("cocoop", {})],
+)
+def test_chunked_pass_under_a_memory_budget_equals_the_whole_pass(toy_backbone, monkeypatch, name, options):
+    if name not in available_methods():
+        pytest.skip(f"{name} is not registered")
+    torch.manual_seed(0)
+    method = build_method(name, toy_backbone, load_dataset("toy").classnames[:12], **options)
+    features = torch.randn(3, toy_backbone.embed_dim, generator=torch.Generator().manual_seed(5))
+    spy = Spy(monkeypatch, "__call__", backbone_module._RowEncoder)  # one call per chunk, forward and backward
+    toy_backbone.share_prefixes = True
+    try:
+        toy_backbone.text_memory_budget_mb = math.inf
+        want = _pass(method, features)
+        whole_calls, spy.calls = spy.calls, 0
+        toy_backbone.text_memory_budget_mb = 0.05  # a few rows per chunk
+        got = _pass(method, features)
+    finally:
+        toy_backbone.text_memory_budget_mb = backbone_module.DEFAULT_TEXT_MEMORY_BUDGET_MB
+        toy_backbone.share_prefixes = None
+    assert spy.calls >= 3 * whole_calls * 2  # at least 3 chunks, each encoded in forward and again in backward
+    _assert_same(got, want)
