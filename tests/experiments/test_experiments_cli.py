@@ -67,10 +67,12 @@ def test_train_writes_metrics_for_base_and_novel(toy_weights, tmp_path, cache_en
     assert shifted["n_classes"] == 48
 
 
-def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env):
+@pytest.mark.parametrize("method", ["coop", "prograd"])  # ProGrad: its own update rule resumes exactly too
+def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env, method):
     """SIGKILL after the first epoch's checkpoint, start again: the final prompts equal an uninterrupted run's."""
     command = [sys.executable, "-m", "calprompt.cli", *_train_args(toy_weights, tmp_path / "cut")]
     command[command.index("3")] = "6"  # more epochs, so that the kill lands mid-run
+    command[command.index("coop")] = method
     process = subprocess.Popen(command, env=cache_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = tmp_path / "cut" / "checkpoint" / "checkpoint.json"
     deadline = time.time() + 120
@@ -85,9 +87,10 @@ def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env
     subprocess.run(command, env=cache_env, check=True, capture_output=True)
     full = [*command[:-1], str(tmp_path / "full")]
     subprocess.run(full, env=cache_env, check=True, capture_output=True)
-    resumed = load_file(str(tmp_path / "cut" / "prompt.safetensors"))["ctx"]
-    uninterrupted = load_file(str(tmp_path / "full" / "prompt.safetensors"))["ctx"]
-    assert torch.equal(resumed, uninterrupted)
+    resumed = load_file(str(tmp_path / "cut" / "prompt.safetensors"))
+    uninterrupted = load_file(str(tmp_path / "full" / "prompt.safetensors"))
+    assert resumed.keys() == uninterrupted.keys() == {"ctx"}
+    assert torch.equal(resumed["ctx"], uninterrupted["ctx"])
 
 
 def test_bad_option_is_a_clear_error(toy_weights, tmp_path, cache_env):

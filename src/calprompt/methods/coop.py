@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from calprompt._validation import check_non_negative, check_positive_int, fail
 from calprompt.clip.backbone import ClipBackbone
 from calprompt.methods.base import MethodConfig, PromptMethod, register_method
-from calprompt.methods.text_prompts import CLASS_TOKEN_POSITIONS, ClassPromptTokens, context_from_phrase
+from calprompt.methods.text_prompts import CLASS_TOKEN_POSITIONS, ClassPromptTokens, initial_context
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,7 @@ class CoOp(PromptMethod):
     @staticmethod
     def _initial_context(backbone: ClipBackbone, config: CoOpConfig) -> Tensor:
         """From the phrase's token embeddings, or N(0, init_std) drawn from the (run-seeded) global generator."""
-        if config.ctx_init is None:
-            return torch.randn(config.n_ctx, backbone.text_width) * config.init_std
-        context = context_from_phrase(backbone, config.ctx_init)
-        if context.shape[0] != config.n_ctx:
-            fail("n_ctx", f"{context.shape[0]} (the number of tokens of ctx_init {config.ctx_init!r})", config.n_ctx)
-        return context
+        return initial_context(backbone, config.n_ctx, config.ctx_init, config.init_std)
 
     def build_prompts(self, classnames: tuple[str, ...]) -> None:
         if self.config.class_specific_context and len(classnames) != self.ctx.shape[0]:

@@ -31,6 +31,27 @@ def context_from_phrase(backbone: ClipBackbone, phrase: str) -> Tensor:
         return backbone.embed_tokens(ids)[0, 1 : 1 + n_tokens].float().clone()
 
 
+def initial_context(
+    backbone: ClipBackbone, n_ctx: int, phrase: str | None, init_std: float, *, pad: bool = False
+) -> Tensor:
+    """Initial context vectors (n_ctx, D): the phrase's token embeddings, or N(0, init_std) without a phrase.
+
+    With ``pad`` a phrase shorter than ``n_ctx`` fills the *last* rows and the rows before it are N(0, init_std)
+    (zeros for ``init_std=0``), as ProGrad initialises 16 vectors from a 4-token template phrase. Random rows come
+    from the (run-seeded) global generator.
+    """
+    if phrase is None:
+        return torch.randn(n_ctx, backbone.text_width) * init_std
+    context = context_from_phrase(backbone, phrase)
+    if context.shape[0] == n_ctx:
+        return context
+    if not pad or context.shape[0] > n_ctx:
+        needed = f"{context.shape[0]}" + (" or more" if pad else "")
+        fail("n_ctx", f"{needed} (the number of tokens of ctx_init {phrase!r})", n_ctx)
+    head = torch.randn(n_ctx - context.shape[0], backbone.text_width) * init_std
+    return torch.cat([head, context])
+
+
 class ClassPromptTokens(nn.Module):
     """Frozen pieces of the prompts of one class list, and their assembly around learnable context vectors.
 
@@ -98,6 +119,16 @@ class ClassPromptTokens(nn.Module):
             return prompts if self.order is None else _gather_positions(prompts, self.order)
         fail("context", f"of shape (n_ctx, D) or ({num_classes}, n_ctx, D)", tuple(context.shape))
 
+    def assemble_per_image(self, context: Tensor) -> Tensor:
+        """Prompt embeddings (B, C, L, D) from per-image context (B, n_ctx, D) (image-conditioned prompts)."""
+        if self.order is not None:
+            fail("class_token_position", "'end' for per-image context", self.position)
+        batch, num_classes = context.shape[0], self.prefix.shape[0]
+        context = context.to(self.prefix.dtype).unsqueeze(1).expand(-1, num_classes, -1, -1)  # (B, C, n_ctx, D)
+        prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, 1, D)
+        suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, L - 1 - n_ctx, D)
+        return torch.cat([prefix, context, suffix], dim=2)
+
     @property
     def ids(self) -> Tensor:
         """Token ids in the assembled order (the EOS position is the same in every layout)."""
@@ -107,3 +138,15 @@ class ClassPromptTokens(nn.Module):
 def _gather_positions(prompts: Tensor, order: Tensor) -> Tensor:
     """prompts (C, L, D), order (C, L) -> prompts[c, order[c, j]]."""
     return torch.gather(prompts, 1, order.unsqueeze(-1).expand(-1, -1, prompts.shape[-1]))
+
+
+def encode_prompt_rows(backbone: ClipBackbone, embeddings: Tensor, token_ids: Tensor, *, chunk_rows: int) -> Tensor:
+    """Text features (N, E) of N prompt rows, encoded ``chunk_rows`` rows at a time (bounded activation memory).
+
+    Rows are independent sequences, so chunking is exact. Used for per-image prompts, where N = B * C.
+    """
+    chunks = [
+        backbone.encode_text_embeddings(embeddings[start : start + chunk_rows], token_ids[start : start + chunk_rows])
+        for start in range(0, embeddings.shape[0], chunk_rows)
+    ]
+    return torch.cat(chunks)
