@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from calprompt._validation import fail
+from calprompt._validation import check_non_negative, check_positive_int, fail
 from calprompt.clip.backbone import ClipBackbone
 from calprompt.methods.text_prompts import ClassPromptTokens, context_from_phrase
 
@@ -39,6 +39,14 @@ def check_depth_option(depth: int | None, name: str) -> None:
     """Validate a depth setting on its own (the backbone's layer count is checked when the method is built)."""
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         fail(name, "a positive integer or None (the paper's depth, capped at the encoder's layers)", depth)
+
+
+def check_text_context(n_ctx: int, n_ctx_name: str, ctx_init: str | None, init_std: float) -> None:
+    """Validate the text-context settings shared by IVLP, PromptSRC and MaPLe."""
+    check_positive_int(n_ctx, n_ctx_name)
+    check_non_negative(init_std, "init_std")
+    if ctx_init is not None and not ctx_init.strip():
+        fail("ctx_init", "a phrase or None", ctx_init)
 
 
 def normal_prompts(count: int, tokens: int, width: int, std: float, device: torch.device) -> nn.ParameterList:

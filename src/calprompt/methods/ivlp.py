@@ -7,9 +7,15 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from calprompt._validation import check_non_negative, check_positive_int, fail
+from calprompt._validation import fail
 from calprompt.methods.base import MethodConfig, PromptMethod, register_method
-from calprompt.methods.deep_prompts import DeepTextPrompts, DeepVisionPrompts, check_depth_option, resolve_depth
+from calprompt.methods.deep_prompts import (
+    DeepTextPrompts,
+    DeepVisionPrompts,
+    check_depth_option,
+    check_text_context,
+    resolve_depth,
+)
 
 
 @dataclass(frozen=True)
@@ -31,14 +37,11 @@ class IVLPConfig(MethodConfig):
     paper_depth = 12
 
     def __post_init__(self) -> None:
-        check_positive_int(self.n_ctx_text, "n_ctx_text")
+        check_text_context(self.n_ctx_text, "n_ctx_text", self.ctx_init, self.init_std)
         if isinstance(self.n_ctx_vision, bool) or not isinstance(self.n_ctx_vision, int) or self.n_ctx_vision < 0:
             fail("n_ctx_vision", "an integer >= 0 (0: no visual prompts)", self.n_ctx_vision)
         check_depth_option(self.text_depth, "text_depth")
         check_depth_option(self.vision_depth, "vision_depth")
-        check_non_negative(self.init_std, "init_std")
-        if self.ctx_init is not None and not self.ctx_init.strip():
-            fail("ctx_init", "a phrase or None", self.ctx_init)
 
 
 @register_method("ivlp")

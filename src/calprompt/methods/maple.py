@@ -8,9 +8,14 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from calprompt._validation import check_non_negative, check_positive_int, fail
 from calprompt.methods.base import MethodConfig, PromptMethod, register_method
-from calprompt.methods.deep_prompts import DeepTextPrompts, check_depth_option, layer_prompts, resolve_depth
+from calprompt.methods.deep_prompts import (
+    DeepTextPrompts,
+    check_depth_option,
+    check_text_context,
+    layer_prompts,
+    resolve_depth,
+)
 
 
 @dataclass(frozen=True)
@@ -26,11 +31,8 @@ class MaPLeConfig(MethodConfig):
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        check_positive_int(self.n_ctx, "n_ctx")
+        check_text_context(self.n_ctx, "n_ctx", self.ctx_init, self.init_std)
         check_depth_option(self.depth, "depth")
-        check_non_negative(self.init_std, "init_std")
-        if self.ctx_init is not None and not self.ctx_init.strip():
-            fail("ctx_init", "a phrase or None", self.ctx_init)
 
 
 @register_method("maple")
