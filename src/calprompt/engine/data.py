@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -35,6 +36,10 @@ class TrainingData:
         zero_shot_text_features: (C, D) frozen text features of the training classes (dataset template), needed by
             objectives that use zero-shot moments or logits.
         cache: an on-disk feature cache shared across runs; ``None`` keeps features in memory for this run only.
+        decoded_memory_bytes: decoded training images kept in memory and reused by every later epoch, up to this
+            many bytes of pixels (0: decode every epoch). Augmentation still draws a fresh view per epoch; only
+            the file decoding (or, for the toy world, the rendering) is saved. Ignored with ``num_workers > 0``
+            (workers cannot hand images back).
     """
 
     items: Sequence[Item]
@@ -46,7 +51,9 @@ class TrainingData:
     zero_shot_text_features: Tensor | None = None
     cache: FeatureCache | None = None
     num_workers: int = 0
+    decoded_memory_bytes: int = 2 * 1024**3
     _memory: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    _decoded: dict[str, Image.Image] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.items = tuple(self.items)
@@ -54,6 +61,18 @@ class TrainingData:
             raise ValueError("Expected `items` to be a non-empty training set, got 0 items.")
         self.labels = torch.tensor([item.label for item in self.items], dtype=torch.long)
         self._train_transform = build_train_transform(self.transform)
+        self._decoded_bytes = 0
+
+    def load_image(self, impath: str) -> Image.Image:
+        """``loader(impath)``, served from memory after the first time while the budget lasts."""
+        image = self._decoded.get(impath)
+        if image is None:
+            image = self.loader(impath)
+            size = image.width * image.height * len(image.getbands())
+            if self.num_workers == 0 and self._decoded_bytes + size <= self.decoded_memory_bytes:
+                self._decoded[impath] = image
+                self._decoded_bytes += size
+        return image
 
     def view_seed(self, seed: int, view_epoch: int) -> int:
         return derive_view_seed(seed, view_epoch)
@@ -69,7 +88,7 @@ class TrainingData:
                 self.items,
                 self.encode_image,
                 self._train_transform,
-                loader=self.loader,
+                loader=self.load_image,
                 view_seed=view_seed,
                 batch_size=config.encode_batch_size,
                 num_workers=self.num_workers,
@@ -97,7 +116,7 @@ class TrainingData:
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, indices) per batch, with the same seeded views as :meth:`frozen_features`."""
         dataset = ItemDataset(
-            self.items, self._train_transform, loader=self.loader, view_seed=self.view_seed(config.seed, view_epoch)
+            self.items, self._train_transform, loader=self.load_image, view_seed=self.view_seed(config.seed, view_epoch)
         )
         loader = DataLoader(dataset, batch_sampler=[batch.tolist() for batch in batches], num_workers=self.num_workers)
         for images, _labels, indices in loader:
