@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -77,12 +78,16 @@ def calprompt_trainer(method: PromptMethod) -> Trainer:
     return Trainer(method, build_objective("none"), data, config)
 
 
-def time_steps(step: Callable[[], None], steps: int) -> float:
-    step()  # warm-up
-    start = time.perf_counter()
+def time_interleaved(first: Callable[[], None], second: Callable[[], None], steps: int) -> tuple[float, float]:
+    """Median seconds per step of each, measured alternately (a shared machine's load drifts alike for both)."""
+    first(), second()  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+        for step, record in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            step()
+            record.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def bench(backbone: ClipBackbone, name: str, classnames: list[str], batch: int, steps: int) -> None:
@@ -105,8 +110,7 @@ def bench(backbone: ClipBackbone, name: str, classnames: list[str], batch: int, 
         reference_loss(method, images, labels).backward()
         trainer.optimizer.step()
 
-    t_ours = time_steps(lambda: trainer._step(None, images, labels, update=True), steps)
-    t_ref = time_steps(reference_step, steps)
+    t_ours, t_ref = time_interleaved(lambda: trainer._step(None, images, labels, update=True), reference_step, steps)
     print(
         f"| {name} | {method.num_trainable_parameters():,} | {t_ours * 1000:,.0f} ms | {t_ref * 1000:,.0f} ms | "
         f"{t_ref / t_ours:.2f}x | {ours:.5f} vs {reference:.5f} |"
@@ -115,7 +119,7 @@ def bench(backbone: ClipBackbone, name: str, classnames: list[str], batch: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--backbone", default="ViT-B-16", help="ViT-B-16 (random init) or toy")
@@ -123,8 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     backbone = load_clip(args.backbone)
     names = (TOY_CLASSNAMES if args.backbone == "toy" else REAL_CLASSNAMES)[: args.classes]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.backbone}, ")
-    print(f"{len(names)} classes, batch {args.batch}, mean of {args.steps} steps after one warm-up, objective CE\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.backbone}, {len(names)} classes,")
+    print(f"batch {args.batch}, median of {args.steps} alternating steps after one warm-up, objective CE\n")
     print("| method | parameters | calprompt step | reference-style step | ratio | loss (same) |")
     print("|---|---|---|---|---|---|")
     for name in args.methods:
