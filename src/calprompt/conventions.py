@@ -15,6 +15,13 @@ def clean_classname(classname: str) -> str:
     return classname.replace("_", " ").strip()
 
 
+def check_template(template: object, name: str = "template") -> str:
+    """Require a prompt template with exactly one ``{}`` placeholder for the class name."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ValueError(f"Expected `{name}` to be a string with exactly one '{{}}' placeholder, got {template!r}.")
+    return template
+
+
 def format_prompt(template: str, classname: str) -> str:
     """Fill a zero-shot template with the cleaned class name (see `clean_classname`)."""
     return template.format(clean_classname(classname))

@@ -12,6 +12,7 @@ from calprompt.engine.data import TrainingData
 from calprompt.engine.evaluate import predict
 from calprompt.engine.train import TrainConfig, Trainer, epoch_batches
 from calprompt.methods import build_method
+from tests.interrupt import StopTrainingError, stop_at_epoch
 from tests.synthetic import synthetic_splits
 
 TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
@@ -55,26 +56,13 @@ def test_cached_and_online_training_follow_the_same_trajectory(tiny_backbone, ob
     assert not torch.allclose(cached_method.ctx, _setup(tiny_backbone)[1].ctx)  # it did train
 
 
-class _InterruptedError(Exception):
-    pass
-
-
-def _interrupt_at(epoch_to_stop: int):
-    def progress(iterator, total, description):
-        if description.startswith(f"epoch {epoch_to_stop + 1}/"):
-            raise _InterruptedError
-        return iterator
-
-    return progress
-
-
 def test_resume_after_interruption_gives_the_same_weights(tiny_backbone, tmp_path):
     _, method, obj, data = _setup(tiny_backbone)
     Trainer(method, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "full").fit()
 
     _, first, obj, data = _setup(tiny_backbone)
-    with pytest.raises(_InterruptedError):
-        Trainer(first, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "cut", progress=_interrupt_at(2)).fit()
+    with pytest.raises(StopTrainingError):
+        Trainer(first, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "cut", progress=stop_at_epoch(2)).fit()
     _, resumed, obj, data = _setup(tiny_backbone)
     result = Trainer(resumed, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "cut").fit()
     assert result.resumed_from_epoch == 2

@@ -24,6 +24,7 @@ from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.methods import METHODS, MethodConfig, PromptMethod, available_methods, build_method, register_method
 from calprompt.methods.base import MethodLosses, total_loss
 from calprompt.methods.text_prompts import ClassPromptTokens, initial_context
+from tests.interrupt import StopTrainingError, stop_at_epoch
 from tests.synthetic import synthetic_splits
 
 TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
@@ -191,24 +192,11 @@ def test_class_list_switch_keeps_the_learned_prompts(tiny_backbone, name):
     assert torch.equal(method(images).logits, before)
 
 
-class _StopError(Exception):
-    pass
-
-
-def _stop_at(epoch: int):
-    def progress(iterator, total, description):
-        if description.startswith(f"epoch {epoch + 1}/"):
-            raise _StopError
-        return iterator
-
-    return progress
-
-
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_resume_after_an_epoch_is_exact(tiny_backbone, name, tmp_path):
     full, _ = _train(tiny_backbone, name, checkpoint_dir=tmp_path / "full")
-    with pytest.raises(_StopError):
-        _train(tiny_backbone, name, checkpoint_dir=tmp_path / "cut", progress=_stop_at(1))
+    with pytest.raises(StopTrainingError):
+        _train(tiny_backbone, name, checkpoint_dir=tmp_path / "cut", progress=stop_at_epoch(1))
     resumed, result = _train(tiny_backbone, name, checkpoint_dir=tmp_path / "cut")
     assert result.resumed_from_epoch == 1
     for key, value in full.trainable_state_dict().items():

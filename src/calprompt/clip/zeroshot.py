@@ -10,13 +10,12 @@ from torch import Tensor
 
 from calprompt._validation import fail
 from calprompt.clip.backbone import ClipBackbone
-from calprompt.conventions import format_prompt
+from calprompt.conventions import check_template, format_prompt
 
 
 def class_prompts(classnames: Sequence[str], template: str) -> list[str]:
     """Fill ``template`` (with one ``{}``) with each cleaned class name."""
-    if template.count("{}") != 1:
-        fail("template", "a string with exactly one '{}' placeholder", template)
+    check_template(template)
     return [format_prompt(template, name) for name in classnames]
 
 

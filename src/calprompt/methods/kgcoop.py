@@ -15,10 +15,11 @@ from typing import Any
 
 from torch import Tensor
 
-from calprompt._validation import check_non_negative, fail
-from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt._validation import check_non_negative
+from calprompt.conventions import check_template
 from calprompt.methods.base import MethodLosses, register_method
 from calprompt.methods.coop import CoOp, CoOpConfig
+from calprompt.methods.text_prompts import register_teacher
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class KgCoOpConfig(CoOpConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_non_negative(self.kg_weight, "kg_weight")
-        if self.teacher_template is not None and self.teacher_template.count("{}") != 1:
-            fail("teacher_template", "a template with exactly one '{}'", self.teacher_template)
+        if self.teacher_template is not None:
+            check_template(self.teacher_template, "teacher_template")
 
 
 @register_method("kgcoop")
@@ -46,9 +47,7 @@ class KgCoOp(CoOp):
 
     def build_prompts(self, classnames: tuple[str, ...]) -> None:
         super().build_prompts(classnames)
-        if self.config.teacher_template is not None:
-            teacher = zero_shot_text_features(self.backbone, classnames, self.config.teacher_template)
-            self.register_buffer("teacher_text", teacher, persistent=False)
+        register_teacher(self, self.backbone, classnames, self.config.teacher_template)
 
     def losses(self, inputs: Mapping[str, Any]) -> MethodLosses:
         teacher = self.teacher_text if self.config.teacher_template is not None else inputs["zs_text_features"]

@@ -23,10 +23,10 @@ from torch import Tensor
 
 from calprompt._validation import check_non_negative, fail
 from calprompt.clip.backbone import ClipBackbone
-from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.conventions import check_template
 from calprompt.methods.base import MethodLosses, register_method, total_loss
 from calprompt.methods.coop import CoOp, CoOpConfig
-from calprompt.methods.text_prompts import initial_context
+from calprompt.methods.text_prompts import initial_context, register_teacher
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class ProGradConfig(CoOpConfig):
             fail("temperature", "a number > 0", self.temperature)
         if self.class_specific_context:
             fail("class_specific_context", "False for ProGrad (its student shares one context)", True)
-        if self.teacher_template is not None and self.teacher_template.count("{}") != 1:
-            fail("teacher_template", "a template with exactly one '{}'", self.teacher_template)
+        if self.teacher_template is not None:
+            check_template(self.teacher_template, "teacher_template")
 
 
 @register_method("prograd")
@@ -64,9 +64,7 @@ class ProGrad(CoOp):
 
     def build_prompts(self, classnames: tuple[str, ...]) -> None:
         super().build_prompts(classnames)
-        if self.config.teacher_template is not None:
-            teacher = zero_shot_text_features(self.backbone, classnames, self.config.teacher_template)
-            self.register_buffer("teacher_text", teacher, persistent=False)
+        register_teacher(self, self.backbone, classnames, self.config.teacher_template)
 
     def losses(self, inputs: Mapping[str, Any]) -> MethodLosses:
         if self.config.teacher_template is None:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from calprompt._validation import fail
 from calprompt.clip.backbone import ClipBackbone
+from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.conventions import clean_classname
 
 ClassTokenPosition = Literal["end", "middle", "front"]
@@ -138,6 +139,16 @@ class ClassPromptTokens(nn.Module):
 def _gather_positions(prompts: Tensor, order: Tensor) -> Tensor:
     """prompts (C, L, D), order (C, L) -> prompts[c, order[c, j]]."""
     return torch.gather(prompts, 1, order.unsqueeze(-1).expand(-1, -1, prompts.shape[-1]))
+
+
+def register_teacher(
+    method: nn.Module, backbone: ClipBackbone, classnames: Sequence[str], template: str | None
+) -> None:
+    """Give ``method`` a ``teacher_text`` buffer (C, D): frozen zero-shot features of ``template`` for this class list
+    (computed once per class list, never per step). No-op without a template (the loop's ``zs_text_features`` serve)."""
+    if template is not None:
+        teacher = zero_shot_text_features(backbone, classnames, template)
+        method.register_buffer("teacher_text", teacher, persistent=False)
 
 
 def encode_prompt_rows(backbone: ClipBackbone, embeddings: Tensor, token_ids: Tensor, *, chunk_rows: int) -> Tensor:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from calprompt._validation import fail
 from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.conventions import check_template
 from calprompt.methods.base import MethodConfig, PromptMethod, register_method
 
 
@@ -20,8 +20,7 @@ class ZeroShotConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         for template in (self.template, *self.extra_templates):
-            if template.count("{}") != 1:
-                fail("template", "a string with exactly one '{}'", template)
+            check_template(template)
 
 
 @register_method("zeroshot")
