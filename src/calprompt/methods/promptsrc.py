@@ -26,6 +26,7 @@ from torch import Tensor
 
 from calprompt._validation import check_non_negative, fail
 from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.conventions import check_template
 from calprompt.methods.base import MethodLosses, register_method
 from calprompt.methods.imagenet_templates import IMAGENET_TEMPLATES_60
 from calprompt.methods.ivlp import IVLP, IVLPConfig
@@ -56,8 +57,10 @@ class PromptSRCConfig(IVLPConfig):
             fail("gpa_mean", "a finite number of epochs or None (0.75 * epochs)", self.gpa_mean)
         if not self.gpa_std > 0:
             fail("gpa_std", "a positive number of epochs", self.gpa_std)
-        if not self.teacher_templates or any(t.count("{}") != 1 for t in self.teacher_templates):
-            fail("teacher_templates", "a non-empty list of strings with exactly one '{}'", self.teacher_templates)
+        if not self.teacher_templates:
+            fail("teacher_templates", "a non-empty list of templates", self.teacher_templates)
+        for template in self.teacher_templates:
+            check_template(template, "teacher_templates")
 
 
 def gpa_weights(epochs: int, mean: float | None, std: float) -> Tensor:

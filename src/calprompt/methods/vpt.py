@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from calprompt._validation import check_non_negative, check_positive_int, fail
+from calprompt._validation import check_non_negative, check_positive_int
 from calprompt.clip.zeroshot import zero_shot_text_features
+from calprompt.conventions import check_template
 from calprompt.methods.base import MethodConfig, PromptMethod, register_method
 from calprompt.methods.deep_prompts import DeepVisionPrompts, check_depth_option, resolve_depth
 
@@ -33,8 +34,7 @@ class VPTConfig(MethodConfig):
         check_positive_int(self.n_ctx, "n_ctx")
         check_depth_option(self.depth, "depth")
         check_non_negative(self.init_std, "init_std")
-        if self.text_template.count("{}") != 1:
-            fail("text_template", "a string with exactly one '{}'", self.text_template)
+        check_template(self.text_template, "text_template")
 
 
 @register_method("vpt")
