@@ -21,19 +21,25 @@ def class_prompts(classnames: Sequence[str], template: str) -> list[str]:
 
 @torch.no_grad()
 def zero_shot_text_features(
-    backbone: ClipBackbone, classnames: Sequence[str], templates: str | Sequence[str], *, batch_size: int = 512
+    backbone: ClipBackbone,
+    classnames: Sequence[str],
+    templates: str | Sequence[str],
+    *,
+    batch_size: int = 512,
+    normalize_each: bool = True,
 ) -> Tensor:
-    """L2-normalised (C, D) class text features; with several templates, the normalised mean of their features."""
+    """L2-normalised (C, D) class text features; with several templates, the normalised mean of their features.
+
+    ``normalize_each=False`` averages the raw (unnormalised) features instead, as PromptSRC's teacher does.
+    """
     templates = [templates] if isinstance(templates, str) else list(templates)
     if not classnames or not templates:
         fail("classnames/templates", "non-empty", (len(classnames), len(templates)))
-    total = None
-    for template in templates:
-        prompts = class_prompts(classnames, template)
-        chunks = []
-        for start in range(0, len(prompts), batch_size):
-            ids = backbone.tokenize(prompts[start : start + batch_size])
-            chunks.append(backbone.encode_text(ids, normalize=True).float())
-        features = torch.cat(chunks)  # (C, D)
-        total = features if total is None else total + features
-    return F.normalize(total, dim=-1)
+    # Every template's prompts in one batched pass (a few large calls instead of one small call per template).
+    prompts = [prompt for template in templates for prompt in class_prompts(classnames, template)]
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        ids = backbone.tokenize(prompts[start : start + batch_size])
+        chunks.append(backbone.encode_text(ids, normalize=normalize_each).float())
+    features = torch.cat(chunks).view(len(templates), len(classnames), -1)  # (T, C, D)
+    return F.normalize(features.sum(dim=0), dim=-1)
