@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from calprompt.calibration import INPUT_NAMES, build_objective
+from calprompt.calibration.outliers import OutlierPool
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data import ImageTransformConfig
 from calprompt.engine.data import TrainingData
@@ -28,6 +29,8 @@ from tests.interrupt import StopTrainingError, stop_at_epoch
 from tests.synthetic import synthetic_splits
 
 TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
+OUTLIER_INPUTS = frozenset({"outlier_text_features", "zs_outlier_text_features"})
+OUTLIER_NAMES = ("tree", "car", "house", "boat", "cloud")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Probe(PromptMethod):
 
     @property
     def needs(self) -> frozenset[str]:
+        if self.config.per_image_text:  # outlier names get prompts of their own only where text ignores the image
+            return frozenset(INPUT_NAMES) - OUTLIER_INPUTS
         return frozenset(INPUT_NAMES)
 
     def init_parameters(self, classnames: tuple[str, ...]) -> None:
@@ -131,6 +136,7 @@ def _data(backbone, splits) -> TrainingData:
         loader=splits.image_loader,
         dataset_name="synthetic",
         zero_shot_text_features=zero_shot_text_features(backbone, splits.classnames, splits.template),
+        outliers=OutlierPool(OUTLIER_NAMES, zero_shot_text_features(backbone, OUTLIER_NAMES, splits.template), 3),
     )
 
 
@@ -144,7 +150,8 @@ def _train(backbone, name, *, epochs=3, checkpoint_dir=None, progress=None, feat
 
 
 def test_every_builtin_method_is_in_the_suite():
-    assert {"zeroshot", "coop", "cocoop", "kgcoop", "prograd", "probe"} <= set(ALL)
+    builtin = {"zeroshot", "coop", "cocoop", "kgcoop", "prograd", "maple", "ivlp", "vpt", "promptsrc"}
+    assert {*builtin, "probe"} <= set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -226,7 +233,7 @@ def test_cached_and_online_training_agree_where_the_image_encoder_is_untouched(t
 
 def test_probe_sees_every_input_in_float32_and_its_hooks_run(tiny_backbone, tmp_path):
     method, result = _train(tiny_backbone, "probe", epochs=2, checkpoint_dir=tmp_path)
-    assert method.seen == set(INPUT_NAMES)
+    assert method.seen == set(INPUT_NAMES) - OUTLIER_INPUTS
     assert {"gap", "logged_only", "loss", "cross_entropy"} <= set(result.history[-1].losses)
     assert int(method.epochs_seen) == 2
     assert not result.used_feature_cache  # the probe changes the image encoder
@@ -319,3 +326,12 @@ def test_resume_without_momentum_is_exact(tiny_backbone, tmp_path):
     with pytest.raises(StopTrainingError):
         run(tmp_path / "cut", stop_at_epoch(1))
     assert torch.equal(run(tmp_path / "cut").ctx, full.ctx)
+
+
+def test_probe_with_shared_text_sees_the_outlier_inputs(tiny_backbone):
+    splits = synthetic_splits()
+    method = _build(tiny_backbone, "probe", splits.classnames, per_image_text=False)
+    config = TrainConfig(epochs=1, batch_size=8, lr=0.05, seed=3)
+    Trainer(method, build_objective("dor"), _data(tiny_backbone, splits), config).fit()
+    assert method.seen == set(INPUT_NAMES)
+    assert method.classnames == splits.classnames  # the outlier prompts were built and the class list restored

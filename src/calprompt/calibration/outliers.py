@@ -17,6 +17,7 @@ constant (``build_objective("dor", weight=...)``): 8 for CoOp, 2 for the other m
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,26 @@ def select_outliers(
     if not names:
         fail("nouns", "at least one noun that is not a class name", 0)
     return rank_by_base_similarity(encode(names), base_features, names, top_k)
+
+
+#: Outlier names drawn per training step.
+DEFAULT_OUTLIER_BATCH = 32
+
+
+@dataclass(frozen=True)
+class OutlierPool:
+    """DOR's outlier class names and their frozen zero-shot text features (K, D), computed once per run."""
+
+    names: tuple[str, ...]
+    features: Tensor
+    batch_size: int = DEFAULT_OUTLIER_BATCH
+
+    def __post_init__(self) -> None:
+        if not self.names or self.features.shape[0] != len(self.names):
+            fail("OutlierPool", "one feature row per (at least one) name", (len(self.names), self.features.shape))
+
+    def sampler(self, seed: int) -> OutlierSampler:
+        return OutlierSampler(len(self.names), min(self.batch_size, len(self.names)), seed)
 
 
 class OutlierSampler:

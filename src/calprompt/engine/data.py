@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from calprompt.calibration.outliers import OutlierPool
 from calprompt.data.features import FeatureCache, FeatureKey, encode_items, encode_views, item_ids
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.transforms import ImageTransform, ImageTransformConfig, build_train_transform
@@ -45,6 +46,7 @@ class TrainingData:
     loader: ImageLoader = open_rgb_image
     dataset_name: str = "custom"
     zero_shot_text_features: Tensor | None = None
+    outliers: OutlierPool | None = None  # DOR's outlier names and frozen features, for objectives that need them
     cache: FeatureCache | None = None
     num_workers: int = 0
     _memory: dict[int, Tensor] = field(default_factory=dict, repr=False)

@@ -150,6 +150,11 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------------------
     def _prepare_frozen_targets(self) -> None:
         """Frozen zero-shot text features and their moments: once per class list, never per step."""
+        if self.needs & {"outlier_text_features", "zs_outlier_text_features"}:
+            if self.data.outliers is None:
+                fail("TrainingData.outliers", f"an OutlierPool (needed for {sorted(self.needs)})", None)
+            self._frozen["outlier_features"] = self.data.outliers.features.to(self.method.backbone.device).float()
+            self._outlier_sampler = self.data.outliers.sampler(self.config.seed)
         if not self.needs & {"zs_text_features", "zs_text_moments", "zs_logits"}:
             return
         if self.data.zero_shot_text_features is None:
@@ -191,6 +196,7 @@ class Trainer:
                 batch_features,
                 images,
                 labels,
+                (epoch, step),
                 update=(step + 1) % config.grad_accumulation == 0 or step + 1 == len(batches),
             )
             values = torch.stack([value.detach().float() for value in parts.values()])
@@ -208,7 +214,13 @@ class Trainer:
         return EpochLog(epoch=epoch, lr=lr, losses=losses, seconds=seconds)
 
     def _step(
-        self, features: Tensor | None, images: Tensor | None, labels: Tensor, *, update: bool
+        self,
+        features: Tensor | None,
+        images: Tensor | None,
+        labels: Tensor,
+        position: tuple[int, int],
+        *,
+        update: bool,
     ) -> dict[str, Tensor]:
         """One forward/backward (and optimizer step when ``update``); returns the logged values as 0-dim tensors."""
         device = self.config.device
@@ -216,7 +228,7 @@ class Trainer:
             images = images.to(device)
         with autocast(device, self.config.precision):
             output = self.method(images) if features is None else self.method(image_features=features.to(device))
-        inputs = self._inputs(output, labels, images)
+        inputs = self._inputs(output, labels, images, position)
         with full_precision_region(device):  # every loss term in float32, like the calibration terms
             loss, parts = self.objective.components(**{key: inputs[key] for key in self.objective.needs})
             terms = self.method.losses(inputs)
@@ -230,9 +242,20 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return {**parts, **{name: value for name, (_, value) in terms.items()}, "loss": total_loss(loss, terms)}
 
-    def _inputs(self, output: MethodOutput, labels: Tensor, images: Tensor | None) -> dict[str, Any]:
-        """Every input the objective and the method need, each computed once, in float32."""
+    def _inputs(
+        self, output: MethodOutput, labels: Tensor, images: Tensor | None, position: tuple[int, int]
+    ) -> dict[str, Any]:
+        """Every input the objective and the method need, each computed once, in float32; ``position`` is the
+        step's (epoch, step), which seeds the outlier names drawn for it."""
         inputs: dict[str, Any] = {"logits": output.logits, "labels": labels}
+        if self.needs & {"outlier_text_features", "zs_outlier_text_features"}:
+            drawn = self._outlier_sampler.indices(*position)
+            names = [self.data.outliers.names[i] for i in drawn.tolist()]
+            with autocast(self.config.device, self.config.precision):
+                inputs["outlier_text_features"] = F.normalize(self.method.encode_text_for(names), dim=-1)
+            inputs["zs_outlier_text_features"] = self._frozen["outlier_features"][
+                drawn.to(self._frozen["outlier_features"].device)
+            ]
         if "text_features" in self.needs:
             inputs["text_features"] = output.text_features
         if "image_features" in self.needs:

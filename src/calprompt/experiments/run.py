@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from torch import Tensor
 from calprompt import __version__
 from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_json_atomic
 from calprompt._validation import fail
-from calprompt.calibration import build_objective
+from calprompt.calibration import CalibrationObjective, build_objective
+from calprompt.calibration.nouns import wordnet_nouns
+from calprompt.calibration.outliers import OutlierPool, select_outliers
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
 from calprompt.calibration.suite import RUN_BOOTSTRAP_RESAMPLES, Scored, posthoc_suite
 from calprompt.clip import ClipBackbone, load_clip
@@ -175,6 +177,25 @@ def run_experiment(
     return RunResult(out, metrics)
 
 
+def _needs_outliers(objective: CalibrationObjective) -> bool:
+    return bool(objective.needs & {"outlier_text_features", "zs_outlier_text_features"})
+
+
+def outlier_pool(
+    backbone: ClipBackbone, classnames: Sequence[str], template: str, base_features: Tensor
+) -> OutlierPool:
+    """DOR's outliers for a dataset: the shipped WordNet nouns that are none of its classes and that the backbone's
+    vocabulary can spell (the toy CLIP knows only its world's words), the 5000 closest to the base classes."""
+    covers = getattr(backbone.tokenizer, "covers", None)
+    nouns = [noun for noun in wordnet_nouns() if covers is None or covers(noun)]
+
+    def encode(names: Sequence[str]) -> Tensor:
+        return zero_shot_text_features(backbone, names, template)
+
+    names = select_outliers(encode, nouns, classnames, base_features)
+    return OutlierPool(tuple(names), encode(names))
+
+
 def _train_and_evaluate(
     config: RunConfig,
     splits: DatasetSplits,
@@ -204,6 +225,9 @@ def _train_and_evaluate(
         loader=base.image_loader,
         dataset_name=config.dataset,
         zero_shot_text_features=zs_base,
+        outliers=outlier_pool(backbone, splits.classnames, base.template, zs_base)
+        if _needs_outliers(objective)
+        else None,
         cache=cache,
         num_workers=config.num_workers,
     )

@@ -128,6 +128,18 @@ class PromptMethod(nn.Module, ABC):
     def encode_text(self, image_features: Tensor | None = None) -> Tensor:
         """Class text features (C, D), or (B, C, D) for methods whose prompts depend on ``image_features``."""
 
+    def encode_text_for(self, classnames: Sequence[str]) -> Tensor:
+        """Text features (K, D) of other class names under the current prompts, with gradients, then back to the
+        current class list (DOR pulls the tuned features of sampled outlier names towards frozen CLIP's)."""
+        if self.text_depends_on_image:
+            fail(f"{self.name} for outlier class names", "a method whose prompts do not depend on the image", self.name)
+        current = self._classnames
+        self.set_classnames(classnames)
+        try:
+            return self.encode_text()
+        finally:
+            self.set_classnames(current)
+
     def encode_image(self, images: Tensor) -> Tensor:
         """Image features (B, D); the frozen encoder unless a method overrides it."""
         with torch.no_grad():

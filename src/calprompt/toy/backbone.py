@@ -48,6 +48,10 @@ class ToyVocabularyTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._inner.encode(text)
 
+    def covers(self, text: str) -> bool:
+        """Whether every token of ``text`` has an embedding in the toy checkpoint."""
+        return set(self._inner.encode(text)) <= self._known
+
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> Tensor:
         ids = self._inner(texts, context_length=context_length)
         unknown = set(ids.unique().tolist()) - self._known - self._warned
