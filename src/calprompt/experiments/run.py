@@ -24,7 +24,6 @@ from torch import Tensor
 
 from calprompt import __version__
 from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_json_atomic
-from calprompt._validation import fail
 from calprompt.calibration import CalibrationObjective, build_objective
 from calprompt.calibration.nouns import wordnet_nouns
 from calprompt.calibration.outliers import OutlierPool, select_outliers
@@ -41,6 +40,7 @@ from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.experiments.config import RunConfig, default_cache_dir
 from calprompt.experiments.identity import items_fingerprint, run_identity
 from calprompt.experiments.locking import run_lock
+from calprompt.experiments.minimums import check_minimums, dac_neighbours
 from calprompt.experiments.options import typed_run_config
 from calprompt.experiments.protocols import check_targets, transfer_predictions
 from calprompt.experiments.rundir import (
@@ -103,43 +103,6 @@ def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | No
     return base_novel(config, few_shot_splits(config))
 
 
-def check_minimums(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
-    """Refuse, before any training, what cannot run; return what will be skipped, with the reason.
-
-    A class with test items but no training items (a typo in a CSV, a folder only in ``test/``) is refused by name:
-    under base-to-novel, whose halves are taken over the trained classes, it would be evaluated nowhere.
-    """
-    base, novel = base_novel(config, splits)
-    if not base.train:
-        raise ValueError(
-            f"Dataset {config.dataset!r} has no training items. A test-only dataset is an evaluation target: train "
-            f"on another dataset, then `calprompt eval --run DIR --dataset {config.dataset}`."
-        )
-    trained = {item.label for item in splits.train}
-    untrained = [name for label, name in enumerate(splits.classnames) if label not in trained]
-    if untrained:  # `calprompt datasets check` reports the same classes
-        raise ValueError(
-            f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so no prompt would ever see "
-            f"them (and base-to-novel would evaluate them nowhere): {untrained[:10]}. Add training images for "
-            "them, or fix their names if they are typos."
-        )
-    if novel is not None and len(trained) < 2:
-        fail("protocol", "'all' for a dataset with fewer than 2 classes (base-to-novel needs two halves)", 1)
-    skipped = {}
-    if not base.val:
-        skipped["ts"] = "no validation items to fit the temperature on (the dataset has no val split)"
-    if novel is not None and dac_neighbours(config, base) < config.dac_k:
-        skipped["dac_k"] = (
-            f"DAC's k lowered from {config.dac_k} to the {len(base.classnames)} base classes (k <= base classes)"
-        )
-    return skipped
-
-
-def dac_neighbours(config: RunConfig, base: DatasetSplits) -> int:
-    """DAC's k: the configured one, at most the number of base classes."""
-    return min(config.dac_k, len(base.classnames))
-
-
 def run_experiment(
     config: RunConfig,
     out_dir: str | Path,
@@ -164,7 +127,7 @@ def run_experiment(
     started = time.perf_counter()
     splits = few_shot_splits(config)
     identity = run_identity(config, splits)
-    skipped = check_minimums(config, splits)
+    skipped = check_minimums(config, splits, *base_novel(config, splits))
     if not force and not is_empty(out):
         claim_check(out, identity)  # refuse another identity before taking the lock (nothing written)
     with run_lock(out, wait=wait):
