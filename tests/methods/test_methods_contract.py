@@ -32,7 +32,10 @@ TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
 
 @dataclass(frozen=True)
 class ProbeConfig(MethodConfig):
-    touch_image: bool = True
+    touch_image: bool = True  # image features from visual prompt tokens (not cacheable)
+    per_image_text: bool = True  # text features shifted by each image's feature
+    extra_term: str = "gap"  # the name of its own loss term (a clash with the objective's names is an error)
+    poison: bool = False  # make the loss NaN
 
 
 class Probe(PromptMethod):
@@ -47,7 +50,7 @@ class Probe(PromptMethod):
 
     @property
     def text_depends_on_image(self) -> bool:
-        return True
+        return self.config.per_image_text
 
     @property
     def needs(self) -> frozenset[str]:
@@ -72,13 +75,17 @@ class Probe(PromptMethod):
 
     def encode_text(self, image_features: Tensor | None = None) -> Tensor:
         text = self.backbone.encode_text_embeddings(self.prompts.assemble(self.ctx), self.prompts.ids)  # (C, E)
+        if not self.config.per_image_text:
+            return text + self.shift
         return text.unsqueeze(0) + image_features.unsqueeze(1) * self.shift  # (B, C, E)
 
     def losses(self, inputs: Mapping[str, Any]) -> MethodLosses:
         self.seen |= set(inputs)
         assert all(v.dtype == torch.float32 for k, v in inputs.items() if k not in ("labels", "zs_text_moments"))
         gap = (inputs["image_features"] - inputs["zs_image_features"]).square().sum(-1).mean()
-        return {"gap": (0.5, gap), "logged_only": (0.0, inputs["zs_logits"].mean())}
+        if self.config.poison:
+            gap = gap * float("nan")
+        return {self.config.extra_term: (0.5, gap), "logged_only": (0.0, inputs["zs_logits"].mean())}
 
     def backward(self, loss: Tensor, terms: MethodLosses, scale: Callable[[Tensor], Tensor]) -> None:
         scale(2.0 * total_loss(loss, terms)).backward()  # a custom rule: twice the gradient
@@ -240,14 +247,17 @@ def test_probe_with_untouched_image_encoder_trains_on_cached_features(tiny_backb
 
 
 @pytest.mark.parametrize("touch_image", [True, False])
-def test_evaluation_loop_for_image_conditioned_methods(tiny_backbone, touch_image):
-    """Per-image prompts evaluated in batches equal the logits of the forward pass on the same images."""
+@pytest.mark.parametrize("per_image_text", [True, False])
+def test_evaluation_loop_equals_the_forward_pass(tiny_backbone, touch_image, per_image_text):
+    """Every branch of the evaluation loop (cached or on-line images, shared or per-image text) gives the logits of
+    the forward pass on the same images."""
     splits = synthetic_splits()
-    method = _build(tiny_backbone, "probe", splits.classnames, touch_image=touch_image)
+    method = _build(tiny_backbone, "probe", splits.classnames, touch_image=touch_image, per_image_text=per_image_text)
     with torch.no_grad():
         method.shift.normal_()
+        method.visual.normal_()
     predictions = predict(method, splits.test, TRANSFORM, loader=splits.image_loader, batch_size=5)
-    assert predictions.text_features is None  # per-image text: nothing to hand to DAC
+    assert (predictions.text_features is None) == per_image_text  # per-image text: nothing to hand to DAC
     from calprompt.data.transforms import build_test_transform
 
     transform = build_test_transform(TRANSFORM)
@@ -255,3 +265,57 @@ def test_evaluation_loop_for_image_conditioned_methods(tiny_backbone, touch_imag
     with torch.no_grad():
         expected = method(images).logits
     torch.testing.assert_close(predictions.logits, expected, rtol=1e-5, atol=1e-4)
+
+
+def _probe_trainer(backbone, objective="ours", data=None, **options) -> Trainer:
+    splits = synthetic_splits()
+    method = _build(backbone, "probe", splits.classnames, **options)
+    config = TrainConfig(epochs=1, batch_size=8, lr=0.05, seed=3)
+    return Trainer(method, build_objective(objective), data or _data(backbone, splits), config)
+
+
+def test_a_nan_loss_stops_training_with_a_clear_error(tiny_backbone):
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        _probe_trainer(tiny_backbone, poison=True).fit()
+
+
+def test_method_terms_may_not_shadow_the_objective(tiny_backbone):
+    with pytest.raises(ValueError, match="distinct"):
+        _probe_trainer(tiny_backbone, extra_term="cross_entropy").fit()
+
+
+def test_missing_or_mismatched_zero_shot_features_are_named(tiny_backbone):
+    splits = synthetic_splits()
+    data = _data(tiny_backbone, splits)
+    data.zero_shot_text_features = None
+    with pytest.raises(ValueError, match="zero_shot_text_features"):
+        _probe_trainer(tiny_backbone, data=data).fit()
+    data.zero_shot_text_features = torch.zeros(2, tiny_backbone.embed_dim)
+    with pytest.raises(ValueError, match="one row per class"):
+        _probe_trainer(tiny_backbone, data=data).fit()
+
+
+def test_a_method_without_parameters_trains_nothing(tiny_backbone, tmp_path):
+    splits = synthetic_splits()
+    method = _build(tiny_backbone, "zeroshot", splits.classnames)
+    config = TrainConfig(epochs=2, batch_size=8, lr=0.05)
+    result = Trainer(
+        method, build_objective("ours"), _data(tiny_backbone, splits), config, checkpoint_dir=tmp_path
+    ).fit()
+    assert result.history == [] and not any(tmp_path.iterdir())
+
+
+def test_resume_without_momentum_is_exact(tiny_backbone, tmp_path):
+    splits = synthetic_splits()
+
+    def run(folder, progress=None):
+        method = _build(tiny_backbone, "coop", splits.classnames, seed=3)
+        config = TrainConfig(epochs=3, batch_size=8, lr=0.05, seed=3, momentum=0.0)
+        data = _data(tiny_backbone, splits)
+        Trainer(method, build_objective("none"), data, config, checkpoint_dir=folder, progress=progress).fit()
+        return method
+
+    full = run(tmp_path / "full")
+    with pytest.raises(StopTrainingError):
+        run(tmp_path / "cut", stop_at_epoch(1))
+    assert torch.equal(run(tmp_path / "cut").ctx, full.ctx)

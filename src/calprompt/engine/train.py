@@ -131,10 +131,10 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Run (or resume) training to the last epoch; returns the per-epoch loss history."""
         result = TrainResult(used_feature_cache=self.use_cache)
-        start = self._resume(result)
         if self.optimizer is None:
             logger.info("%s has no trainable parameters: nothing to train.", self.method.name)
             return result
+        start = self._resume(result)
         self._prepare_frozen_targets()
         self.method.train()
         for epoch in range(start, self.config.epochs):
@@ -308,10 +308,8 @@ def _float32(value: Any) -> Any:
     return value
 
 
-def _momentum_buffers(optimizer: torch.optim.Optimizer | None, method: PromptMethod) -> dict[str, Tensor]:
-    if optimizer is None:
-        return {}
-    buffers = {}
+def _momentum_buffers(optimizer: torch.optim.Optimizer, method: PromptMethod) -> dict[str, Tensor]:
+    buffers = {}  # SGD without momentum keeps none
     for name, param in method.trainable_parameters().items():
         buffer = optimizer.state.get(param, {}).get("momentum_buffer")
         if buffer is not None:
@@ -319,11 +317,7 @@ def _momentum_buffers(optimizer: torch.optim.Optimizer | None, method: PromptMet
     return buffers
 
 
-def _load_momentum_buffers(
-    optimizer: torch.optim.Optimizer | None, method: PromptMethod, buffers: dict[str, Tensor]
-) -> None:
-    if optimizer is None:
-        return
+def _load_momentum_buffers(optimizer: torch.optim.Optimizer, method: PromptMethod, buffers: dict[str, Tensor]) -> None:
     for name, param in method.trainable_parameters().items():
         if name in buffers:
             optimizer.state[param]["momentum_buffer"] = buffers[name].to(param.device, param.dtype).clone()
