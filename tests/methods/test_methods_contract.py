@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from calprompt.calibration import INPUT_NAMES, build_objective
 from calprompt.calibration.outliers import OutlierPool
+from calprompt.calibration.registry import OUTLIER_INPUTS
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data import ImageTransformConfig
 from calprompt.engine.data import TrainingData
@@ -29,7 +30,6 @@ from tests.interrupt import StopTrainingError, stop_at_epoch
 from tests.synthetic import synthetic_splits
 
 TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
-OUTLIER_INPUTS = frozenset({"outlier_text_features", "zs_outlier_text_features"})
 OUTLIER_NAMES = ("tree", "car", "house", "boat", "cloud")
 
 
@@ -58,7 +58,7 @@ class Probe(PromptMethod):
     @property
     def needs(self) -> frozenset[str]:
         if self.config.per_image_text:  # outlier names get prompts of their own only where text ignores the image
-            return frozenset(INPUT_NAMES) - OUTLIER_INPUTS
+            return frozenset(INPUT_NAMES) - set(OUTLIER_INPUTS)
         return frozenset(INPUT_NAMES)
 
     def init_parameters(self, classnames: tuple[str, ...]) -> None:
@@ -233,7 +233,7 @@ def test_cached_and_online_training_agree_where_the_image_encoder_is_untouched(t
 
 def test_probe_sees_every_input_in_float32_and_its_hooks_run(tiny_backbone, tmp_path):
     method, result = _train(tiny_backbone, "probe", epochs=2, checkpoint_dir=tmp_path)
-    assert method.seen == set(INPUT_NAMES) - OUTLIER_INPUTS
+    assert method.seen == set(INPUT_NAMES) - set(OUTLIER_INPUTS)  # per-image text: no outlier prompts
     assert {"gap", "logged_only", "loss", "cross_entropy"} <= set(result.history[-1].losses)
     assert int(method.epochs_seen) == 2
     assert not result.used_feature_cache  # the probe changes the image encoder

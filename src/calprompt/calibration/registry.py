@@ -37,6 +37,9 @@ INPUT_NAMES: tuple[str, ...] = (
     "zs_outlier_text_features",
 )
 
+#: DOR's inputs: named here for its term, computed by the training loop once DOR is wired into it (not yet).
+OUTLIER_INPUTS: tuple[str, ...] = ("outlier_text_features", "zs_outlier_text_features")
+
 Role = Literal["base", "regularizer"]
 
 #: A check for one constant: ``check(value, name) -> float``, raising the project's ``ValueError`` when invalid.

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
 from calprompt.calibration import CalibrationObjective, TextMoments, text_moments
+from calprompt.calibration.registry import OUTLIER_INPUTS
 from calprompt.data.views import stable_seed
 from calprompt.engine.checkpoint import TrainingState, load_training_state, save_training_state
 from calprompt.engine.data import TrainingData
@@ -150,7 +151,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------------------
     def _prepare_frozen_targets(self) -> None:
         """Frozen zero-shot text features and their moments: once per class list, never per step."""
-        if self.needs & {"outlier_text_features", "zs_outlier_text_features"}:
+        if self.needs & set(OUTLIER_INPUTS):
             if self.data.outliers is None:
                 fail("TrainingData.outliers", f"an OutlierPool (needed for {sorted(self.needs)})", None)
             self._frozen["outlier_features"] = self.data.outliers.features.to(self.method.backbone.device).float()
@@ -248,7 +249,7 @@ class Trainer:
         """Every input the objective and the method need, each computed once, in float32; ``position`` is the
         step's (epoch, step), which seeds the outlier names drawn for it."""
         inputs: dict[str, Any] = {"logits": output.logits, "labels": labels}
-        if self.needs & {"outlier_text_features", "zs_outlier_text_features"}:
+        if self.needs & set(OUTLIER_INPUTS):
             drawn = self._outlier_sampler.indices(*position)
             names = [self.data.outliers.names[i] for i in drawn.tolist()]
             with autocast(self.config.device, self.config.precision):

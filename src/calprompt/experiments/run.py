@@ -28,6 +28,7 @@ from calprompt.calibration import CalibrationObjective, build_objective
 from calprompt.calibration.nouns import wordnet_nouns
 from calprompt.calibration.outliers import OutlierPool, select_outliers
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
+from calprompt.calibration.registry import OUTLIER_INPUTS
 from calprompt.calibration.suite import RUN_BOOTSTRAP_RESAMPLES, Scored, posthoc_suite
 from calprompt.clip import ClipBackbone, load_clip
 from calprompt.clip.zeroshot import zero_shot_text_features
@@ -141,7 +142,7 @@ def run_experiment(
 
 
 def _needs_outliers(objective: CalibrationObjective) -> bool:
-    return bool(objective.needs & {"outlier_text_features", "zs_outlier_text_features"})
+    return bool(objective.needs & set(OUTLIER_INPUTS))
 
 
 def outlier_pool(
