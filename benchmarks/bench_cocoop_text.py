@@ -14,13 +14,17 @@ import torch.nn.functional as F
 from _common import add_device_arguments, apply_threads, autocast, describe, memory_kind, peak_memory_mb, timed
 
 from calprompt.clip import load_clip
+from calprompt.data import load_dataset
 from calprompt.methods import build_method
 
 
 def compare(label: str, backbone_name: str, batch: int, classes: int, device: str, precision: str) -> None:
     torch.manual_seed(0)
     backbone = load_clip(backbone_name, device=device)
-    names = [f"class {i}" for i in range(classes)]
+    if backbone_name == "toy":  # words the toy CLIP knows
+        names = list(load_dataset("toy").classnames[:classes])
+    else:
+        names = [f"class {i}" for i in range(classes)]
     method = build_method("cocoop", backbone, names)
     features = F.normalize(torch.randn(batch, backbone.embed_dim, device=device), dim=-1)
 
