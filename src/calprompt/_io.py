@@ -16,12 +16,19 @@ from typing import Any
 from safetensors.torch import save_file
 from torch import Tensor
 
+TEMP_SUFFIX = ".tmp"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of `write_atomic`'s temporaries (left behind only by a killed process)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temp_path)`` and atomically move the result to ``path`` (parent folders are created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     os.close(handle)
     temp = Path(temp_name)
     try:

@@ -161,8 +161,11 @@ def main() -> None:
         final = {
             (folder.name if kind == "grid" else reference_dir.name): results(folder) for folder in run_dirs(out, kind)
         }
-        if final != reference:
-            problems.append(f"point {point} (killed after {delay:.2f} s): the restarted results differ")
+        for name in sorted(set(final) | set(reference)):
+            mine, theirs = final.get(name), reference.get(name)
+            if mine != theirs:
+                parts = "all" if mine is None or theirs is None else [k for k in theirs if mine[k] != theirs[k]]
+                problems.append(f"point {point} (killed after {delay:.2f} s): {name} differs after restart ({parts})")
     report = {"points": options.points, "killed_mid_run": mid_run, "duration": duration, "problems": problems}
     print(json.dumps({**report, "delays": delays}))
 

@@ -106,6 +106,18 @@ def test_a_folder_of_no_run_is_refused(tmp_path, backbone, base_config, shared_c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_leftovers_of_a_killed_first_write_do_not_block_the_restart(tmp_path, backbone, toy_weights, shared_cache):
+    """Found by the fault injection: a kill while identity.json was written left only its temporary file."""
+    root = image_folder(tmp_path / "data", six_classes())
+    config = RunConfig(dataset="folder", root=str(root), shots=2, epochs=1, batch_size=4, pretrained=toy_weights)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_FILE).touch()
+    (out / ".identity.json.k1ll3d.tmp").write_text('{"run_id": ')
+    run_experiment(config, out, backbone=backbone, cache_dir=shared_cache)
+    assert (out / "finished.json").is_file()
+
+
 def test_rerunning_a_finished_run_keeps_it_and_its_evaluations(tmp_path, backbone, base_config, shared_cache):
     out = tmp_path / "run"
     first = run_experiment(base_config, out, backbone=backbone, cache_dir=shared_cache).metrics

@@ -1,6 +1,9 @@
 """Training checkpoints: the learned prompt weights and optimizer momentum as safetensors, the rest as JSON.
 
-Never pickles. The JSON is written after the tensors, so a checkpoint counts as present only when both are complete.
+Never pickles. Each epoch's tensors go to their own file (``checkpoint-<epoch>.safetensors``), then the JSON that
+names them replaces the previous one, then older tensor files are removed: a process killed at any moment leaves a
+JSON whose tensors are complete and of the same epoch (overwriting one tensors file in place would pair, after a
+kill between the two writes, the previous epoch's JSON with the next epoch's weights).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from torch import Tensor
 
 from calprompt._io import CorruptFileError, load_tensors, read_json, save_tensors_atomic, write_json_atomic
 
-TENSORS_FILE = "checkpoint.safetensors"
+TENSORS_FILE = "checkpoint.safetensors"  # the name before per-epoch files (still read)
 STATE_FILE = "checkpoint.json"
 
 
@@ -34,20 +37,26 @@ def save_training_state(folder: str | Path, state: TrainingState) -> None:
     tensors = {f"param/{k}": v for k, v in state.parameters.items()}
     tensors.update({f"momentum/{k}": v for k, v in state.optimizer.items()})
     tensors.update({f"state/{k}": v for k, v in state.method_state.items()})
-    save_tensors_atomic(folder / TENSORS_FILE, tensors)
-    write_json_atomic(folder / STATE_FILE, {"epoch": state.epoch, "identity": state.identity, "history": state.history})
+    name = f"checkpoint-{state.epoch:05d}.safetensors"
+    save_tensors_atomic(folder / name, tensors)
+    meta = {"epoch": state.epoch, "identity": state.identity, "history": state.history, "tensors": name}
+    write_json_atomic(folder / STATE_FILE, meta)
+    for old in folder.glob("checkpoint*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load_training_state(folder: str | Path) -> TrainingState | None:
     """The checkpoint in ``folder``, or ``None`` when there is none."""
     folder = Path(folder)
-    state_path, tensors_path = folder / STATE_FILE, folder / TENSORS_FILE
+    state_path = folder / STATE_FILE
     if not state_path.is_file():
         return None
-    if not tensors_path.is_file():
-        raise FileNotFoundError(f"{state_path} exists but {tensors_path} is missing; delete {folder} to start over.")
     fix = f"Delete {folder} to restart training from the first epoch."
     meta = read_json(state_path, fix=fix)
+    tensors_path = folder / str(meta.get("tensors", TENSORS_FILE) if isinstance(meta, dict) else TENSORS_FILE)
+    if not tensors_path.is_file():
+        raise FileNotFoundError(f"{state_path} exists but {tensors_path} is missing; delete {folder} to start over.")
     tensors = load_tensors(tensors_path, fix=fix)
     try:
         return TrainingState(

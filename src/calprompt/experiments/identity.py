@@ -78,6 +78,11 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     return record
 
 
+def stored_record(config: RunConfig) -> dict[str, Any]:
+    """`config_record` as it reads back from JSON (tuples become lists), the form identities are compared in."""
+    return json.loads(json.dumps(config_record(config)))
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     """The identity of one run; see the module docstring."""
@@ -118,7 +123,7 @@ def run_identity(config: RunConfig, splits: DatasetSplits) -> RunIdentity:
     resolved = config.resolved()
     return RunIdentity(
         run_id=resolved.run_id(),
-        config=json.loads(json.dumps(config_record(resolved))),  # as stored: tuples become lists
+        config=stored_record(resolved),
         data=data_fingerprint(splits),
         weights=weights_fingerprint(resolved.backbone, resolved.pretrained),
     )

@@ -1,9 +1,10 @@
 """One run of the base-to-novel protocol: data -> few-shot -> base/novel -> train -> evaluate -> post-hoc -> files.
 
-Files written to the run directory (all JSON or safetensors):
-``config.json`` (the resolved run config), ``prompt.safetensors`` + ``method.json`` (the learned prompts),
-``predictions.safetensors`` (logits, labels and text features of every evaluated split: what the reports and DAC
-need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc calibrated), ``checkpoint/`` (resume state).
+Files written to the run directory (all JSON or safetensors; `calprompt.experiments.rundir` says when a directory
+counts as finished and what is never replaced): ``config.json`` (the resolved run config), ``prompt.safetensors`` +
+``method.json`` (the learned prompts), ``predictions.safetensors`` (logits, labels and text features of every
+evaluated split: what the reports and DAC need), ``metrics.json`` (accuracy, ECE, ... per split, raw and post-hoc
+calibrated, and what was skipped), ``checkpoint/`` (resume state).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from torch import Tensor
 
 from calprompt import __version__
 from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_json_atomic
-from calprompt._validation import fail
 from calprompt.calibration import build_objective
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
 from calprompt.clip import ClipBackbone, load_clip
@@ -37,6 +37,7 @@ from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.experiments.config import RunConfig, default_cache_dir
 from calprompt.experiments.identity import items_fingerprint, run_identity
 from calprompt.experiments.locking import run_lock
+from calprompt.experiments.minimums import check_minimums, dac_neighbours
 from calprompt.experiments.options import typed_run_config
 from calprompt.experiments.protocols import check_targets, transfer_predictions
 from calprompt.experiments.rundir import (
@@ -99,43 +100,6 @@ def prepare_splits(config: RunConfig) -> tuple[DatasetSplits, DatasetSplits | No
     return base_novel(config, few_shot_splits(config))
 
 
-def check_minimums(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
-    """Refuse, before any training, what cannot run; return what will be skipped, with the reason.
-
-    A class with test items but no training items (a typo in a CSV, a folder only in ``test/``) is refused by name:
-    under base-to-novel, whose halves are taken over the trained classes, it would be evaluated nowhere.
-    """
-    base, novel = base_novel(config, splits)
-    if not base.train:
-        raise ValueError(
-            f"Dataset {config.dataset!r} has no training items. A test-only dataset is an evaluation target: train "
-            f"on another dataset, then `calprompt eval --run DIR --dataset {config.dataset}`."
-        )
-    trained = {item.label for item in splits.train}
-    untrained = [name for label, name in enumerate(splits.classnames) if label not in trained]
-    if untrained:  # `calprompt datasets check` reports the same classes
-        raise ValueError(
-            f"{len(untrained)} class(es) of {config.dataset!r} have no training items, so they would be trained "
-            f"on nowhere (base-to-novel would also evaluate them nowhere): {untrained[:10]}. Add training images "
-            "for them, or fix their names if they are typos."
-        )
-    if novel is not None and len(trained) < 2:
-        fail("protocol", "'all' for a dataset with fewer than 2 classes (base-to-novel needs two halves)", 1)
-    skipped = {}
-    if not base.val:
-        skipped["ts"] = "no validation items to fit the temperature on (the dataset has no val split)"
-    if novel is not None and dac_neighbours(config, base) < config.dac_k:
-        skipped["dac_k"] = (
-            f"DAC's k lowered from {config.dac_k} to the {len(base.classnames)} base classes (k <= base classes)"
-        )
-    return skipped
-
-
-def dac_neighbours(config: RunConfig, base: DatasetSplits) -> int:
-    """DAC's k: the configured one, at most the number of base classes."""
-    return min(config.dac_k, len(base.classnames))
-
-
 def run_experiment(
     config: RunConfig,
     out_dir: str | Path,
@@ -160,7 +124,7 @@ def run_experiment(
     started = time.perf_counter()
     splits = few_shot_splits(config)
     identity = run_identity(config, splits)
-    skipped = check_minimums(config, splits)
+    skipped = check_minimums(config, splits, *base_novel(config, splits))
     if not force and not is_empty(out):
         claim_check(out, identity)  # refuse another identity before taking the lock (nothing written)
     with run_lock(out, wait=wait):
@@ -227,7 +191,7 @@ def _train_and_evaluate(
         "final_loss": history[-1].losses if history else None,
         "trainable_parameters": method.num_trainable_parameters(),
     }
-    metrics["skipped"] = skipped
+    metrics["skipped"] = {**skipped, **metrics.get("skipped", {})}
     metrics["run"] = {
         "run_id": config.run_id(),
         "calprompt": __version__,
@@ -335,7 +299,9 @@ def evaluate_base_novel(
         reports["novel"] = _report(novel_test.logits, novel_test.labels, config)
         if ts is not None:
             reports["novel+ts"] = _report(ts.transform(novel_test.logits), novel_test.labels, config)
-        if novel_test.text_features is not None and base_test.text_features is not None:
+        if novel_test.text_features is None or base_test.text_features is None:
+            reports["skipped"] = {"dac": f"{method.name}'s text features depend on the image (DAC needs one per class)"}
+        else:
             tensors["novel/tuned_text"] = novel_test.text_features
             dac = DistanceAwareCalibration(k=dac_neighbours(config, base)).fit(zs_base, base_test.text_features)
             dac_logits = dac.transform(novel_test.logits, zs_novel, novel_test.text_features)

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from calprompt._io import CorruptFileError, file_sha256, read_json, write_json_atomic
+from calprompt._io import CorruptFileError, file_sha256, is_temporary, read_json, write_json_atomic
 from calprompt.experiments.identity import RunIdentity, canonical_hash
 from calprompt.experiments.locking import LOCK_FILE
 
@@ -56,8 +56,8 @@ def read_identity(folder: Path) -> RunIdentity | None:
 
 
 def is_empty(folder: Path) -> bool:
-    """True when ``folder`` is absent or holds nothing but the lock file."""
-    return not folder.exists() or all(entry.name == LOCK_FILE for entry in folder.iterdir())
+    """True when ``folder`` is absent or holds nothing but the lock file and temporaries of a killed writer."""
+    return not folder.exists() or all(entry.name == LOCK_FILE or is_temporary(entry.name) for entry in folder.iterdir())
 
 
 def clear(folder: Path) -> None:

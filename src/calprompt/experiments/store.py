@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from calprompt._io import read_json
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.identity import RunIdentity, config_record, run_identity, weights_fingerprint
+from calprompt.experiments.identity import RunIdentity, data_fingerprint, stored_record, weights_fingerprint
 from calprompt.experiments.rundir import CONFIG_FILE, read_finished
 
 if TYPE_CHECKING:
+    from calprompt.data.items import DatasetSplits
     from calprompt.experiments.run import RunResult
 
 RUNS_DIR = "runs"
@@ -34,10 +35,12 @@ class StoredRun:
 
 
 class ResultsStore:
-    """Runs under ``root/runs/<run_id>``; fingerprints are computed once per dataset and weights per store object."""
+    """Runs under ``root/runs/<run_id>``; a store object reads each dataset and fingerprints each weights file once
+    (make a new one to see files changed since)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().absolute()
+        self._datasets: dict[tuple[Any, ...], DatasetSplits] = {}
         self._data: dict[tuple[Any, ...], str] = {}
         self._weights: dict[tuple[str, str | None], str] = {}
 
@@ -47,19 +50,25 @@ class ResultsStore:
 
     def identity(self, config: RunConfig) -> RunIdentity:
         """The full identity of ``config`` (reads the dataset's split lists and stats its images once per store)."""
-        from calprompt.experiments.run import few_shot_splits
+        from calprompt.data import load_dataset, sample_few_shot
 
         config = _typed(config)
-        data_key = (config.dataset, config.root, config.shots, config.seed, config.skip_missing)
+        dataset_key = (config.dataset, config.root, config.skip_missing)
+        data_key = (*dataset_key, config.shots, config.seed)
         weights_key = (config.backbone, config.pretrained)
-        if data_key not in self._data or weights_key not in self._weights:
-            identity = run_identity(config, few_shot_splits(config))
-            self._data[data_key], self._weights[weights_key] = identity.data, identity.weights
+        if data_key not in self._data:
+            if dataset_key not in self._datasets:  # read once per store: a sweep plans many runs of one dataset
+                dataset = load_dataset(config.dataset, config.root, skip_missing=config.skip_missing)
+                self._datasets[dataset_key] = dataset
+            splits = sample_few_shot(self._datasets[dataset_key], config.shots, config.seed)
+            self._data[data_key] = data_fingerprint(splits)
+        if weights_key not in self._weights:
+            self._weights[weights_key] = weights_fingerprint(*weights_key)
         return RunIdentity(
             run_id=config.run_id(),
-            config=config_record(config),
+            config=stored_record(config),
             data=self._data[data_key],
-            weights=self._weights.setdefault(weights_key, weights_fingerprint(*weights_key)),
+            weights=self._weights[weights_key],
         )
 
     def finished(self, config: RunConfig) -> dict[str, Any] | None:
