@@ -32,3 +32,11 @@ def test_quick_demo_prints_the_table_and_writes_a_report_chromium_renders(toy_we
 
     again = CliRunner().invoke(app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1"])
     assert again.exit_code == 0 and "skipped 3" in again.output  # a second demo reuses the finished runs
+
+    # `calprompt report` on the demo's store writes the same tables elsewhere
+    report = CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "again")])
+    assert report.exit_code == 0, report.output
+    assert "3 runs" in report.output and "coop + ours" in report.output
+    written = (tmp_path / "again" / "report.md").read_text(encoding="utf-8")
+    assert written.split("\n", 1)[1] == (out / "report" / "report.md").read_text(encoding="utf-8").split("\n", 1)[1]
+    assert (tmp_path / "again" / "report.csv").read_text() == (out / "report" / "report.csv").read_text()

@@ -21,6 +21,8 @@ def other_value(spec: dataclasses.Field) -> object:
     if spec.name in CHOICES:
         return CHOICES[spec.name]
     hint = typing.get_type_hints(RunConfig)[spec.name]
+    if typing.get_origin(hint) is tuple:
+        return ["other"]  # a list field, as the resolved record (JSON) holds it
     base = next(arg for arg in (*typing.get_args(hint), hint) if arg is not type(None))
     if base is bool:
         return not spec.default

@@ -11,6 +11,7 @@ import time
 import pytest
 import yaml
 
+from calprompt.experiments.executors import PoolExecutor
 from calprompt.experiments.failures import iter_failures
 from calprompt.experiments.store import ResultsStore
 from calprompt.experiments.sweep import SweepSpec, expand, load_sweep, plan_sweep, run_sweep, shipped_sweeps
@@ -98,19 +99,26 @@ def test_shipped_sweeps_plan(tmp_path):
         assert plan_sweep(spec, tmp_path / name).runs
 
 
-def test_failing_run_is_recorded_and_the_sweep_goes_on(toy_weights, tmp_path, cache_env):
+def test_failing_run_is_recorded_and_the_sweep_goes_on_in_a_process_pool(toy_weights, tmp_path, cache_env):
     (tmp_path / "empty").mkdir()
     sections = tiny_sweep(toy_weights)
     sections["include"] = [{"dataset": "folder", "root": str(tmp_path / "empty"), "calibration": "none"}]
     plan = plan_sweep(_spec(**sections), tmp_path / "store")
     assert len(plan.pending) == 3
-    summary = run_sweep(plan)
+    summary = run_sweep(plan, PoolExecutor(workers=2))
     assert (summary.done, summary.failed, summary.skipped) == (2, 1, 0)
     [failure] = iter_failures(tmp_path / "store")
     assert failure.config["dataset"] == "folder" and "Traceback" in failure.traceback
     assert str(tmp_path / "empty") in failure.error
     again = plan_sweep(_spec(**sections), tmp_path / "store")
     assert len(again.finished) == 2 and again.failed_before == {failure.run_id}
+
+    # the pool's results equal the serial executor's
+    del sections["include"]
+    serial = ResultsStore(tmp_path / "serial")
+    assert run_sweep(plan_sweep(_spec(**sections), serial)).done == 2
+    pooled = {run.path.name: comparable(run.metrics) for run in ResultsStore(tmp_path / "store").iter_runs()}
+    assert pooled == {run.path.name: comparable(run.metrics) for run in serial.iter_runs()}
 
 
 def test_killed_sweep_restarts_without_recomputing_and_gives_identical_results(toy_weights, tmp_path, cache_env):

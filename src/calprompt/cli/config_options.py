@@ -35,6 +35,8 @@ def run_config_parameters() -> list[inspect.Parameter]:
         if spec.name in GROUPED:
             continue
         kind = _base_type(hints[spec.name])
+        if typing.get_origin(kind) in (tuple, list):
+            kind = str  # a list field takes text (JSON, or comma-separated), converted by the field's type
         flag = spec.name.replace("_", "-")
         flags = spec.metadata.get("flags") or (f"--{flag}",)
         if kind is bool:

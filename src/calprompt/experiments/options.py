@@ -87,7 +87,7 @@ def parse_value(value: Any, hint: Any, name: str) -> Any:
             fail(name, "a string", value)
         return value
     if origin in (tuple, list):
-        parsed = json.loads(value) if isinstance(value, str) else value
+        parsed = _list_text(value) if isinstance(value, str) else value
         if not isinstance(parsed, list | tuple):
             fail(name, "a list (JSON, e.g. [1, 2])", value)
         inner = args[0] if args else Any
@@ -99,6 +99,14 @@ def parse_value(value: Any, hint: Any, name: str) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+def _list_text(text: str) -> Any:
+    """A JSON list (``["a", "b"]``), else comma-separated items (``a,b``; ``""`` is the empty list)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def coerce_options(values: Mapping[str, Any], hints: Mapping[str, Any], owner: str) -> dict[str, Any]:
