@@ -73,7 +73,9 @@ def test_each_step_pulls_the_drawn_outliers_towards_their_frozen_features(tiny_b
     assert drawn == expected and all(len(names) == 3 for names in drawn)
     assert len(set(drawn)) > 1  # names are resampled
     assert method.classnames == synthetic_splits().classnames
-    assert all(0 <= float(loss.detach()) <= 2 for loss in losses)
+    # 1 - mean cos lies in [0, 2]; at the start the tuned and frozen prompts agree, and float32 cosines of unit
+    # vectors can exceed 1 by a few 1e-7.
+    assert all(-1e-6 <= float(loss.detach()) <= 2 for loss in losses) and max(float(v.detach()) for v in losses) > 0
 
 
 def test_dor_resumes_exactly(tiny_backbone, tmp_path):
