@@ -7,7 +7,10 @@ import hashlib
 import numpy as np
 from PIL import Image
 
+from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data.items import DatasetSplits, Item
+from calprompt.data.transforms import ImageTransformConfig
+from calprompt.engine.data import TrainingData
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 220), (230, 200, 40), (160, 60, 200), (40, 200, 210)]
 NAMES = ["red blob", "green blob", "blue blob", "yellow blob", "purple blob", "cyan blob"]
@@ -37,4 +40,22 @@ def synthetic_splits(num_classes: int = 4, per_class: int = 6) -> DatasetSplits:
         test=items("test", per_class),
         template="a photo of a {}.",
         image_loader=render,
+    )
+
+
+SYNTHETIC_TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
+
+
+def synthetic_training_data(backbone, splits: DatasetSplits, **extra) -> TrainingData:
+    """The training items of ``splits`` for the training loop on ``backbone``, with the dataset template's zero-shot
+    text features; ``extra`` sets further `TrainingData` fields (``cache``, ``outliers``, ...)."""
+    return TrainingData(
+        splits.train,
+        backbone.encode_image,
+        backbone.identity,
+        SYNTHETIC_TRANSFORM,
+        loader=splits.image_loader,
+        dataset_name="synthetic",
+        zero_shot_text_features=zero_shot_text_features(backbone, splits.classnames, splits.template),
+        **extra,
     )

@@ -9,15 +9,12 @@ import torch.nn.functional as F
 from calprompt.calibration import build_objective
 from calprompt.calibration.outliers import OutlierPool
 from calprompt.clip.zeroshot import zero_shot_text_features
-from calprompt.data import ImageTransformConfig
-from calprompt.engine.data import TrainingData
 from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.experiments.run import outlier_pool
 from calprompt.methods import build_method
 from tests.interrupt import StopTrainingError, stop_at_epoch
-from tests.synthetic import synthetic_splits
+from tests.synthetic import synthetic_splits, synthetic_training_data
 
-TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
 NAMES = ("tree", "car", "house", "boat", "cloud", "river", "chair")
 
 
@@ -26,15 +23,7 @@ def _trainer(backbone, *, checkpoint_dir=None, progress=None, epochs=3):
     torch.manual_seed(3)
     method = build_method("coop", backbone, splits.classnames)
     pool = OutlierPool(NAMES, zero_shot_text_features(backbone, NAMES, splits.template), batch_size=3)
-    data = TrainingData(
-        splits.train,
-        backbone.encode_image,
-        backbone.identity,
-        TRANSFORM,
-        loader=splits.image_loader,
-        zero_shot_text_features=zero_shot_text_features(backbone, splits.classnames, splits.template),
-        outliers=pool,
-    )
+    data = synthetic_training_data(backbone, splits, outliers=pool)
     config = TrainConfig(epochs=epochs, batch_size=8, lr=0.05, seed=3, warmup_lr=0.01)
     objective = build_objective("dor")
     return Trainer(method, objective, data, config, checkpoint_dir=checkpoint_dir, progress=progress), pool

@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from calprompt.calibration import build_objective
-from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data import FeatureCache, ImageTransformConfig
 from calprompt.engine.data import TrainingData
 from calprompt.engine.evaluate import predict
 from calprompt.engine.train import TrainConfig, Trainer, epoch_batches
 from calprompt.methods import build_method
 from tests.interrupt import StopTrainingError, stop_at_epoch
-from tests.synthetic import synthetic_splits
+from tests.synthetic import synthetic_splits, synthetic_training_data
 
 TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
 
@@ -22,16 +21,7 @@ def _setup(backbone, *, objective="ours", cache=None, seed=3):
     splits = synthetic_splits()
     torch.manual_seed(seed)
     method = build_method("coop", backbone, splits.classnames)
-    data = TrainingData(
-        splits.train,
-        backbone.encode_image,
-        backbone.identity,
-        TRANSFORM,
-        loader=splits.image_loader,
-        dataset_name="synthetic",
-        zero_shot_text_features=zero_shot_text_features(backbone, splits.classnames, splits.template),
-        cache=cache,
-    )
+    data = synthetic_training_data(backbone, splits, cache=cache)
     return splits, method, build_objective(objective), data
 
 

@@ -27,7 +27,7 @@ from calprompt.methods import METHODS, MethodConfig, PromptMethod, available_met
 from calprompt.methods.base import MethodLosses, total_loss
 from calprompt.methods.text_prompts import ClassPromptTokens, initial_context
 from tests.interrupt import StopTrainingError, stop_at_epoch
-from tests.synthetic import synthetic_splits
+from tests.synthetic import synthetic_splits, synthetic_training_data
 
 TRANSFORM = ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0))
 OUTLIER_NAMES = ("tree", "car", "house", "boat", "cloud")
@@ -128,16 +128,8 @@ def _images(n: int = 3) -> Tensor:
 
 
 def _data(backbone, splits) -> TrainingData:
-    return TrainingData(
-        splits.train,
-        backbone.encode_image,
-        backbone.identity,
-        TRANSFORM,
-        loader=splits.image_loader,
-        dataset_name="synthetic",
-        zero_shot_text_features=zero_shot_text_features(backbone, splits.classnames, splits.template),
-        outliers=OutlierPool(OUTLIER_NAMES, zero_shot_text_features(backbone, OUTLIER_NAMES, splits.template), 3),
-    )
+    pool = OutlierPool(OUTLIER_NAMES, zero_shot_text_features(backbone, OUTLIER_NAMES, splits.template), 3)
+    return synthetic_training_data(backbone, splits, outliers=pool)
 
 
 def _train(backbone, name, *, epochs=3, checkpoint_dir=None, progress=None, feature_cache=True, objective="ours"):

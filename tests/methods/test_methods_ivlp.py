@@ -6,12 +6,9 @@ import pytest
 import torch
 
 from calprompt.calibration import build_objective
-from calprompt.clip.zeroshot import zero_shot_text_features
-from calprompt.data import ImageTransformConfig
-from calprompt.engine.data import TrainingData
 from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.methods import build_method
-from tests.synthetic import synthetic_splits
+from tests.synthetic import synthetic_splits, synthetic_training_data
 
 NAMES = ["dog", "golden retriever", "sea or lake"]
 
@@ -77,14 +74,7 @@ def test_depths_are_checked_against_the_backbone(tiny_backbone):
 
 def test_without_vision_prompts_training_uses_cached_features(tiny_backbone):
     splits = synthetic_splits()
-    data = TrainingData(
-        splits.train,
-        tiny_backbone.encode_image,
-        tiny_backbone.identity,
-        ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0)),
-        loader=splits.image_loader,
-        zero_shot_text_features=zero_shot_text_features(tiny_backbone, splits.classnames, splits.template),
-    )
+    data = synthetic_training_data(tiny_backbone, splits)
     config = TrainConfig(epochs=1, batch_size=8, lr=0.01, seed=1)
     for n_ctx_vision, cached in ((0, True), (2, False)):
         method = build_method("ivlp", tiny_backbone, splits.classnames, n_ctx_vision=n_ctx_vision)

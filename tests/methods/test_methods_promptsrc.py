@@ -17,14 +17,12 @@ import torch
 from calprompt.calibration import build_objective
 from calprompt.clip import Preprocess, wrap_open_clip_model
 from calprompt.clip.zeroshot import zero_shot_text_features
-from calprompt.data import ImageTransformConfig
 from calprompt.engine.checkpoint import STATE_FILE
-from calprompt.engine.data import TrainingData
 from calprompt.engine.train import TrainConfig, Trainer
 from calprompt.methods import build_method
 from calprompt.methods.imagenet_templates import IMAGENET_TEMPLATES_60
 from calprompt.methods.promptsrc import gpa_weights
-from tests.synthetic import synthetic_splits
+from tests.synthetic import synthetic_splits, synthetic_training_data
 from tests.tiny_models import make_tiny_clip
 
 NAMES = ["dog", "golden retriever", "sea or lake"]
@@ -96,15 +94,7 @@ def _trainer(backbone, checkpoint_dir=None) -> Trainer:
     splits = synthetic_splits()
     torch.manual_seed(3)
     method = build_method("promptsrc", backbone, splits.classnames, teacher_templates=TEMPLATES)
-    data = TrainingData(
-        splits.train,
-        backbone.encode_image,
-        backbone.identity,
-        ImageTransformConfig(image_size=32, train_scale=(0.5, 1.0)),
-        loader=splits.image_loader,
-        dataset_name="synthetic",
-        zero_shot_text_features=zero_shot_text_features(backbone, splits.classnames, splits.template),
-    )
+    data = synthetic_training_data(backbone, splits)
     config = TrainConfig(epochs=EPOCHS, batch_size=8, lr=0.05, seed=3, warmup_lr=0.01)
     return Trainer(method, build_objective("ours"), data, config, checkpoint_dir=checkpoint_dir)
 
