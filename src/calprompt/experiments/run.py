@@ -153,11 +153,15 @@ def outlier_pool(
     covers = getattr(backbone.tokenizer, "covers", None)
     nouns = [noun for noun in wordnet_nouns() if covers is None or covers(noun)]
 
+    encoded: dict[str, Tensor] = {}  # the candidates' features, kept for the chosen names (one text pass)
+
     def encode(names: Sequence[str]) -> Tensor:
-        return zero_shot_text_features(backbone, names, template)
+        features = zero_shot_text_features(backbone, names, template)
+        encoded.update(zip(names, features, strict=True))
+        return features
 
     names = select_outliers(encode, nouns, classnames, base_features)
-    return OutlierPool(tuple(names), encode(names))
+    return OutlierPool(tuple(names), torch.stack([encoded[name] for name in names]))
 
 
 def _train_and_evaluate(
