@@ -23,6 +23,13 @@ def check_positive_int(value: Any, name: str) -> int:
     return value
 
 
+def check_non_negative_int(value: Any, name: str) -> int:
+    """Return ``value`` if it is an int >= 0 (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        fail(name, "an integer >= 0", value)
+    return value
+
+
 def check_non_negative(value: Any, name: str) -> float:
     """Return ``value`` as float if it is a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf"):

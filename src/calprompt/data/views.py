@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from calprompt._validation import check_positive_int, fail
+from calprompt._validation import check_non_negative_int, check_positive_int, fail
 from calprompt.data import augment
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.transforms import ImageTransformConfig
@@ -41,20 +41,14 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & _SEED_MASK
 
 
-def _check_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        fail(name, "an integer >= 0", value)
-    return value
-
-
 def derive_view_seed(run_seed: int, epoch: int) -> int:
     """The view seed of ``epoch`` in a run seeded with ``run_seed`` (distinct per epoch, same in every process)."""
-    return stable_seed("view", _check_int(run_seed, "run_seed"), _check_int(epoch, "epoch"))
+    return stable_seed("view", check_non_negative_int(run_seed, "run_seed"), check_non_negative_int(epoch, "epoch"))
 
 
 def item_view_seed(view_seed: int, index: int) -> int:
     """The torch seed that draws the augmentation of item ``index`` under ``view_seed``."""
-    return stable_seed("item", _check_int(view_seed, "view_seed"), index)
+    return stable_seed("item", check_non_negative_int(view_seed, "view_seed"), index)
 
 
 class ItemDataset(Dataset[tuple[Tensor, int, int]]):
@@ -75,7 +69,7 @@ class ItemDataset(Dataset[tuple[Tensor, int, int]]):
         self.items = tuple(items)
         self.transform = transform
         self.loader = loader
-        self.view_seed = None if view_seed is None else _check_int(view_seed, "view_seed")
+        self.view_seed = None if view_seed is None else check_non_negative_int(view_seed, "view_seed")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -135,7 +129,7 @@ class ImageViews:
         self.config = config
         self.train = train
         self.loader = loader
-        self.num_workers = _check_int(num_workers, "num_workers")
+        self.num_workers = check_non_negative_int(num_workers, "num_workers")
         self.decoded_budget_mb = check_positive_int(decoded_budget_mb, "decoded_budget_mb")
         self._kept: list[Tensor | None] = [None] * len(self.items)
         self._kept_bytes = 0
@@ -187,7 +181,7 @@ class ImageViews:
         """Normalised views (B, 3, S, S) of ``indices`` on ``device`` (``view_seed``: training views only)."""
         indices = [int(i) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)]
         if view_seed is not None:
-            _check_int(view_seed, "view_seed")
+            check_non_negative_int(view_seed, "view_seed")
         config = self.config
         size = config.image_size
         decoded = self.images(indices)
@@ -205,3 +199,11 @@ class ImageViews:
                 rows, columns = augment.eval_matrices(height, width, size, config.interpolation)
             out[positions] = augment.resample(images, rows, columns)
         return augment.normalize(out, config.mean, config.std)
+
+    def batches(
+        self, batch_size: int, view_seed: int | None = None, device: str | torch.device = "cpu"
+    ) -> Iterator[Tensor]:
+        """:meth:`batch` over every item in order, ``batch_size`` at a time."""
+        check_positive_int(batch_size, "batch_size")
+        for start in range(0, len(self), batch_size):
+            yield self.batch(range(start, min(start + batch_size, len(self))), view_seed, device)

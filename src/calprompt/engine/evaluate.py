@@ -8,12 +8,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from calprompt.data.features import FeatureCache, FeatureKey, encode_items, item_ids
+from calprompt.data.features import (
+    FeatureCache,
+    FeatureKey,
+    default_encode_batch_size,
+    encode_items,
+    item_ids,
+    view_batches,
+)
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.transforms import ImageTransformConfig, build_test_transform
-from calprompt.data.views import ItemDataset
 from calprompt.engine.precision import autocast
 from calprompt.methods.base import PromptMethod
 
@@ -34,7 +39,7 @@ def predict(
     transform: ImageTransformConfig,
     *,
     loader: ImageLoader = open_rgb_image,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "cpu",
     precision: str = "fp32",
     cache: FeatureCache | None = None,
@@ -44,8 +49,11 @@ def predict(
     """Evaluate ``method`` (in eval mode) on ``items`` with the deterministic test transform.
 
     Methods that leave the image encoder untouched are evaluated on frozen image features (cached on disk when a
-    ``cache`` is given, keyed by ``cache_tag`` = (dataset, split)); their text features are encoded once.
+    ``cache`` is given, keyed by ``cache_tag`` = (dataset, split)); their text features are encoded once. Test views
+    are made in batches (`calprompt.data.features.view_batches`); ``batch_size`` defaults to
+    `default_encode_batch_size` of ``device``.
     """
+    batch_size = default_encode_batch_size(device) if batch_size is None else batch_size
     method.eval()
     items = tuple(items)
     labels = torch.tensor([item.label for item in items], dtype=torch.long)
@@ -85,12 +93,14 @@ def predict(
                 else:
                     chunks.append(method.logits(batch, text).float().cpu())
         else:
-            dataset = ItemDataset(items, test_transform, loader=loader)
             chunks = []
-            for images, _labels, _index in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+            batches = view_batches(
+                items, test_transform, loader=loader, batch_size=batch_size, num_workers=num_workers, device=device
+            )
+            for images in batches:
                 if text is None:
-                    chunks.append(method(images.to(device)).logits.float().cpu())
+                    chunks.append(method(images).logits.float().cpu())
                 else:
-                    image_features = F.normalize(method.encode_image(images.to(device)), dim=-1)
+                    image_features = F.normalize(method.encode_image(images), dim=-1)
                     chunks.append(method.logits(image_features, text).float().cpu())
     return Predictions(torch.cat(chunks), labels, None if text is None else text.float().cpu())

@@ -24,6 +24,7 @@ from torch import Tensor
 from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
 from calprompt.calibration import CalibrationObjective, TextMoments, text_moments
 from calprompt.calibration.registry import OUTLIER_INPUTS
+from calprompt.data.features import default_encode_batch_size
 from calprompt.data.views import stable_seed
 from calprompt.engine.checkpoint import TrainingState, load_training_state, save_training_state
 from calprompt.engine.data import TrainingData
@@ -32,6 +33,8 @@ from calprompt.engine.schedule import epoch_learning_rate
 from calprompt.methods.base import MethodOutput, PromptMethod, total_loss
 
 logger = logging.getLogger(__name__)
+# TrainConfig fields that change how a run computes, not what: a checkpoint resumes across them.
+_MECHANICS = ("device", "checkpoint_every", "encode_batch_size")
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,11 @@ class TrainConfig:
     feature_cache: bool = True  # train on cached frozen image features when the method allows it
     distinct_views: int | None = None  # None: a fresh augmented view per epoch; k: cycle through k views
     checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint directory is given)
-    encode_batch_size: int = 256
+    encode_batch_size: int | None = None  # images per frozen-encoder batch; None: `default_encode_batch_size`
 
     def __post_init__(self) -> None:
+        if self.encode_batch_size is None:
+            object.__setattr__(self, "encode_batch_size", default_encode_batch_size(self.device))
         for name in ("epochs", "batch_size", "grad_accumulation", "checkpoint_every", "encode_batch_size"):
             check_positive_int(getattr(self, name), name)
         for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
@@ -279,7 +284,7 @@ class Trainer:
         return {
             "method": self.method.describe(),
             "objective": self.objective.to_dict(),
-            "train": {k: v for k, v in self.config.to_dict().items() if k not in ("device", "checkpoint_every")},
+            "train": {k: v for k, v in self.config.to_dict().items() if k not in _MECHANICS},
             "classnames": list(self.method.classnames),
             "num_items": len(self.data.items),
         }

@@ -84,7 +84,7 @@ def predict_images(
     classnames: Sequence[str] | None = None,
     top_k: int = 5,
     device: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> PredictionResult:
     """Predict ``images`` (files or folders) with the finished run in ``run_dir``.
 
