@@ -41,19 +41,31 @@ class CropBox:
     flip: bool = False
 
 
+@functools.lru_cache(maxsize=64)
+def _log_ratio(ratio: tuple[float, float]) -> tuple[float, float]:
+    """torchvision's ``torch.log(torch.tensor(ratio))`` (float32), once per ratio."""
+    low, high = torch.log(torch.tensor(ratio)).tolist()
+    return low, high
+
+
 def sample_resized_crop(
     generator: torch.Generator,
     height: int,
     width: int,
     scale: tuple[float, float],
     ratio: tuple[float, float] = CROP_RATIO,
+    buffer: Tensor | None = None,
 ) -> tuple[int, int, int, int]:
-    """``(top, left, h, w)`` drawn like ``RandomResizedCrop.get_params`` (same calls, same order, same dtypes)."""
+    """``(top, left, h, w)`` drawn like ``RandomResizedCrop.get_params`` (same calls, same order, same dtypes).
+
+    ``buffer``: a float32 tensor of one element to draw into (saves an allocation per draw; same numbers).
+    """
     area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
+    log_low, log_high = _log_ratio(tuple(ratio))
+    draw = torch.empty(1) if buffer is None else buffer
     for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        target_area = area * draw.uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = draw.uniform_(log_low, log_high, generator=generator).exp_().item()
         w = round(math.sqrt(target_area * aspect))
         h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
@@ -72,10 +84,15 @@ def sample_resized_crop(
 
 
 def sample_train_box(
-    generator: torch.Generator, height: int, width: int, scale: tuple[float, float], hflip: bool
+    generator: torch.Generator,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    hflip: bool,
+    buffer: Tensor | None = None,
 ) -> CropBox:
     """One training view's crop and flip: RandomResizedCrop's draws, then RandomHorizontalFlip's (``rand < 0.5``)."""
-    top, left, h, w = sample_resized_crop(generator, height, width, scale)
+    top, left, h, w = sample_resized_crop(generator, height, width, scale, buffer=buffer)
     flip = hflip and bool(torch.rand(1, generator=generator) < 0.5)
     return CropBox(top, left, h, w, flip)
 
@@ -93,7 +110,8 @@ def eval_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
     return new_h, new_w, round((new_h - size) / 2.0), round((new_w - size) / 2.0)
 
 
-@functools.lru_cache(maxsize=4096)
+# The weight caches hold one matrix per crop length (toy: 2 x 64 at most; a 500-pixel image at 224: ~0.5 MB each).
+@functools.lru_cache(maxsize=512)
 def resize_matrix(in_size: int, out_size: int, interpolation: str) -> Tensor:
     """(out_size, in_size) float64 weights of torch's 1-D antialiased resize (torchvision's tensor kernel).
 
@@ -107,11 +125,11 @@ def resize_matrix(in_size: int, out_size: int, interpolation: str) -> Tensor:
     return F.interpolate(eye, size=(out_size, in_size), mode=mode, **kwargs)[0, 0].contiguous()  # (out, in)
 
 
-def _crop_matrix(in_size: int, start: int, length: int, out_size: int, interpolation: str) -> Tensor:
-    """(out_size, in_size): keep ``start : start + length`` and resize it to ``out_size``."""
-    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
-    weights[:, start : start + length] = resize_matrix(length, out_size, interpolation)
-    return weights
+@functools.lru_cache(maxsize=512)
+def _crop_weights(length: int, out_size: int, interpolation: str, flip: bool) -> Tensor:
+    """float32 `resize_matrix` of a crop of ``length`` pixels, its output order reversed when ``flip``."""
+    weights = resize_matrix(length, out_size, interpolation).float()
+    return weights.flip(0) if flip else weights
 
 
 def _eval_matrix(in_size: int, resized: int, start: int, out_size: int, interpolation: str) -> Tensor:
@@ -122,10 +140,13 @@ def _eval_matrix(in_size: int, resized: int, start: int, out_size: int, interpol
 def train_matrices(
     boxes: list[CropBox], height: int, width: int, size: int, interpolation: str
 ) -> tuple[Tensor, Tensor]:
-    """Per-image row (N, S, H) and column (N, S, W) weights of resized crops (a flip reverses the columns)."""
-    rows = torch.stack([_crop_matrix(height, b.top, b.height, size, interpolation) for b in boxes])
-    columns = [_crop_matrix(width, b.left, b.width, size, interpolation) for b in boxes]
-    columns = torch.stack([c.flip(0) if b.flip else c for c, b in zip(columns, boxes, strict=True)])
+    """Per-image float32 row (N, S, H) and column (N, S, W) weights of resized crops: each keeps its crop's pixels
+    and resizes them to ``size`` (a flip reverses the columns' output order)."""
+    rows = torch.zeros(len(boxes), size, height)
+    columns = torch.zeros(len(boxes), size, width)
+    for index, box in enumerate(boxes):
+        rows[index, :, box.top : box.top + box.height] = _crop_weights(box.height, size, interpolation, False)
+        columns[index, :, box.left : box.left + box.width] = _crop_weights(box.width, size, interpolation, box.flip)
     return rows, columns
 
 

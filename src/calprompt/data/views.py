@@ -165,14 +165,15 @@ class ImageViews:
 
         Without ``view_seed`` the item seeds are drawn from torch's global generator (ordinary on-line augmentation).
         """
-        generator = torch.Generator()
+        generator, buffer = torch.Generator(), torch.empty(1)
+        scale, hflip = self.config.train_scale, self.config.hflip
         boxes = []
         for index, (height, width) in zip(indices, shapes, strict=True):
             seed = (
                 item_view_seed(view_seed, index) if view_seed is not None else int(torch.randint(0, 2**62, (1,)).item())
             )
             generator.manual_seed(seed)
-            boxes.append(augment.sample_train_box(generator, height, width, self.config.train_scale, self.config.hflip))
+            boxes.append(augment.sample_train_box(generator, height, width, scale, hflip, buffer))
         return boxes
 
     def batch(
