@@ -184,3 +184,36 @@ def test_chunked_pass_under_a_memory_budget_equals_the_whole_pass(toy_backbone, 
         toy_backbone.share_prefixes = None
     assert spy.calls >= 3 * whole_calls * 2  # at least 3 chunks, each encoded in forward and again in backward
     _assert_same(got, want)
+
+
+@pytest.mark.parametrize("backbone_name", ["tiny_backbone", "vitb16_backbone", "toy_backbone"])
+def test_direct_attention_block_equals_open_clip_block(backbone_name, request):
+    """The text blocks run through `_plain_block_forward` (fewer dispatches): same outputs and input gradients as
+    open_clip's block with its causal mask, to float32 rounding of the same sums."""
+    backbone = request.getfixturevalue(backbone_name)
+    block = backbone.model.transformer.resblocks[0]
+    assert backbone_module._plain_block(block)
+    length = 9
+    mask = backbone.model.attn_mask[:length, :length]
+    x = torch.randn(3, length, backbone.text_width, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    outputs, grads = [], []
+    for forward in (lambda t: block(t, attn_mask=mask), lambda t: backbone_module._plain_block_forward(block, t, mask)):
+        leaf = x.clone().requires_grad_(True)
+        out = forward(leaf)
+        out.pow(2).sum().backward()
+        outputs.append(out.detach())
+        grads.append(leaf.grad)
+    scale = outputs[0].abs().max().item()
+    assert (outputs[1] - outputs[0]).abs().max().item() <= 1e-6 * max(scale, 1.0)
+    assert (grads[1] - grads[0]).norm().item() <= 1e-5 * grads[0].norm().item()
+
+
+def test_blocks_with_attention_dropout_keep_open_clips_path(tiny_backbone):
+    """Dropout inside the attention is not reproduced by `_attend`: such blocks are not plain."""
+    block = tiny_backbone.model.transformer.resblocks[0]
+    original = block.attn.dropout
+    try:
+        block.attn.dropout = 0.1
+        assert not backbone_module._plain_block(block)
+    finally:
+        block.attn.dropout = original

@@ -379,7 +379,8 @@ def _plain_block(block: nn.Module) -> bool:
     if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
         return False
     attn = block.attn
-    return attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and attn.bias_v is None
+    plain = attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and attn.bias_v is None
+    return plain and attn.dropout == 0.0 and not attn.add_zero_attn
 
 
 def _activation_bytes_per_row(length: int, width: int, layers: int, itemsize: int) -> int:
@@ -404,6 +405,7 @@ class _RowEncoder:
     ) -> None:
         self.backbone, self.eot, self.prompts, self.prompt_start = backbone, eot, prompts, prompt_start
         self.mask, self.prefix, self.prefix_inputs = mask, prefix, prefix_inputs
+        self.plain = [_plain_block(block) for block in backbone.model.transformer.resblocks]
 
     def tensors(self) -> list[Tensor]:
         """The tensors besides the rows that the encoding reads and gradients may reach (deep prompts, prefix)."""
@@ -436,7 +438,7 @@ class _RowEncoder:
                 if begin < self.prompt_start + prompt.shape[-2]:
                     x = _replace_tokens(x, prompt[..., begin - self.prompt_start :, :], begin - offset)
             if self.prefix is None:
-                x = block(x, attn_mask=self.mask)
+                x = _plain_block_forward(block, x, self.mask) if self.plain[index] else block(x, attn_mask=self.mask)
             else:
                 x = _block_after_prefix(block, x, self.prefix_inputs[index], self.prefix.group_size, start, self.mask)
         x = model.ln_final(x)
@@ -503,8 +505,37 @@ def _block_after_prefix(
         normed_prefix = normed_prefix[torch.arange(start, start + n, device=x.device) // group_size]
     keys = torch.cat([normed_prefix, normed], dim=1)  # (n, L, D)
     rows_mask = mask[k : k + suffix_length, : k + suffix_length] if mask is not None else None
-    x = x + block.ls_1(block.attention(q_x=normed, k_x=keys, v_x=keys, attn_mask=rows_mask))
+    x = x + block.ls_1(_attend(block.attn, normed, keys, rows_mask))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _plain_block_forward(block: ResidualAttentionBlock, x: Tensor, mask: Tensor | None) -> Tensor:
+    """``block(x, attn_mask=mask)`` for a `_plain_block`: the same operations in fewer dispatches (`_attend`)."""
+    normed = block.ln_1(x)
+    x = x + block.ls_1(_attend(block.attn, normed, normed, mask))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _attend(attn: nn.MultiheadAttention, queries: Tensor, keys: Tensor, mask: Tensor | None) -> Tensor:
+    """``attn(queries, keys, keys, need_weights=False)[0]`` of a `_plain_block`'s attention with open_clip's mask.
+
+    The packed in-projection, scaled-dot-product attention and out-projection that ``nn.MultiheadAttention`` runs,
+    called directly: its argument checks and batch-first transposes cost more than the arithmetic on small text
+    towers (the toy's training step is bound by such dispatches).
+    """
+    n, length, width = queries.shape
+    heads = attn.num_heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    if keys is queries:
+        q, k, v = F.linear(queries, weight, bias).view(n, length, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    else:
+        q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
+        q = q.view(n, length, heads, -1).transpose(1, 2)
+        kv = F.linear(keys, weight[width:], None if bias is None else bias[width:])
+        k, v = kv.view(n, keys.shape[1], 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    mask = mask.to(queries.dtype) if mask is not None else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, heads, length, width / heads)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
 
 
 def _expand_prompt(prompt: Tensor, batch: int) -> Tensor:
