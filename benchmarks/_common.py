@@ -131,11 +131,17 @@ def autocast(device: str, precision: str):
     return calprompt_autocast(device, precision)
 
 
-def run_child(script: str | Path, args: list[str], timeout: float = 3600) -> dict[str, Any]:
-    """Run ``script --child ...`` in a fresh Python process and return the JSON object it prints last."""
+def run_child(
+    script: str | Path, args: list[str], timeout: float = 3600, src: str | Path | None = None
+) -> dict[str, Any]:
+    """Run ``script --child ...`` in a fresh Python process and return the JSON object it prints last.
+
+    ``src``: the ``calprompt`` sources the child imports (default: this checkout's ``src``).
+    """
+    src = REPO / "src" if src is None else Path(src)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(src), str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
         [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False

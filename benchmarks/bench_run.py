@@ -1,11 +1,16 @@
-"""A cold toy CoOp + ours paper-recipe run end to end, before and after the batched view pipeline, side by side.
+"""A cold toy CoOp + ours paper-recipe run end to end: the code this speed work started from, today's per-image
+path, and today's default, side by side in one script run.
 
-"before" is the per-image pipeline calprompt had until the batched views: every view made by torchvision on a PIL
-image, one item at a time, with torch's global generator re-seeded per item (``ItemDataset``), for the training
-views and for the test images. It is selected here by handing the loops plain per-image ``Compose`` transforms,
-which take that path. "after" is the default: images decoded (toy: rendered) once, crops and flips drawn from
-per-item generators, batches resampled as tensors. Each run is its own subprocess with an empty feature cache and
-nothing memoised (cold), and reports its time split:
+- "then": calprompt as of commit ``--then-commit`` (the state the speed issue was filed against), exported from this
+  repository's history with ``git archive`` into a temporary folder and imported from there: per-image PIL views,
+  every toy image rendered again for every view, torch's global generator re-seeded per item.
+- "per-image": today's code given plain per-image ``Compose`` transforms, which select the per-image path
+  (``ItemDataset``) for the training views and the test images: what any plain PIL transform still gets.
+- "now": the default: images decoded (toy: rendered) once, crops and flips drawn from per-item generators, batches
+  resampled as tensors, 64-image encoder batches on the CPU, text blocks without ``nn.MultiheadAttention``'s
+  overhead.
+
+Each run is its own subprocess with an empty feature cache and nothing memoised (cold), and reports its time split:
 
 - views: making the augmented/test views (decoding, augmentation, normalisation),
 - encoding: the frozen image encoder on them,
@@ -13,11 +18,11 @@ nothing memoised (cold), and reports its time split:
 - evaluation: test predictions, metrics and post-hoc calibration without the above,
 - other: loading the backbone and the data, writing the run.
 
-With ``--jobs N`` up to N runs go at once (each its own process): on a machine shared with other work, the
-"before" run starts first and its tail runs with less competition, so the ratio errs in its favour.
+With ``--jobs N`` up to N runs go at once (each its own process): on a machine shared with other work, the runs
+that start first finish with less competition, so run it alone (``--jobs 1``) for ratios.
 
-Usage: python benchmarks/bench_run.py [--seeds 1 2 3] [--before-seeds 1] [--epochs N] [--jobs 1] [--device cpu]
-[--precision fp32] [--threads N]
+Usage: python benchmarks/bench_run.py [--seeds 1 2 3] [--then-seeds 1] [--per-image-seeds 1] [--then-commit REV]
+[--epochs N] [--jobs 1] [--device cpu] [--precision fp32] [--threads N]
 """
 
 from __future__ import annotations
@@ -26,15 +31,29 @@ import argparse
 import dataclasses
 import json
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import add_device_arguments, apply_threads, describe, memory_kind, peak_memory_mb, reset_peak, run_child
+from _common import (
+    REPO,
+    add_device_arguments,
+    apply_threads,
+    describe,
+    memory_kind,
+    peak_memory_mb,
+    reset_peak,
+    run_child,
+)
 
+# The last commit before the speed work (image views, shared prefix, chunked text passes, start-up).
+THEN_COMMIT = "893265c"
+PIPELINES = ("then", "per-image", "now")
 METRICS = (("base", "accuracy"), ("base", "ece"), ("novel", "accuracy"), ("novel", "ece"))
 
 
@@ -66,12 +85,13 @@ def _child(pipeline: str, seed: int, epochs: int | None, device: str, precision:
 
         return wrapper
 
-    if pipeline == "before":  # plain per-image Compose transforms select the per-item path everywhere
+    if pipeline == "per-image":  # plain per-image Compose transforms select the per-item path everywhere
         engine_data.build_train_transform = lambda config: T.Compose(build_train_transform(config).transforms)
         engine_evaluate.build_test_transform = lambda config: T.Compose(build_test_transform(config).transforms)
-    engine_data.encode_views = timed("views", engine_data.encode_views)
-    engine_data.encode_items = timed("views", engine_data.encode_items)
-    engine_evaluate.encode_items = timed("views", engine_evaluate.encode_items)
+    for module in (engine_data, engine_evaluate):  # "then" has only encode_items
+        for name in ("encode_views", "encode_items"):
+            if hasattr(module, name):
+                setattr(module, name, timed("views", getattr(module, name)))
     run_module.evaluate_base_novel = timed("evaluation", run_module.evaluate_base_novel)
     trainer_fit = run_module.Trainer.fit
     run_module.Trainer.fit = timed("training", trainer_fit)
@@ -106,12 +126,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--before-seeds", type=int, nargs="+", default=[1], help="seeds also run the old way")
+    parser.add_argument("--then-seeds", type=int, nargs="*", default=[1], help="seeds also run with the old code")
+    parser.add_argument("--per-image-seeds", type=int, nargs="*", default=[1], help="seeds also run per image")
+    parser.add_argument("--then-commit", default=THEN_COMMIT, help="the old code's commit (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="override the paper recipe's epochs")
     parser.add_argument(
         "--jobs", type=int, default=1, help="runs at once (> 1 on a shared machine: all runs see the same load)"
     )
-    parser.add_argument("--child", choices=("before", "after"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=PIPELINES, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     threads = apply_threads(args)
@@ -124,19 +146,28 @@ def main() -> None:
     shared = ["--device", args.device, "--precision", args.precision, *threads]
     if args.epochs is not None:
         shared += ["--epochs", str(args.epochs)]
-    jobs = [("before", seed) for seed in args.before_seeds] + [("after", seed) for seed in args.seeds]
+    jobs = (
+        [("then", seed) for seed in args.then_seeds]
+        + [("per-image", seed) for seed in args.per_image_seeds]
+        + [("now", seed) for seed in args.seeds]
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        then_src = _export_sources(args.then_commit, Path(folder)) if args.then_seeds else None
+        print(f"then = commit {args.then_commit}" if then_src else "then: not run")
 
-    def run(job: tuple[str, int]) -> dict:
-        pipeline, seed = job
-        result = run_child(__file__, ["--child", pipeline, "--seed", str(seed), *shared])
-        print(f"  {pipeline} seed {seed}: {result['total']:.1f} s", file=sys.stderr)
-        return result
+        def run(job: tuple[str, int]) -> dict:
+            pipeline, seed = job
+            src = then_src if pipeline == "then" else None
+            result = run_child(__file__, ["--child", pipeline, "--seed", str(seed), *shared], src=src)
+            print(f"  {pipeline} seed {seed}: {result['total']:.1f} s", file=sys.stderr)
+            return result
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(run, jobs))
-    runs: dict[str, dict[int, dict]] = {"before": {}, "after": {}}
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(run, jobs))
+    runs: dict[str, dict[int, dict]] = {pipeline: {} for pipeline in PIPELINES}
     for (pipeline, seed), result in zip(jobs, results, strict=True):
         runs[pipeline][seed] = result
+    runs = {pipeline: by_seed for pipeline, by_seed in runs.items() if by_seed}
 
     phases = ("views", "encoding", "training", "evaluation", "other")
     header = "| pipeline | seeds | " + " | ".join(phases) + f" | total | {memory_kind(args.device)} |"
@@ -148,10 +179,11 @@ def main() -> None:
         total = _summary([r["total"] for r in results])
         peak = max(r["peak_mb"] for r in results)
         print(f"| {pipeline} | {len(results)} | " + " | ".join(cells) + f" | {total} s | {peak:.0f} MB |")
-    common = sorted(set(runs["before"]) & set(runs["after"]))
-    if common:
-        ratio = statistics.mean(runs["before"][s]["total"] / runs["after"][s]["total"] for s in common)
-        print(f"end to end: after is {ratio:.1f}x faster (seeds {common}, same process count and machine)")
+    for baseline in ("then", "per-image"):
+        common = sorted(set(runs.get(baseline, {})) & set(runs.get("now", {})))
+        if common:
+            ratio = statistics.mean(runs[baseline][s]["total"] / runs["now"][s]["total"] for s in common)
+            print(f"end to end: now is {ratio:.1f}x faster than {baseline} (seeds {common}, same machine)")
     print("\nmetrics (%), mean ± std over seeds")
     names = [f"{a} {b}" for a, b in METRICS]
     print("| pipeline | " + " | ".join(names) + " |")
@@ -159,6 +191,22 @@ def main() -> None:
     for pipeline, by_seed in runs.items():
         cells = [_summary([r["metrics"][n] for r in by_seed.values()]) for n in names]
         print(f"| {pipeline} ({len(by_seed)} seeds) | " + " | ".join(cells) + " |")
+
+
+def _export_sources(commit: str, folder: Path) -> Path:
+    """The ``src`` tree of ``commit`` of this repository, extracted under ``folder``; returns its ``src``."""
+    archive = folder / "then.tar"
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), commit, "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"Cannot export commit {commit} of {REPO} (a clone with its history is needed): {done.stderr}")
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder / "then", filter="data")
+    return folder / "then" / "src"
 
 
 if __name__ == "__main__":
