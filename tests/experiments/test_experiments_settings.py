@@ -82,6 +82,7 @@ def test_a_relative_root_in_a_file_is_relative_to_the_file(tmp_path, monkeypatch
         ("calibration: nope\n", [], "nope"),  # unknown calibration
         ("", ["--set", "method.n_ctxx=3"], "n_ctxx"),
         ("", ["--set", "lr=nan"], "lr"),
+        ("text_memory_mb: 0\n", [], "text_memory_mb"),
         ("- a list\n", [], "mapping"),
         ("dataset: oxford_pets\n", [], "root"),  # a dataset with files and no root
     ],
@@ -93,3 +94,42 @@ def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, content, args
     result = CliRunner().invoke(app, ["train", "-c", str(config), *args, "--out", str(out)])
     assert result.exit_code == 1 and named in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_mechanics_do_not_change_the_run_id():
+    """Where and how a run computes (device, workers, the text encoder's memory budget) names the same run."""
+    plain = RunConfig()
+    assert RunConfig(device="cuda:1", num_workers=4, text_memory_mb=64.0).run_id() == plain.run_id()
+    assert RunConfig(seed=2).run_id() != plain.run_id()
+
+
+def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, toy_weights, shared_cache, monkeypatch):
+    """`text_memory_mb` reaches the training passes: a budget of a few prompts chunks them (counted), the prompts
+    trained are those of the default budget (float32 sums in another order: 1e-5 relative), and a shared backbone
+    gets its own budget back."""
+    from safetensors.torch import load_file
+
+    import calprompt.clip.backbone as backbone_module
+    from calprompt.clip import load_clip
+    from calprompt.experiments.run import PROMPT_FILE, run_experiment
+
+    backbone = load_clip("toy", toy_weights)
+    chunked = []
+    original = backbone_module._RecomputedRows.apply
+    monkeypatch.setattr(
+        backbone_module._RecomputedRows, "apply", lambda *args: chunked.append(args[1]) or original(*args)
+    )
+    config = RunConfig(shots=2, epochs=2, batch_size=8, pretrained=toy_weights)
+    prompts = {}
+    for name, budget in (("default", config.text_memory_mb), ("small", 0.05)):
+        out = tmp_path / name
+        run_experiment(
+            dataclasses.replace(config, text_memory_mb=budget), out, backbone=backbone, cache_dir=shared_cache
+        )
+        prompts[name] = load_file(out / PROMPT_FILE)
+        assert backbone.text_memory_budget_mb == backbone_module.DEFAULT_TEXT_MEMORY_BUDGET_MB
+        if name == "default":
+            assert not chunked
+    assert chunked and max(chunked) < 12  # a few rows per chunk, of the 24 base-class prompts
+    for key, value in prompts["default"].items():
+        assert (prompts["small"][key] - value).norm() <= 1e-5 * value.norm()

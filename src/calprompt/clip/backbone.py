@@ -18,7 +18,8 @@ Two exact levers of the prompted text encoder live here, so that every method ge
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,12 +29,12 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.conventions import CLIP_MEAN, CLIP_STD
+from calprompt.conventions import CLIP_MEAN, CLIP_STD, DEFAULT_TEXT_MEMORY_MB
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
 DeepPrompts = Sequence[Tensor | None]
 # Activations a gradient pass of the text encoder may keep before it is chunked (see the module docstring).
-DEFAULT_TEXT_MEMORY_BUDGET_MB = 2048
+DEFAULT_TEXT_MEMORY_BUDGET_MB = DEFAULT_TEXT_MEMORY_MB
 _SHARED_PREFIX_MARK = "_calprompt_shared_prefix"
 # The automatic shared prefix pays off once it saves ~2^27 multiply-adds (row positions x width^2 x layers).
 _MIN_SAVED_MACS = 2**27
@@ -139,6 +140,15 @@ class ClipBackbone(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Module state
+    @contextlib.contextmanager
+    def text_memory_budget(self, megabytes: float) -> Iterator[None]:
+        """``text_memory_budget_mb`` set to ``megabytes`` inside the block (a shared backbone gets its value back)."""
+        previous, self.text_memory_budget_mb = self.text_memory_budget_mb, megabytes
+        try:
+            yield
+        finally:
+            self.text_memory_budget_mb = previous
+
     def train(self, mode: bool = True) -> ClipBackbone:
         """Keep the backbone in eval mode whatever the caller asks (it is frozen)."""
         return super().train(False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._validation import check_choice, check_dataclass_keys, check_non_negative, check_positive_int, fail
+from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
 from calprompt.experiments.recipes import RECIPE_NAMES, recipe_table, resolve_recipe
 
 PROTOCOLS = ("base2novel", "all")
@@ -68,6 +69,11 @@ class RunConfig:
     feature_cache: bool = setting(True, "Train on cached frozen image features when the method allows it.")
     distinct_views: int | None = setting(None, "Cycle through this many augmented views.", "--views")
     num_workers: int = setting(0, "Image loading worker processes.", "--workers")
+    text_memory_mb: float = setting(
+        float(DEFAULT_TEXT_MEMORY_MB),
+        "Activations (MB) a text-encoder gradient pass may keep; above it, prompts are encoded in chunks recomputed "
+        "in backward (same gradients, bounded memory; inf: never).",
+    )
     n_bins: int = setting(10, "Bins of the calibration errors (ECE, MCE, ...).")
     dac_k: int = setting(5, "DAC's nearest base classes (lowered to the number of base classes when fewer).")
     skip_missing: bool = setting(False, "Drop (and count) listed images that are missing instead of failing.")
@@ -90,6 +96,9 @@ class RunConfig:
         for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
             if getattr(self, name) is not None:
                 check_non_negative(getattr(self, name), name)  # refuses nan and infinities, naming the setting
+        memory = self.text_memory_mb
+        if isinstance(memory, bool) or not isinstance(memory, int | float) or not memory > 0:
+            fail("text_memory_mb", "a number of megabytes > 0 (inf: never chunk)", memory)
         for name in ("warmup_epochs", "grad_accumulation"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

@@ -70,10 +70,15 @@ def weights_fingerprint(backbone: str, pretrained: str | None) -> str:
     return f"{backbone}|{pretrained}"
 
 
+# RunConfig fields that change how a run computes, not what it computes.
+MECHANICS = ("device", "num_workers", "text_memory_mb")
+
+
 def config_record(config: RunConfig) -> dict[str, Any]:
-    """The fields of a resolved config that determine the results (device and worker count are mechanics)."""
+    """The fields of a resolved config that determine the results (device, worker count and the text encoder's
+    memory budget are mechanics)."""
     record = config.resolved().to_dict()
-    for key in ("device", "num_workers"):
+    for key in MECHANICS:
         record.pop(key)
     return record
 

@@ -204,7 +204,8 @@ def _train_and_evaluate(
     history = []
     if config.epochs > 0:
         trainer = Trainer(method, objective, data, train_config, checkpoint_dir=out / "checkpoint", progress=progress)
-        history = trainer.fit().history
+        with backbone.text_memory_budget(config.text_memory_mb):
+            history = trainer.fit().history
     train_seconds = time.perf_counter() - started
     save_tensors_atomic(out / PROMPT_FILE, method.trainable_state_dict())
     write_json_atomic(out / METHOD_FILE, method.describe())
