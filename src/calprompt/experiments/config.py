@@ -72,7 +72,7 @@ class RunConfig:
     text_memory_mb: float = setting(
         float(DEFAULT_TEXT_MEMORY_MB),
         "Activations (MB) a text-encoder gradient pass may keep; above it, prompts are encoded in chunks recomputed "
-        "in backward (same gradients, bounded memory; inf: never).",
+        "in backward (same gradients, bounded memory).",
     )
     n_bins: int = setting(10, "Bins of the calibration errors (ECE, MCE, ...).")
     dac_k: int = setting(5, "DAC's nearest base classes (lowered to the number of base classes when fewer).")
@@ -98,7 +98,7 @@ class RunConfig:
                 check_non_negative(getattr(self, name), name)  # refuses nan and infinities, naming the setting
         memory = self.text_memory_mb
         if isinstance(memory, bool) or not isinstance(memory, int | float) or not memory > 0:
-            fail("text_memory_mb", "a number of megabytes > 0 (inf: never chunk)", memory)
+            fail("text_memory_mb", "a number of megabytes > 0", memory)
         for name in ("warmup_epochs", "grad_accumulation"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
