@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -242,23 +243,13 @@ def encode_items(
     items: Sequence[Item],
     encode_fn: Callable[[Tensor], Tensor],
     transform: Callable[[Image.Image], Tensor],
-    *,
-    loader: ImageLoader = open_rgb_image,
-    view_seed: int | None = None,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
+    **view_options: Any,
 ) -> Tensor:
-    """Encode every item's view (`view_batches`) in no-grad batches: ``(N, D)`` float32 features on the CPU."""
-    batches = view_batches(
-        items,
-        transform,
-        loader=loader,
-        view_seed=view_seed,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-    )
+    """Encode every item's view in no-grad batches: ``(N, D)`` float32 features on the CPU, in item order.
+
+    ``view_options`` are `view_batches`'s (``loader``, ``view_seed``, ``batch_size``, ``num_workers``, ``device``).
+    """
+    batches = view_batches(items, transform, **view_options)
     return torch.cat([encode_fn(images).float().cpu() for images in batches])  # (B, D) each
 
 
