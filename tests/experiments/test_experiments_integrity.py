@@ -147,6 +147,25 @@ def test_evaluation_refuses_a_run_whose_data_changed(tmp_path, backbone, toy_wei
         run_experiment(config, out, backbone=backbone, cache_dir=shared_cache)
 
 
+def test_a_changed_transfer_target_is_never_served_from_a_finished_run(tmp_path, backbone, toy_weights, shared_cache):
+    """A run stores its transfer targets' results, so their test images are part of its identity: after a target
+    image changes, neither the run nor the store hands back the old numbers (and both agree before)."""
+    from calprompt.experiments.store import ResultsStore
+
+    root = image_folder(tmp_path / "data", six_classes(), train=0, val=0)
+    config = RunConfig(
+        shots=1, epochs=1, batch_size=8, pretrained=toy_weights, root=str(root), eval_datasets=("folder",)
+    )
+    store = ResultsStore(tmp_path / "store")
+    metrics = store.run(config, backbone=backbone, cache_dir=shared_cache).metrics
+    assert "eval:folder" in metrics
+    assert ResultsStore(store.root).finished(config) == metrics  # the store's identity is the run's
+    write_images(root / "test" / "red_ring", 3, seed=77)  # replaced in place: other pixels, same names
+    assert ResultsStore(store.root).finished(config) is None
+    with pytest.raises(ValueError, match="transfer target"):
+        run_experiment(config, store.run_dir(config), backbone=backbone, cache_dir=shared_cache)
+
+
 def test_the_store_reuses_only_the_same_identity(tmp_path, backbone, toy_weights, shared_cache):
     from calprompt.experiments.store import ResultsStore
 

@@ -8,7 +8,8 @@ anything. It has three parts:
   root resolved to an absolute path; its hash is the run id that names the store directory.
 * ``data``: a fingerprint of the data actually used (class names, template and every item of the few-shot train,
   val and test splits, with each image file's size and modification time), so a changed split file, an image
-  replaced in place or another root with the same layout never passes for the same data.
+  replaced in place or another root with the same layout never passes for the same data; with the test split of
+  every transfer target of ``RunConfig.eval_datasets``, whose results a finished run also stores.
 * ``weights``: the backbone architecture and a content digest of a weights file (or the hub tag).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +116,10 @@ class RunIdentity:
             if mine != theirs:
                 lines.append(f"{key}: {theirs!r} there, {mine!r} here")
         if self.data != other.data:
-            lines.append("data: the dataset's items or image files differ (other root, split files or images)")
+            lines.append(
+                "data: the items or image files of the dataset or of a transfer target differ (other root, split "
+                "files or images)"
+            )
         if self.weights != other.weights:
             lines.append(f"backbone weights: {other.weights} there, {self.weights} here")
         if self.version != other.version:
@@ -123,12 +127,33 @@ class RunIdentity:
         return lines or ["the identities differ"]
 
 
-def run_identity(config: RunConfig, splits: DatasetSplits) -> RunIdentity:
-    """The identity of ``config`` run on ``splits`` (its few-shot train/val/test splits, all classes)."""
+def target_fingerprint(target: DatasetSplits) -> str:
+    """The fingerprint of a transfer target as a run uses it: class names, template and its test items."""
+    parts = {"classnames": list(target.classnames), "template": target.template, "test": items_fingerprint(target.test)}
+    return canonical_hash(parts)
+
+
+def with_targets(data: str, targets: Mapping[str, str]) -> str:
+    """The data fingerprint of a run that also evaluates transfer targets (name -> `target_fingerprint`); a run
+    without targets keeps the fingerprint it always had."""
+    return canonical_hash({"run": data, "targets": dict(targets)}) if targets else data
+
+
+def run_identity(
+    config: RunConfig, splits: DatasetSplits, targets: Mapping[str, DatasetSplits] | None = None
+) -> RunIdentity:
+    """The identity of ``config`` run on ``splits`` (its few-shot train/val/test splits, all classes) and on the
+    transfer ``targets`` of its ``eval_datasets`` (by name; required when it lists any)."""
     resolved = config.resolved()
+    targets = dict(targets or {})
+    if sorted(targets) != sorted(resolved.eval_datasets):
+        raise ValueError(
+            f"Expected the loaded targets of eval_datasets {list(resolved.eval_datasets)}, got {sorted(targets)}."
+        )
+    data = with_targets(data_fingerprint(splits), {name: target_fingerprint(t) for name, t in targets.items()})
     return RunIdentity(
         run_id=resolved.run_id(),
         config=stored_record(resolved),
-        data=data_fingerprint(splits),
+        data=data,
         weights=weights_fingerprint(resolved.backbone, resolved.pretrained),
     )

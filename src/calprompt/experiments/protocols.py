@@ -8,7 +8,7 @@ adds one to a finished run.
 
 from __future__ import annotations
 
-from calprompt.data import FeatureCache, ImageTransformConfig, get_dataset_spec
+from calprompt.data import FeatureCache, ImageTransformConfig, get_dataset_spec, load_dataset
 from calprompt.data.items import DatasetSplits
 from calprompt.engine.evaluate import Predictions, predict
 from calprompt.experiments.config import RunConfig
@@ -27,6 +27,11 @@ def check_targets(config: RunConfig) -> None:
                 f"Expected `eval_datasets` to name other datasets than the training one, got {name!r}: its test "
                 "split is already evaluated (base and novel classes)."
             )
+
+
+def load_targets(config: RunConfig) -> dict[str, DatasetSplits]:
+    """The transfer targets of ``config.eval_datasets``, read from the run's data root, by name."""
+    return {name: load_dataset(name, config.root, skip_missing=config.skip_missing) for name in config.eval_datasets}
 
 
 def transfer_predictions(

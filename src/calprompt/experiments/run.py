@@ -43,7 +43,7 @@ from calprompt.experiments.identity import items_fingerprint, run_identity
 from calprompt.experiments.locking import run_lock
 from calprompt.experiments.minimums import check_minimums, dac_neighbours
 from calprompt.experiments.options import typed_run_config
-from calprompt.experiments.protocols import check_targets, transfer_predictions
+from calprompt.experiments.protocols import check_targets, load_targets, transfer_predictions
 from calprompt.experiments.rundir import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
@@ -127,7 +127,8 @@ def run_experiment(
     out = Path(out_dir).expanduser().absolute()
     started = time.perf_counter()
     splits = few_shot_splits(config)
-    identity = run_identity(config, splits)
+    targets = load_targets(config)
+    identity = run_identity(config, splits, targets)
     skipped = check_minimums(config, splits, *base_novel(config, splits))
     if not force and not is_empty(out):
         claim_check(out, identity)  # refuse another identity before taking the lock (nothing written)
@@ -136,7 +137,7 @@ def run_experiment(
             logger.info("%s is finished with this identity: returning its stored results.", out)
             return RunResult(out, read_finished(out, identity) or {})
         write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "run_id": identity.run_id})
-        metrics = _train_and_evaluate(config, splits, skipped, out, backbone, cache_dir, progress, started)
+        metrics = _train_and_evaluate(config, splits, targets, skipped, out, backbone, cache_dir, progress, started)
         mark_finished(out, identity)
     return RunResult(out, metrics)
 
@@ -167,6 +168,7 @@ def outlier_pool(
 def _train_and_evaluate(
     config: RunConfig,
     splits: DatasetSplits,
+    targets: dict[str, DatasetSplits],
     skipped: dict[str, str],
     out: Path,
     backbone: ClipBackbone | None,
@@ -211,8 +213,7 @@ def _train_and_evaluate(
     write_json_atomic(out / METHOD_FILE, method.describe())
 
     metrics, tensors = evaluate_base_novel(method, base, novel, transform, config, cache=cache, zs_base=zs_base)
-    for name in config.eval_datasets:  # transfer / domain shift targets, read from the run's data root
-        target = load_dataset(name, config.root, skip_missing=config.skip_missing)
+    for name, target in targets.items():  # transfer / domain shift targets, read from the run's data root
         shifted = transfer_predictions(method, target, name, transform, config, cache)
         metrics[f"eval:{name}"] = _report(shifted.logits, shifted.labels, config)
     method.set_classnames(base.classnames)
@@ -400,7 +401,7 @@ def load_run(
         data["device"] = device
     config = RunConfig.from_dict(data)
     splits = few_shot_splits(config)
-    current = run_identity(config, splits)
+    current = run_identity(config, splits, load_targets(config))
     if current != stored:
         listing = "\n".join(f"  {line}" for line in current.differences(stored))
         raise RunDirectoryMismatchError(

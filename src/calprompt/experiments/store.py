@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from calprompt._io import read_json
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.identity import RunIdentity, data_fingerprint, stored_record, weights_fingerprint
+from calprompt.experiments.identity import (
+    RunIdentity,
+    data_fingerprint,
+    stored_record,
+    target_fingerprint,
+    weights_fingerprint,
+    with_targets,
+)
 from calprompt.experiments.rundir import CONFIG_FILE, read_finished
 
 if TYPE_CHECKING:
@@ -42,6 +49,7 @@ class ResultsStore:
         self.root = Path(root).expanduser().absolute()
         self._datasets: dict[tuple[Any, ...], DatasetSplits] = {}
         self._data: dict[tuple[Any, ...], str] = {}
+        self._targets: dict[tuple[Any, ...], str] = {}
         self._weights: dict[tuple[str, str | None], str] = {}
 
     def run_dir(self, config: RunConfig) -> Path:
@@ -64,10 +72,17 @@ class ResultsStore:
             self._data[data_key] = data_fingerprint(splits)
         if weights_key not in self._weights:
             self._weights[weights_key] = weights_fingerprint(*weights_key)
+        targets = {}
+        for name in config.eval_datasets:  # transfer targets: their test splits, read once per store
+            target_key = (name, config.root, config.skip_missing)
+            if target_key not in self._targets:
+                target = load_dataset(name, config.root, skip_missing=config.skip_missing)
+                self._targets[target_key] = target_fingerprint(target)
+            targets[name] = self._targets[target_key]
         return RunIdentity(
             run_id=config.run_id(),
             config=stored_record(config),
-            data=self._data[data_key],
+            data=with_targets(self._data[data_key], targets),
             weights=self._weights[weights_key],
         )
 
