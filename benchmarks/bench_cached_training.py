@@ -2,13 +2,14 @@
 
 Reference style (what the published code does every step): encode the batch's images with the frozen image encoder,
 re-encode the frozen zero-shot class prompts and recompute their moments, and run the prompted text encoder over
-all 77 token positions. calprompt: cached frozen image features, zero-shot moments computed once, text encoder run
-on the first max_eot + 1 positions only. Both compute the same loss (checked below); image decoding and augmentation,
+all 77 token positions, all through open_clip's own modules (none of calprompt's encoder levers). calprompt:
+cached frozen image features, zero-shot moments computed once, text encoder run on the first max_eot + 1 positions
+only. Both compute the same loss (checked below); image decoding and augmentation,
 which the reference also pays per step, are left out, so the ratio is conservative.
 
 The two steps alternate (one of each per round, best of the rounds), so a machine shared with other work slows
 both alike. The calprompt step runs the prompted text encoder with every exact lever it has (truncation, the shared
-prefix computed once, the memory budget).
+prefix computed once, the last block at the end-of-text positions only, the memory budget).
 
 Usage: python benchmarks/bench_cached_training.py [--steps N] [--skip-vit] [--device cpu] [--precision fp32]
 """
@@ -82,17 +83,28 @@ class ReferenceStyleStep:
         with torch.no_grad():
             self.embeddings = backbone.embed_tokens(self.ids)
 
+    def text_features(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """open_clip's own text tower on token embeddings, every position (what CoOp's text encoder runs)."""
+        model = self.backbone.model
+        x = model.transformer(embeddings + model.positional_embedding, attn_mask=model.attn_mask)
+        x = model.ln_final(x)[torch.arange(x.shape[0]), self.backbone.eot_positions(self.ids)]
+        return (
+            model.text_projection(x)
+            if isinstance(model.text_projection, torch.nn.Linear)
+            else x @ model.text_projection
+        )
+
     def loss(self, images: torch.Tensor, labels: torch.Tensor, objective) -> torch.Tensor:
         backbone = self.backbone
-        image_features = F.normalize(backbone.encode_image(images), dim=-1)
+        image_features = F.normalize(backbone.model.encode_image(images), dim=-1)
         with torch.no_grad():
-            frozen = F.normalize(backbone.encode_text(self.zs_ids, truncate=False), dim=-1)
+            frozen = F.normalize(backbone.model.encode_text(self.zs_ids), dim=-1)
         n = self.method.ctx.shape[0]
         prompts = torch.cat(
             [self.embeddings[:, :1], self.method.ctx.expand(len(self.classnames), -1, -1), self.embeddings[:, 1 + n :]],
             dim=1,
         )
-        text = F.normalize(backbone.encode_text_embeddings(prompts, self.ids, truncate=False), dim=-1)
+        text = F.normalize(self.text_features(prompts), dim=-1)
         logits = backbone.logit_scale * image_features @ text.t()
         loss, _ = objective(logits=logits, labels=labels, text_features=text, zs_text_moments=text_moments(frozen))
         return loss

@@ -217,3 +217,23 @@ def test_blocks_with_attention_dropout_keep_open_clips_path(tiny_backbone):
         assert not backbone_module._plain_block(block)
     finally:
         block.attn.dropout = original
+
+
+def test_text_features_and_gradients_do_not_depend_on_the_thread_count(tiny_backbone):
+    """A run resumed in a process with another thread count must continue bit for bit: the prompted text pass
+    (the last block at the end-of-text rows included) gives the same bits on one thread and on two."""
+    backbone = tiny_backbone
+    ids = backbone.tokenize([f"a photo of a {name}." for name in REAL_NAMES] * 4)
+    embeddings = backbone.embed_tokens(ids)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            leaf = embeddings.clone().requires_grad_(True)
+            features = backbone.encode_text_embeddings(leaf, ids)
+            (grad,) = torch.autograd.grad(features.square().sum(), leaf)
+            results.append((features.detach(), grad))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

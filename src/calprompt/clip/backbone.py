@@ -4,7 +4,7 @@ Prompt learners never fork the model: they hand their own token embeddings, deep
 :class:`ClipBackbone`, which runs open_clip's own sub-modules around them. Without prompts both encoders reproduce
 open_clip's ``encode_text`` / ``encode_image`` exactly.
 
-Two exact levers of the prompted text encoder live here, so that every method gets them:
+Three exact levers of the prompted text encoder live here, so that every method gets them:
 
 - **Shared prefix.** When the first ``k`` positions of every prompt of a group are the same tensor ([SOS] + shared
   context, and the same deep prompts there), the causal encoder's hidden states at those positions are the same
@@ -14,6 +14,9 @@ Two exact levers of the prompted text encoder live here, so that every method ge
   ``text_memory_budget_mb``, the prompts are encoded in chunks whose activations are recomputed during the backward
   pass (features of all prompts first, without a graph; then each chunk re-encoded with a graph and
   back-propagated with its part of the gradient), which gives the same gradients.
+- **The last block at the end of text only.** Only the end-of-text feature leaves the tower, so the last block
+  computes keys and values for every position but queries, attention output and MLP for the end-of-text position of
+  each prompt (`_block_at_end`): a third of the arithmetic of a 2-layer tower, a twelfth of ViT-B/16's less a bit.
 """
 
 from __future__ import annotations
@@ -447,12 +450,19 @@ class _RowEncoder:
                 begin = max(self.prompt_start, offset)  # the part of the prompt at or after the first row position
                 if begin < self.prompt_start + prompt.shape[-2]:
                     x = _replace_tokens(x, prompt[..., begin - self.prompt_start :, :], begin - offset)
-            if self.prefix is None:
-                x = _plain_block_forward(block, x, self.mask) if self.plain[index] else block(x, attn_mask=self.mask)
+            prefix = None
+            if self.prefix is not None:
+                prefix = _prefix_keys(block, self.prefix_inputs[index], self.prefix.group_size, start, x.shape[0])
+            if index == len(self.plain) - 1 and self.plain[index]:  # only the end-of-text rows are read from here
+                pooled = model.ln_final(_block_at_end(block, x, self.eot[rows] - offset, prefix, self.mask))
+                break
+            if prefix is not None:
+                x = _block_after_prefix(block, x, prefix, self.mask)
             else:
-                x = _block_after_prefix(block, x, self.prefix_inputs[index], self.prefix.group_size, start, self.mask)
-        x = model.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), self.eot[rows] - offset]  # (n, D)
+                x = _plain_block_forward(block, x, self.mask) if self.plain[index] else block(x, attn_mask=self.mask)
+        else:
+            x = model.ln_final(x)
+            pooled = x[torch.arange(x.shape[0], device=x.device), self.eot[rows] - offset]  # (n, D)
         projection = model.text_projection
         return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
@@ -495,28 +505,69 @@ class _RecomputedRows(torch.autograd.Function):
         return (None, None, grad_x, *grads)
 
 
-def _block_after_prefix(
-    block: ResidualAttentionBlock, x: Tensor, prefix: Tensor, group_size: int, start: int, mask: Tensor | None
-) -> Tensor:
+def _prefix_keys(block: ResidualAttentionBlock, prefix: Tensor, group_size: int, start: int, n: int) -> Tensor:
+    """The normalised shared-prefix states (n, k, D) that rows ``start : start + n`` attend to in ``block``;
+    ``prefix`` (G, k, D) is the block's input at the prefix positions of each group of ``group_size`` rows."""
+    normed = block.ln_1(prefix)  # (G, k, D)
+    if normed.shape[0] == 1:
+        return normed.expand(n, -1, -1)  # no copy
+    return normed[torch.arange(start, start + n, device=prefix.device) // group_size]
+
+
+def _block_after_prefix(block: ResidualAttentionBlock, x: Tensor, prefix: Tensor, mask: Tensor | None) -> Tensor:
     """One open_clip block on the positions after a shared prefix, attending to the prefix's keys and values.
 
-    ``x`` (n, L - k, D) are rows ``start : start + n``; ``prefix`` (G, k, D) is the input of this block at the
-    prefix positions of each group of ``group_size`` rows. The block's own attention gets the suffix as queries and
-    [prefix; suffix] as keys and values, so only the prefix's K/V projections are paid per row (not its queries,
-    output projection and MLP). Equal to the block on the full rows, positions k.. .
+    ``x`` (n, L - k, D) are the rows' positions after the prefix; ``prefix`` (n, k, D) their normalised prefix
+    states (`_prefix_keys`). The block's own attention gets the suffix as queries and [prefix; suffix] as keys and
+    values, so only the prefix's K/V projections are paid per row (not its queries, output projection and MLP).
+    Equal to the block on the full rows, positions k.. .
     """
-    n, suffix_length, _ = x.shape
-    k = prefix.shape[1]
+    suffix_length, k = x.shape[1], prefix.shape[1]
     normed = block.ln_1(x)
-    normed_prefix = block.ln_1(prefix)  # (G, k, D)
-    if normed_prefix.shape[0] == 1:
-        normed_prefix = normed_prefix.expand(n, -1, -1)  # (n, k, D), no copy
-    else:
-        normed_prefix = normed_prefix[torch.arange(start, start + n, device=x.device) // group_size]
-    keys = torch.cat([normed_prefix, normed], dim=1)  # (n, L, D)
+    keys = torch.cat([prefix, normed], dim=1)  # (n, L, D)
     rows_mask = mask[k : k + suffix_length, : k + suffix_length] if mask is not None else None
     x = x + block.ls_1(_attend(block.attn, normed, keys, rows_mask))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _block_at_end(
+    block: ResidualAttentionBlock, x: Tensor, ends: Tensor, prefix: Tensor | None, mask: Tensor | None
+) -> Tensor:
+    """The last block's output (n, D) at one position per row, ``ends`` (n,) into ``x`` (n, L', D).
+
+    Only the end-of-text feature leaves the text tower, and in a pre-norm block a position's output depends on
+    the other positions through its attention's keys and values alone: the keys and values are computed for every
+    position (after ``prefix``, the normalised shared-prefix states, when given), the query, attention output and
+    MLP for the end positions only. Equal to the block's output at those positions; on a 2-layer tower this is
+    about a third of the text arithmetic.
+    """
+    n = x.shape[0]
+    rows = torch.arange(n, device=x.device)
+    normed = block.ln_1(x)
+    keys = normed if prefix is None else torch.cat([prefix, normed], dim=1)  # (n, S, D)
+    ends_in_keys = ends + keys.shape[1] - x.shape[1]  # positions counted from the first key
+    row_mask = None
+    if mask is not None:
+        row_mask = mask[ends_in_keys, : keys.shape[1]][:, None, None, :]  # (n, 1, 1, S): each row's causal row
+    out = x[rows, ends] + block.ls_1(_attend_one(block.attn, normed[rows, ends], keys, row_mask))  # (n, D)
+    return out + block.ls_2(block.mlp(block.ln_2(out)))
+
+
+def _attend_one(attn: nn.MultiheadAttention, query: Tensor, keys: Tensor, mask: Tensor | None) -> Tensor:
+    """`_attend` for one query per row, (n, D) against keys (n, S, D), written as batched products: CPU
+    scaled-dot-product attention splits a single query's keys across threads, so its sums (and a resumed run's
+    bits) would depend on the thread count; these products do not."""
+    n, width = query.shape
+    heads = attn.num_heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(query, weight[:width], None if bias is None else bias[:width]).view(n, heads, 1, -1)
+    kv = F.linear(keys, weight[width:], None if bias is None else bias[width:])
+    k, v = kv.view(n, keys.shape[1], 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (n, heads, S, d) each
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (n, heads, 1, S)
+    if mask is not None:
+        scores = scores + mask.to(scores.dtype)
+    out = scores.softmax(dim=-1) @ v  # (n, heads, 1, d)
+    return attn.out_proj(out.reshape(n, width))
 
 
 def _plain_block_forward(block: ResidualAttentionBlock, x: Tensor, mask: Tensor | None) -> Tensor:
