@@ -16,7 +16,7 @@ Three exact levers of the prompted text encoder live here, so that every method 
   back-propagated with its part of the gradient), which gives the same gradients.
 - **The last block at the end of text only.** Only the end-of-text feature leaves the tower, so the last block
   computes keys and values for every position but queries, attention output and MLP for the end-of-text position of
-  each prompt (`_block_at_end`): a third of the arithmetic of a 2-layer tower, a twelfth of ViT-B/16's less a bit.
+  each prompt (`_block_at_end`): about a third of the arithmetic of a 2-layer tower, 6 % of ViT-B/16's 12 layers.
 """
 
 from __future__ import annotations
