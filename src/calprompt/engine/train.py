@@ -132,6 +132,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=config.precision == "fp16" and config.device.startswith("cuda"))
         self.needs = objective.needs | method.needs
         self._frozen: dict[str, Any] = {}  # per-class-list teachers: zs_text_features, zs_text_moments
+        self._saved_identity: dict[str, Any] | None = None  # what each checkpoint stores, built once / incrementally
+        self._saved_history: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -290,12 +292,17 @@ class Trainer:
         }
 
     def _save(self, epoch: int, result: TrainResult) -> None:
+        if self._saved_identity is None:  # fixed for the whole fit: built once, not per checkpoint
+            self._saved_identity = self._identity()
+        if len(self._saved_history) > len(result.history):  # a resume replaced the history
+            self._saved_history.clear()
+        self._saved_history.extend(asdict(log) for log in result.history[len(self._saved_history) :])
         state = TrainingState(
             epoch=epoch,
             parameters=self.method.trainable_state_dict(),
             optimizer=_momentum_buffers(self.optimizer, self.method),
-            identity=self._identity(),
-            history=[asdict(log) for log in result.history],
+            identity=self._saved_identity,
+            history=list(self._saved_history),
             method_state={k: v.detach().clone().contiguous() for k, v in self.method.extra_state().items()},
         )
         save_training_state(self.checkpoint_dir, state)
