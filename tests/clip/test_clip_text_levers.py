@@ -14,6 +14,7 @@ import torch
 
 import calprompt.clip.backbone as backbone_module
 from calprompt.clip import load_clip
+from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
 from calprompt.data import load_dataset
 from calprompt.methods import available_methods, build_method
 
@@ -180,7 +181,7 @@ def test_chunked_pass_under_a_memory_budget_equals_the_whole_pass(toy_backbone, 
         toy_backbone.text_memory_budget_mb = 0.05  # a few rows per chunk
         got = _pass(method, features)
     finally:
-        toy_backbone.text_memory_budget_mb = backbone_module.DEFAULT_TEXT_MEMORY_BUDGET_MB
+        toy_backbone.text_memory_budget_mb = DEFAULT_TEXT_MEMORY_MB
         toy_backbone.share_prefixes = None
     assert spy.calls >= 3 * whole_calls * 2  # at least 3 chunks, each encoded in forward and again in backward
     _assert_same(got, want)

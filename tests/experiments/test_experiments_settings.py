@@ -111,6 +111,7 @@ def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, 
 
     import calprompt.clip.backbone as backbone_module
     from calprompt.clip import load_clip
+    from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
     from calprompt.experiments.run import PROMPT_FILE, run_experiment
 
     backbone = load_clip("toy", toy_weights)
@@ -127,7 +128,7 @@ def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, 
             dataclasses.replace(config, text_memory_mb=budget), out, backbone=backbone, cache_dir=shared_cache
         )
         prompts[name] = load_file(out / PROMPT_FILE)
-        assert backbone.text_memory_budget_mb == backbone_module.DEFAULT_TEXT_MEMORY_BUDGET_MB
+        assert backbone.text_memory_budget_mb == DEFAULT_TEXT_MEMORY_MB
         if name == "default":
             assert not chunked
     assert chunked and max(chunked) < 12  # a few rows per chunk, of the 24 base-class prompts

@@ -36,8 +36,6 @@ from calprompt.conventions import CLIP_MEAN, CLIP_STD, DEFAULT_TEXT_MEMORY_MB
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
 DeepPrompts = Sequence[Tensor | None]
-# Activations a gradient pass of the text encoder may keep before it is chunked (see the module docstring).
-DEFAULT_TEXT_MEMORY_BUDGET_MB = DEFAULT_TEXT_MEMORY_MB
 _SHARED_PREFIX_MARK = "_calprompt_shared_prefix"
 # The automatic shared prefix pays off once it saves ~2^27 multiply-adds (row positions x width^2 x layers).
 _MIN_SAVED_MACS = 2**27
@@ -136,7 +134,7 @@ class ClipBackbone(nn.Module):
         # The two text-encoder levers of the module docstring. share_prefixes: None = where the work it saves
         # outweighs its extra kernel launches (not for tiny towers), True = always, False = never (to compare).
         self.share_prefixes: bool | None = None
-        self.text_memory_budget_mb: float = DEFAULT_TEXT_MEMORY_BUDGET_MB
+        self.text_memory_budget_mb: float = DEFAULT_TEXT_MEMORY_MB  # see the module docstring
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.eval()
@@ -558,11 +556,7 @@ def _attend_one(attn: nn.MultiheadAttention, query: Tensor, keys: Tensor, mask: 
     scaled-dot-product attention splits a single query's keys across threads, so its sums (and a resumed run's
     bits) would depend on the thread count; these products do not."""
     n, width = query.shape
-    heads = attn.num_heads
-    weight, bias = attn.in_proj_weight, attn.in_proj_bias
-    q = F.linear(query, weight[:width], None if bias is None else bias[:width]).view(n, heads, 1, -1)
-    kv = F.linear(keys, weight[width:], None if bias is None else bias[width:])
-    k, v = kv.view(n, keys.shape[1], 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (n, heads, S, d) each
+    q, k, v = _project_heads(attn, query.unsqueeze(1), keys)  # (n, heads, 1, d), (n, heads, S, d) x 2
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (n, heads, 1, S)
     if mask is not None:
         scores = scores + mask.to(scores.dtype)
@@ -585,18 +579,25 @@ def _attend(attn: nn.MultiheadAttention, queries: Tensor, keys: Tensor, mask: Te
     towers (the toy's training step is bound by such dispatches).
     """
     n, length, width = queries.shape
+    q, k, v = _project_heads(attn, queries, keys)
+    mask = mask.to(queries.dtype) if mask is not None else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, heads, length, width / heads)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
+def _project_heads(attn: nn.MultiheadAttention, queries: Tensor, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The packed in-projection of ``attn``: queries (n, L, D) and keys (n, S, D) to per-head q (n, heads, L, d)
+    and k, v (n, heads, S, d); one product when ``keys is queries`` (self-attention)."""
+    n, length, width = queries.shape
     heads = attn.num_heads
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     if keys is queries:
         q, k, v = F.linear(queries, weight, bias).view(n, length, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    else:
-        q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
-        q = q.view(n, length, heads, -1).transpose(1, 2)
-        kv = F.linear(keys, weight[width:], None if bias is None else bias[width:])
-        k, v = kv.view(n, keys.shape[1], 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    mask = mask.to(queries.dtype) if mask is not None else None
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, heads, length, width / heads)
-    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
+        return q, k, v
+    q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
+    kv = F.linear(keys, weight[width:], None if bias is None else bias[width:])
+    k, v = kv.view(n, keys.shape[1], 2, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    return q.view(n, length, heads, -1).transpose(1, 2), k, v
 
 
 def _expand_prompt(prompt: Tensor, batch: int) -> Tensor:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from calprompt.experiments.identity import MECHANICS
 from calprompt.metrics.classification import harmonic_mean
 
 # (column title, metrics.json key, report field): the legacy single-dataset table of `calprompt grid`.
@@ -46,8 +47,7 @@ QUANTITIES: tuple[tuple[str, str, str], ...] = (
 
 # Config fields that never distinguish rows: where and how a run ran, and the axes of the table itself.
 _NOT_A_ROW_FIELD = frozenset(
-    {"dataset", "seed", "root", "device", "num_workers", "text_memory_mb", "run_id", "eval_datasets", "skip_missing"}
-    | {"feature_cache"}
+    {*MECHANICS, "dataset", "seed", "root", "run_id", "eval_datasets", "skip_missing", "feature_cache"}
 )
 # Fields filled from the recipe when not given: a value equal to the recipe's is not a difference between rows.
 _RECIPE_FIELDS = ("epochs", "batch_size", "lr")
