@@ -33,3 +33,11 @@ def vitb16_backbone():
 
     torch.manual_seed(0)
     return load_clip("ViT-B-16")
+
+
+@pytest.fixture(scope="session")
+def toy_backbone():
+    """The shipped toy CLIP (tests that change its settings restore them)."""
+    from calprompt.clip import load_clip
+
+    return load_clip("toy")

@@ -24,8 +24,9 @@ def test_text_features_equal_open_clip(backbone_name, request):
             assert (ours - expected).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("backbone_name", ["tiny_backbone", "vitb16_backbone"])
+@pytest.mark.parametrize("backbone_name", ["tiny_backbone", "vitb16_backbone", "toy_backbone"])
 def test_image_features_equal_open_clip(backbone_name, request):
+    """Our image path (direct attention, the last block at the class token only) against open_clip's own."""
     backbone = request.getfixturevalue(backbone_name)
     size = backbone.preprocess.image_size
     images = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -33,6 +34,59 @@ def test_image_features_equal_open_clip(backbone_name, request):
         expected = backbone.model.encode_image(images)
         ours = backbone.encode_image(images)
     assert (ours - expected).abs().max().item() <= 1e-5
+
+
+def test_average_pooled_towers_keep_open_clips_pooling(tiny_backbone):
+    """A ViT that averages its patch tokens needs the last block at every position: no class-token shortcut."""
+    visual = tiny_backbone.model.visual
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    try:
+        visual.pool_type = "avg"
+        with torch.no_grad():
+            expected = tiny_backbone.model.encode_image(images)
+            ours = tiny_backbone.encode_image(images)
+    finally:
+        visual.pool_type = "tok"
+    assert (ours - expected).abs().max().item() <= 1e-5
+
+
+def _manual_prompted_image(backbone, images, prompts, deep):
+    """Visual prompts through open_clip's own blocks at every position (the reference for our image path)."""
+    visual = backbone.model.visual
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
+    tokens = x.shape[1]
+    x = visual.ln_pre(torch.cat([x, prompts.expand(x.shape[0], -1, -1)], dim=1))
+    for index, block in enumerate(visual.transformer.resblocks):
+        if index < len(deep) and deep[index] is not None:
+            x = torch.cat([x[:, :tokens], deep[index].expand(x.shape[0], -1, -1)], dim=1)
+        x = block(x)
+    return visual.ln_post(x[:, 0]) @ visual.proj
+
+
+@pytest.mark.parametrize("backbone_name", ["tiny_backbone", "vitb16_backbone"])
+def test_visual_prompt_features_and_gradients_equal_open_clip_blocks(backbone_name, request):
+    """VPT / MaPLe / IVLP prompts: features to 1e-5 and prompt gradients to 1e-5 relative (float32 sums of the same
+    terms in another order) against open_clip's blocks run at every position."""
+    backbone = request.getfixturevalue(backbone_name)
+    size, width, layers = backbone.preprocess.image_size, backbone.vision_width, backbone.vision_layers
+    generator = torch.Generator().manual_seed(7)
+    images = torch.randn(2, 3, size, size, generator=generator)
+    weights = torch.randn(2, backbone.embed_dim, generator=generator)
+    shallow = torch.randn(2, width, generator=generator) * 0.1
+    deep = [None] + [torch.randn(2, width, generator=generator) * 0.1 for _ in range(layers - 1)]
+    results = []
+    for encode in (
+        lambda p, d: backbone.encode_image(images, prompts=p, deep_prompts=d),
+        lambda p, d: _manual_prompted_image(backbone, images, p, d),
+    ):
+        leaves = [shallow.clone().requires_grad_(True)] + [t.clone().requires_grad_(True) for t in deep[1:]]
+        features = encode(leaves[0], [None, *leaves[1:]])
+        grads = torch.autograd.grad((features * weights).sum(), leaves)
+        results.append((features.detach(), torch.cat([g.flatten() for g in grads])))
+    (ours, our_grads), (expected, expected_grads) = results
+    assert (ours - expected).abs().max().item() <= 1e-5
+    assert (our_grads - expected_grads).norm().item() <= 1e-5 * expected_grads.norm().item()
 
 
 def test_truncation_is_exact_with_deep_prompts(tiny_backbone):

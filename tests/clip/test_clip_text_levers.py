@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import calprompt.clip.backbone as backbone_module
-from calprompt.clip import load_clip
 from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
 from calprompt.data import load_dataset
 from calprompt.methods import available_methods, build_method
@@ -21,11 +20,6 @@ from calprompt.methods import available_methods, build_method
 # Methods whose prompts share [SOS] + context across classes (CoCoOp: across the classes of each image).
 SHARED_CONTEXT_METHODS = ("coop", "cocoop", "kgcoop", "prograd", "ivlp", "maple", "promptsrc")
 REAL_NAMES = ("tabby cat", "sea or lake", "boeing 737", "apple pie", "daisy", "mountain bike")
-
-
-@pytest.fixture(scope="module")
-def toy_backbone():
-    return load_clip("toy")
 
 
 def _classnames(backbone_name: str) -> tuple[str, ...]:
@@ -224,7 +218,8 @@ def test_text_features_and_gradients_do_not_depend_on_the_thread_count(tiny_back
     """A run resumed in a process with another thread count must continue bit for bit: the prompted text pass
     (the last block at the end-of-text rows included) gives the same bits on one thread and on two."""
     backbone = tiny_backbone
-    ids = backbone.tokenize([f"a photo of a {name}." for name in REAL_NAMES] * 4)
+    long = "a photo of a very long class name with many words in it, seen from far away on a grey day."
+    ids = backbone.tokenize([f"a photo of a {name}." for name in REAL_NAMES] * 4 + [long])  # 25 positions kept
     embeddings = backbone.embed_tokens(ids)
     threads = torch.get_num_threads()
     results = []
@@ -238,3 +233,27 @@ def test_text_features_and_gradients_do_not_depend_on_the_thread_count(tiny_back
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_image_features_and_gradients_do_not_depend_on_the_thread_count(toy_backbone):
+    """The feature cache of a resumed run is rebuilt in whatever process resumes it, and visual prompts train
+    there: the image path (its last block at the class token included) gives the same features, and the same
+    visual-prompt gradients, on one thread and on two."""
+    generator = torch.Generator().manual_seed(8)
+    images = torch.randn(32, 3, 32, 32, generator=generator)
+    prompts = [torch.randn(4, toy_backbone.vision_width, generator=generator) * 0.1 for _ in range(2)]
+    weights = torch.randn(32, toy_backbone.embed_dim, generator=generator)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                plain = toy_backbone.encode_image(images)
+            leaves = [p.clone().requires_grad_(True) for p in prompts]
+            prompted = toy_backbone.encode_image(images, prompts=leaves[0], deep_prompts=[None, leaves[1]])
+            grads = torch.autograd.grad((prompted * weights).sum(), leaves)
+            results.append([plain, prompted.detach(), *grads])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(one, two) for one, two in zip(*results, strict=True))

@@ -17,6 +17,10 @@ Three exact levers of the prompted text encoder live here, so that every method 
 - **The last block at the end of text only.** Only the end-of-text feature leaves the tower, so the last block
   computes keys and values for every position but queries, attention output and MLP for the end-of-text position of
   each prompt (`_block_at_end`): about a third of the arithmetic of a 2-layer tower, 6 % of ViT-B/16's 12 layers.
+
+The image tower gets the last of these too: a CLIP ViT's feature is its class token's, so its last block computes
+queries, attention output and MLP at the class token only (keys and values for every patch and visual prompt); the
+frozen encoder that fills the feature cache is the biggest single cost of a toy run (3 layers: -29 % there).
 """
 
 from __future__ import annotations
@@ -343,10 +347,8 @@ class ClipBackbone(nn.Module):
             deep_prompts: entry ``j`` of shape (P, W) or (N, P, W) replaces the last P tokens at the input of vision
                 layer ``j``; requires ``prompts`` of the same P (entry 0 is usually ``None``).
         """
-        if prompts is None and deep_prompts is None:
-            visual = self.model.visual
-            if not isinstance(visual, VisionTransformer):
-                return self.model.encode_image(images.to(self.dtype), normalize=normalize)
+        if prompts is None and deep_prompts is None and not isinstance(self.model.visual, VisionTransformer):
+            return self.model.encode_image(images.to(self.dtype), normalize=normalize)
         visual = self._vision_transformer()
         if deep_prompts is not None and prompts is None:
             fail("prompts", "given whenever deep_prompts are (deep prompts replace appended tokens)", None)
@@ -361,14 +363,20 @@ class ClipBackbone(nn.Module):
         if prompts is not None:
             x = torch.cat([x, _expand_prompt(prompts, x.shape[0]).to(x.dtype)], dim=1)  # (N, T + P, W)
         x = visual.ln_pre(x)
-        for index, block in enumerate(visual.transformer.resblocks):
+        blocks = visual.transformer.resblocks
+        for index, block in enumerate(blocks):
             prompt = deep_prompts[index] if deep_prompts is not None and index < len(deep_prompts) else None
             if prompt is not None:
                 if prompt.shape[-2] != x.shape[1] - n_tokens:
                     fail(f"deep_prompts[{index}]", f"{x.shape[1] - n_tokens} tokens like `prompts`", prompt.shape[-2])
                 x = _replace_tokens(x, prompt, n_tokens)
-            x = block(x)
-        pooled, _ = visual._pool(x[:, :n_tokens])  # prompt tokens never enter the pooled feature directly
+            plain = _plain_block(block)
+            if index == len(blocks) - 1 and plain and _pools_class_token(visual):  # only the class token is read
+                pooled = visual.ln_post(_block_at_end(block, x, x.new_zeros(x.shape[0], dtype=torch.long), None, None))
+                break
+            x = _plain_block_forward(block, x, None) if plain else block(x)
+        else:
+            pooled, _ = visual._pool(x[:, :n_tokens])  # prompt tokens never enter the pooled feature directly
         if visual.proj is not None:
             pooled = pooled @ visual.proj
         return F.normalize(pooled, dim=-1) if normalize else pooled
@@ -392,6 +400,11 @@ def _plain_block(block: nn.Module) -> bool:
     attn = block.attn
     plain = attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and attn.bias_v is None
     return plain and attn.dropout == 0.0 and not attn.add_zero_attn
+
+
+def _pools_class_token(visual: VisionTransformer) -> bool:
+    """Whether the image feature is the class token's (position 0) output after ``ln_post``, as in CLIP's ViTs."""
+    return visual.attn_pool is None and visual.pool_type == "tok"
 
 
 def _activation_bytes_per_row(length: int, width: int, layers: int, itemsize: int) -> int:
@@ -552,15 +565,17 @@ def _block_at_end(
 
 
 def _attend_one(attn: nn.MultiheadAttention, query: Tensor, keys: Tensor, mask: Tensor | None) -> Tensor:
-    """`_attend` for one query per row, (n, D) against keys (n, S, D), written as batched products: CPU
-    scaled-dot-product attention splits a single query's keys across threads, so its sums (and a resumed run's
-    bits) would depend on the thread count; these products do not."""
+    """`_attend` for one query per row, (n, D) against keys (n, S, D), written as batched products and an explicit
+    softmax: CPU scaled-dot-product attention splits a single query's keys across threads, and CPU ``softmax``'s
+    backward vectorises rows differently on one thread and on several, so their sums (and a resumed run's bits)
+    would depend on the thread count; these operations do not."""
     n, width = query.shape
     q, k, v = _project_heads(attn, query.unsqueeze(1), keys)  # (n, heads, 1, d), (n, heads, S, d) x 2
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (n, heads, 1, S)
     if mask is not None:
         scores = scores + mask.to(scores.dtype)
-    out = scores.softmax(dim=-1) @ v  # (n, heads, 1, d)
+    exp = (scores - scores.amax(dim=-1, keepdim=True).detach()).exp()  # the shift cancels: no gradient through it
+    out = (exp / exp.sum(dim=-1, keepdim=True)) @ v  # (n, heads, 1, d)
     return attn.out_proj(out.reshape(n, width))
 
 
