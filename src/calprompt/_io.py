@@ -40,9 +40,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         temp.unlink(missing_ok=True)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """JSON with sorted keys and indentation, written atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
+def write_json_atomic(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
+    """JSON with sorted keys, written atomically; indented for people to read, or on one line (``indent=None``)
+    for files rewritten often: only unindented JSON gets Python's C encoder (2-3x faster)."""
+    text = json.dumps(data, indent=indent, sort_keys=True, allow_nan=False)
     write_atomic(path, lambda temp: temp.write_text(text + "\n", encoding="utf-8"))
 
 

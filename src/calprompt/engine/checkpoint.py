@@ -40,7 +40,7 @@ def save_training_state(folder: str | Path, state: TrainingState) -> None:
     name = f"checkpoint-{state.epoch:05d}.safetensors"
     save_tensors_atomic(folder / name, tensors)
     meta = {"epoch": state.epoch, "identity": state.identity, "history": state.history, "tensors": name}
-    write_json_atomic(folder / STATE_FILE, meta)
+    write_json_atomic(folder / STATE_FILE, meta, indent=None)  # rewritten every epoch, its history growing
     for old in folder.glob("checkpoint*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
