@@ -31,12 +31,17 @@ def random_image(height: int, width: int, seed: int) -> torch.Tensor:
 def test_crop_and_flip_draws_are_torchvisions_under_the_same_seed(shape, scale):
     image = random_image(*shape, seed=0)
     crop, flip = T.RandomResizedCrop(16, scale=scale), T.RandomHorizontalFlip()
+    buffer = torch.empty(1)
     for seed in range(40):
         torch.manual_seed(seed)
         top, left, h, w = crop.get_params(image, list(crop.scale), list(crop.ratio))
         flipped = bool(torch.rand(1) < flip.p)
-        got = sample_train_box(torch.Generator().manual_seed(seed), *shape, scale, hflip=True)
-        assert got == CropBox(top, left, h, w, flipped)
+        after = torch.rand(1).item()  # the draws consumed the same part of the stream
+        for draw in (None, buffer):
+            generator = torch.Generator().manual_seed(seed)
+            got = sample_train_box(generator, *shape, scale, hflip=True, buffer=draw)
+            assert got == CropBox(top, left, h, w, flipped)
+            assert torch.rand(1, generator=generator).item() == after
 
 
 def _torchvision_view(image: torch.Tensor, box: CropBox, size: int, mode: str) -> torch.Tensor:

@@ -69,8 +69,10 @@ def sample_resized_crop(
         w = round(math.sqrt(target_area * aspect))
         h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
-            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            # random_ on the float buffer = torch.randint's draw (the same `random() % range` of one 32-bit word;
+            # exact in float32 below 2^24 pixels), without a new tensor per call.
+            top = int(draw.random_(0, height - h + 1, generator=generator).item())
+            left = int(draw.random_(0, width - w + 1, generator=generator).item())
             return top, left, h, w
     # Fallback: the central crop of the largest box within the ratio range (as torchvision).
     in_ratio = width / height
@@ -92,8 +94,9 @@ def sample_train_box(
     buffer: Tensor | None = None,
 ) -> CropBox:
     """One training view's crop and flip: RandomResizedCrop's draws, then RandomHorizontalFlip's (``rand < 0.5``)."""
-    top, left, h, w = sample_resized_crop(generator, height, width, scale, buffer=buffer)
-    flip = hflip and bool(torch.rand(1, generator=generator) < 0.5)
+    draw = torch.empty(1) if buffer is None else buffer
+    top, left, h, w = sample_resized_crop(generator, height, width, scale, buffer=draw)
+    flip = hflip and draw.uniform_(0.0, 1.0, generator=generator).item() < 0.5  # torch.rand(1)'s draw
     return CropBox(top, left, h, w, flip)
 
 
