@@ -18,8 +18,10 @@ Each run is its own subprocess with an empty feature cache and nothing memoised 
 - evaluation: test predictions, metrics and post-hoc calibration without the above,
 - other: loading the backbone and the data, writing the run.
 
-With ``--jobs N`` up to N runs go at once (each its own process): on a machine shared with other work, the runs
-that start first finish with less competition, so run it alone (``--jobs 1``) for ratios.
+Runs go round robin (then, per-image, now with each pipeline's first seed, then with the second, ...), so that a
+machine whose speed drifts during the script slows every pipeline alike. With ``--jobs N`` up to N runs go at once
+(each its own process): on a machine shared with other work, the runs that start first finish with less
+competition, so run it alone (``--jobs 1``) for ratios.
 
 Usage: python benchmarks/bench_run.py [--seeds 1 2 3] [--then-seeds 1] [--per-image-seeds 1] [--then-commit REV]
 [--epochs N] [--jobs 1] [--device cpu] [--precision fp32] [--threads N]
@@ -146,11 +148,15 @@ def main() -> None:
     shared = ["--device", args.device, "--precision", args.precision, *threads]
     if args.epochs is not None:
         shared += ["--epochs", str(args.epochs)]
-    jobs = (
-        [("then", seed) for seed in args.then_seeds]
-        + [("per-image", seed) for seed in args.per_image_seeds]
-        + [("now", seed) for seed in args.seeds]
-    )
+    # Round robin (then, per-image, now for the first seed of each, then the second, ...): a machine whose speed
+    # drifts over the minutes of the script (a shared VM's does, by 10-30 %) slows every pipeline alike.
+    queues = {"then": list(args.then_seeds), "per-image": list(args.per_image_seeds), "now": list(args.seeds)}
+    jobs = [
+        (pipeline, queues[pipeline][turn])
+        for turn in range(max(map(len, queues.values())))
+        for pipeline in PIPELINES
+        if turn < len(queues[pipeline])
+    ]
     with tempfile.TemporaryDirectory() as folder:
         then_src = _export_sources(args.then_commit, Path(folder)) if args.then_seeds else None
         print(f"then = commit {args.then_commit}" if then_src else "then: not run")
