@@ -145,6 +145,100 @@ def test_deep_prompts_across_the_prefix_boundary(toy_backbone):
         _assert_same(results[True], results[False])
 
 
+# Class names whose prompts differ in length (toy: 9, 10 and 11 positions; real CLIP's tokenizer: 7 to 9).
+MIXED_LENGTH_TOY_NAMES = ("blue circle", "checkered blue", "red circle", "checkered red", "small red circle")
+
+
+def _mixed_length_names(backbone_name: str) -> tuple[str, ...]:
+    if backbone_name != "toy_backbone":
+        return REAL_NAMES
+    known = set(load_dataset("toy").classnames) | set(load_dataset("toy-texture").classnames)
+    return tuple(name for name in MIXED_LENGTH_TOY_NAMES if name in known)
+
+
+@pytest.mark.parametrize("backbone_name", ["toy_backbone", "vitb16_backbone"])
+@pytest.mark.parametrize("name", [m for m in SHARED_CONTEXT_METHODS if m in available_methods()])
+def test_length_groups_equal_one_truncated_pass(name, backbone_name, request, monkeypatch):
+    """Prompts grouped by length, each group truncated to its own longest: the same features (1e-5) and prompt
+    gradients (1e-5 relative) as one pass truncated to the longest prompt of all; CoCoOp's per-image prefix groups
+    keep one pass."""
+    backbone = request.getfixturevalue(backbone_name)
+    names = _mixed_length_names(backbone_name)
+    assert len({int(e) for e in backbone.tokenize([f"X X X X {n}." for n in names]).argmax(-1)}) >= 2
+    torch.manual_seed(0)
+    method = build_method(name, backbone, names)
+    for parameter in method.trainable_parameters().values():
+        parameter.data += 0.02 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1))
+    image_features = torch.randn(3, backbone.embed_dim, generator=torch.Generator().manual_seed(2))
+    spy = Spy(monkeypatch, "_encode_truncated", backbone_module.ClipBackbone)
+    try:
+        backbone.length_buckets = False
+        want = _pass(method, image_features)
+        one_pass, spy.calls = spy.calls, 0
+        backbone.length_buckets = True
+        got = _pass(method, image_features)
+    finally:
+        backbone.length_buckets = None
+    if name == "cocoop":
+        assert spy.calls == one_pass
+    else:
+        assert spy.calls > one_pass  # more than one length group ran
+    _assert_same(got, want)
+
+
+def test_length_groups_with_per_row_deep_prompts_and_a_memory_budget(toy_backbone):
+    """Per-row (N, P, D) deep prompts are split with their rows, shared (P, D) ones reach every group (a group is
+    never shorter than the prompts), and each group is chunked under the memory budget."""
+    names = _mixed_length_names("toy_backbone")
+    method = build_method("coop", toy_backbone, names)
+    embeddings = method.prompts.assemble(method.ctx)
+    ids = method.prompts.ids
+    generator = torch.Generator().manual_seed(3)
+    width, rows = toy_backbone.text_width, ids.shape[0]
+    shortest = int(ids.argmax(-1).min())
+    for shape in [(shortest + 1, width), (rows, 2, width)]:  # the shared one ends past the shortest prompt's end
+        prompt = torch.randn(shape, generator=generator).requires_grad_()
+        results = {}
+        for buckets, budget in ((False, math.inf), (True, math.inf), (True, 0.01)):
+            toy_backbone.length_buckets, toy_backbone.text_memory_budget_mb = buckets, budget
+            prompt.grad = None
+            features = toy_backbone.encode_text_embeddings(embeddings, ids, deep_prompts=[None, prompt])
+            (features * torch.randn(features.shape, generator=torch.Generator().manual_seed(4))).sum().backward(
+                retain_graph=True
+            )
+            results[(buckets, budget)] = (features.detach(), {"prompt": prompt.grad.clone()})
+        toy_backbone.length_buckets, toy_backbone.text_memory_budget_mb = None, DEFAULT_TEXT_MEMORY_MB
+        reference = results.pop((False, math.inf))
+        for result in results.values():
+            _assert_same(result, reference)
+
+
+def test_length_groups_are_chosen_where_they_save_work(toy_backbone, vitb16_backbone):
+    """Automatic grouping: never on the toy tower (an extra group costs more than it saves there), and on ViT-B-16
+    for 200 prompts of one to four words (about 1.6x faster there); every row in exactly one group, each group's
+    length its longest prompt's."""
+    ids = toy_backbone.tokenize([f"X X X X {n}." for n in _mixed_length_names("toy_backbone")])
+    assert toy_backbone._length_buckets(toy_backbone.eot_positions(ids), None, 1) is None
+    words = ("tabby", "cat", "sea", "lake", "boeing", "apple", "pie", "daisy", "mountain", "bike")
+    generator = torch.Generator().manual_seed(0)
+    names = [
+        " ".join(
+            words[i]
+            for i in torch.randint(
+                0, len(words), (int(torch.randint(1, 5, (1,), generator=generator)),), generator=generator
+            ).tolist()
+        )
+        for _ in range(200)
+    ]
+    eot = vitb16_backbone.eot_positions(vitb16_backbone.tokenize([f"X X X X {n}." for n in names]))
+    groups = vitb16_backbone._length_buckets(eot, None, 1)
+    assert groups is not None and len(groups) >= 2
+    rows = torch.cat([index for index, _ in groups])
+    assert sorted(rows.tolist()) == list(range(200))
+    for index, length in groups:
+        assert length == int(eot[index].max()) + 1
+
+
 def test_an_in_place_change_voids_the_mark(toy_backbone):
     method = build_method("coop", toy_backbone, _classnames("toy_backbone"))
     with torch.no_grad():

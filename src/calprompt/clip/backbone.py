@@ -4,7 +4,7 @@ Prompt learners never fork the model: they hand their own token embeddings, deep
 :class:`ClipBackbone`, which runs open_clip's own sub-modules around them. Without prompts both encoders reproduce
 open_clip's ``encode_text`` / ``encode_image`` exactly.
 
-Three exact levers of the prompted text encoder live here, so that every method gets them:
+Four exact levers of the prompted text encoder live here, so that every method gets them:
 
 - **Shared prefix.** When the first ``k`` positions of every prompt of a group are the same tensor ([SOS] + shared
   context, and the same deep prompts there), the causal encoder's hidden states at those positions are the same
@@ -17,8 +17,12 @@ Three exact levers of the prompted text encoder live here, so that every method 
 - **The last block at the end of text only.** Only the end-of-text feature leaves the tower, so the last block
   computes keys and values for every position but queries, attention output and MLP for the end-of-text position of
   each prompt (`_block_at_end`): about a third of the arithmetic of a 2-layer tower, 6 % of ViT-B/16's 12 layers.
+- **Length groups.** Truncating every prompt to the longest one's end-of-text is exact; so is truncating each group of
+  prompts to its own longest. When class names differ in length (1-4 words: 200 ViT-B/16 prompts of 9 to 15
+  positions), the prompts are split into the length groups that minimise the positions computed, each extra group
+  charged as 64 more positions (`_length_buckets`): 1.6x on that text pass; tiny towers keep one group.
 
-The image tower gets the last of these too: a CLIP ViT's feature is its class token's, so its last block computes
+The image tower gets the third of these too: a CLIP ViT's feature is its class token's, so its last block computes
 queries, attention output and MLP at the class token only (keys and values for every patch and visual prompt); the
 frozen encoder that fills the feature cache is the biggest single cost of a toy run (3 layers: -29 % there).
 """
@@ -43,6 +47,9 @@ DeepPrompts = Sequence[Tensor | None]
 _SHARED_PREFIX_MARK = "_calprompt_shared_prefix"
 # The automatic shared prefix pays off once it saves ~2^27 multiply-adds (row positions x width^2 x layers).
 _MIN_SAVED_MACS = 2**27
+# An extra length group costs about as much as this many more row positions (it reads every weight again, and its
+# smaller matrix products run less efficiently on CPUs).
+_GROUP_ROW_POSITIONS = 64
 
 
 @dataclass(frozen=True)
@@ -135,9 +142,10 @@ class ClipBackbone(nn.Module):
         self.pretrained = pretrained
         self.preprocess = preprocess
         self._identity = identity or f"{name}|{pretrained}"
-        # The two text-encoder levers of the module docstring. share_prefixes: None = where the work it saves
-        # outweighs its extra kernel launches (not for tiny towers), True = always, False = never (to compare).
+        # The text-encoder levers of the module docstring. share_prefixes and length_buckets: None = where the work
+        # they save outweighs their extra kernel launches (not for tiny towers), True = always, False = never.
         self.share_prefixes: bool | None = None
+        self.length_buckets: bool | None = None
         self.text_memory_budget_mb: float = DEFAULT_TEXT_MEMORY_MB  # see the module docstring
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -259,6 +267,7 @@ class ClipBackbone(nn.Module):
         length = int(eot.max()) + 1 if truncate else embeddings.shape[1]
         self._check_deep_prompts(deep_prompts, self.text_layers, "deep_prompts")
         prompts = list(deep_prompts) if deep_prompts is not None else []
+        widest = 0
         if prompts:
             widest = max((p.shape[-2] for p in prompts if p is not None), default=0)
             if prompt_start + widest > length:
@@ -269,8 +278,25 @@ class ClipBackbone(nn.Module):
                 )
         prompts += [None] * (self.text_layers - len(prompts))
         shared = shared_prefix if shared_prefix is not None else marked_shared_prefix(embeddings)
-        shared = self._usable_prefix(shared, embeddings.shape[0], int(eot.min()), prompts, prompt_start)
+        if truncate:
+            floor = prompt_start + widest if widest else 1  # deep prompts must fit inside every group
+            buckets = self._length_buckets(eot, shared, floor)
+            if buckets is not None:
+                return self._encode_buckets(buckets, embeddings, eot, prompts, prompt_start, normalize, shared)
+        return self._encode_truncated(embeddings, eot, length, prompts, prompt_start, normalize, shared)
 
+    def _encode_truncated(
+        self,
+        embeddings: Tensor,
+        eot: Tensor,
+        length: int,
+        prompts: list[Tensor | None],
+        prompt_start: int,
+        normalize: bool,
+        shared: SharedPrefix | None,
+    ) -> Tensor:
+        """The text tower on the first ``length`` positions of every row (with the shared prefix where it pays)."""
+        shared = self._usable_prefix(shared, embeddings.shape[0], int(eot.min()), prompts, prompt_start)
         x = embeddings[:, :length] + self.model.positional_embedding[:length].to(embeddings.dtype)
         if shared is None:
             rows = _RowEncoder(self, eot, prompts, prompt_start, mask=self._causal_mask(length))
@@ -280,6 +306,69 @@ class ClipBackbone(nn.Module):
             self, eot, prompts, prompt_start, mask=self._causal_mask(length), prefix=shared, prefix_inputs=prefix_inputs
         )
         return self._encode_rows(rows, x[:, shared.length :], length - shared.length, normalize)
+
+    def _length_buckets(self, eot: Tensor, shared: SharedPrefix | None, floor: int) -> list[tuple[Tensor, int]] | None:
+        """Rows grouped by prompt length, each group truncated to its own longest prompt: ``[(rows, length)]``, or
+        None when one group is best.
+
+        Truncation to the longest prompt is exact for every row (causal mask), so it is for each group's longest;
+        the groups are the partition of the sorted lengths that minimises the positions computed, each extra group
+        charged its kernel launches (`_MIN_SAVED_MACS`, so tiny towers keep one group). A shared prefix must span
+        all rows (CoCoOp's per-image groups keep one group), and per-row deep prompts are split with their rows.
+        """
+        rows = eot.shape[0]
+        if self.length_buckets is False or rows < 2 or (shared is not None and shared.group_size not in (1, rows)):
+            return None
+        lengths = [max(int(e) + 1, floor) for e in eot.tolist()]
+        values = sorted(set(lengths))
+        if len(values) == 1:
+            return None
+        counts = [lengths.count(v) for v in values]
+        skipped = shared.length if shared is not None and shared.group_size == rows else 0  # computed once anyway
+        unit = 12 * self.text_width**2 * self.text_layers  # multiply-adds of one row position through the tower
+        charge = 0 if self.length_buckets else _GROUP_ROW_POSITIONS * unit
+        # best[j]: least cost of the lengths values[:j]; cut[j]: where its last group starts.
+        best, cut = [0] + [None] * len(values), [0] * (len(values) + 1)
+        for end in range(1, len(values) + 1):
+            for start in range(end):
+                cost = best[start] + sum(counts[start:end]) * max(values[end - 1] - skipped, 1) * unit + charge
+                if best[end] is None or cost < best[end]:
+                    best[end], cut[end] = cost, start
+        groups, end = [], len(values)
+        while end:
+            groups.append((values[cut[end]], values[end - 1]))
+            end = cut[end]
+        if len(groups) == 1:
+            return None
+        length_of = torch.tensor(lengths, device=eot.device)
+        return [
+            (torch.nonzero((length_of >= low) & (length_of <= high)).squeeze(1), high) for low, high in reversed(groups)
+        ]
+
+    def _encode_buckets(
+        self,
+        buckets: list[tuple[Tensor, int]],
+        embeddings: Tensor,
+        eot: Tensor,
+        prompts: list[Tensor | None],
+        prompt_start: int,
+        normalize: bool,
+        shared: SharedPrefix | None,
+    ) -> Tensor:
+        """Each length group through `_encode_truncated`, the features put back in row order."""
+        parts = []
+        for index, length in buckets:
+            group_prompts = [p[index] if p is not None and p.ndim == 3 else p for p in prompts]
+            group_shared = shared
+            if shared is not None and shared.group_size > 1:  # spans all rows (`_length_buckets`): now the group's
+                group_shared = SharedPrefix(shared.length, len(index))
+            parts.append(
+                self._encode_truncated(
+                    embeddings[index], eot[index], length, group_prompts, prompt_start, normalize, group_shared
+                )
+            )
+        order = torch.cat([index for index, _ in buckets])
+        return torch.cat(parts)[torch.argsort(order)]
 
     def _causal_mask(self, length: int) -> Tensor | None:
         mask = self.model.attn_mask
