@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_cached_training.py [--steps N] [--skip-vit] [--de
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,7 @@ from _common import (
     memory_kind,
     peak_memory_mb,
     reset_peak,
-    sync,
+    time_alternating,
 )
 
 from calprompt.calibration import build_objective, text_moments
@@ -108,21 +107,6 @@ class ReferenceStyleStep:
         logits = backbone.logit_scale * image_features @ text.t()
         loss, _ = objective(logits=logits, labels=labels, text_features=text, zs_text_moments=text_moments(frozen))
         return loss
-
-
-def time_alternating(steps: dict[str, callable], rounds: int, device: str) -> dict[str, float]:
-    """Best time of each step over ``rounds`` rounds of one call each (after one warm-up call each)."""
-    for step in steps.values():
-        step()
-    best = {name: float("inf") for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def bench(

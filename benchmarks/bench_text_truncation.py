@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_text_truncation.py [--rounds N] [--device cpu] [-
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
@@ -30,26 +29,11 @@ from _common import (
     memory_kind,
     peak_memory_mb,
     reset_peak,
-    sync,
+    time_alternating,
 )
 
 from calprompt.clip import ClipBackbone, load_clip
 from calprompt.methods import build_method
-
-
-def _alternating(contenders: dict[str, Callable[[], object]], rounds: int, device: str) -> dict[str, float]:
-    """Best time of each contender over ``rounds`` rounds of one call each (after a warm-up call each)."""
-    for run in contenders.values():
-        run()
-    best = {name: float("inf") for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            sync(device)
-            start = time.perf_counter()
-            run()
-            sync(device)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def _with_groups(backbone: ClipBackbone, groups: bool | None, fn: Callable[[], object]) -> Callable[[], object]:
@@ -82,7 +66,7 @@ def frozen_features(backbone: ClipBackbone, rounds: int, device: str, precision:
             reset_peak(device)
             diff = (run().float() - reference).abs().max().item()
             peaks[name] = (peak_memory_mb(device), diff)
-        times = _alternating(contenders, rounds, device)
+        times = time_alternating(contenders, rounds, device)
     print(f"frozen text features, 100 prompts, longest {max_eot + 1} positions ({memory_kind(device)})")
     base = times["all 77 positions"]
     for name, seconds in times.items():
@@ -104,7 +88,7 @@ def prompted_pass(backbone: ClipBackbone, rounds: int, device: str, precision: s
 
     contenders = {"one group": _with_groups(backbone, False, step), "length groups": _with_groups(backbone, None, step)}
     (features, grad), (grouped_features, grouped_grad) = (run() for run in contenders.values())
-    times = _alternating(contenders, rounds, device)
+    times = time_alternating(contenders, rounds, device)
     lengths = backbone.eot_positions(method.prompts.ids) + 1
     print(
         f"CoOp context forward + backward, 200 prompts of {int(lengths.min())} to {int(lengths.max())} positions: "
