@@ -312,9 +312,9 @@ class ClipBackbone(nn.Module):
         None when one group is best.
 
         Truncation to the longest prompt is exact for every row (causal mask), so it is for each group's longest;
-        the groups are the partition of the sorted lengths that minimises the positions computed, each extra group
-        charged its kernel launches (`_MIN_SAVED_MACS`, so tiny towers keep one group). A shared prefix must span
-        all rows (CoCoOp's per-image groups keep one group), and per-row deep prompts are split with their rows.
+        the groups are the partition of the sorted lengths that minimises the positions computed, each group charged
+        `_GROUP_ROW_POSITIONS` more (``length_buckets=True``: nothing), so tiny towers keep one group. A shared prefix
+        must span all rows (CoCoOp's per-image groups keep one group); no group is shorter than ``floor``.
         """
         rows = eot.shape[0]
         if self.length_buckets is False or rows < 2 or (shared is not None and shared.group_size not in (1, rows)):
