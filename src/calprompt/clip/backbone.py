@@ -29,7 +29,9 @@ frozen encoder that fills the feature cache is the biggest single cost of a toy 
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -323,7 +325,8 @@ class ClipBackbone(nn.Module):
         values = sorted(set(lengths))
         if len(values) == 1:
             return None
-        counts = [lengths.count(v) for v in values]
+        tally = collections.Counter(lengths)
+        rows_below = list(itertools.accumulate((tally[v] for v in values), initial=0))  # rows shorter than values[j]
         skipped = shared.length if shared is not None and shared.group_size == rows else 0  # computed once anyway
         unit = 12 * self.text_width**2 * self.text_layers  # multiply-adds of one row position through the tower
         charge = 0 if self.length_buckets else _GROUP_ROW_POSITIONS * unit
@@ -331,7 +334,8 @@ class ClipBackbone(nn.Module):
         best, cut = [0] + [None] * len(values), [0] * (len(values) + 1)
         for end in range(1, len(values) + 1):
             for start in range(end):
-                cost = best[start] + sum(counts[start:end]) * max(values[end - 1] - skipped, 1) * unit + charge
+                group_rows = rows_below[end] - rows_below[start]
+                cost = best[start] + group_rows * max(values[end - 1] - skipped, 1) * unit + charge
                 if best[end] is None or cost < best[end]:
                     best[end], cut[end] = cost, start
         groups, end = [], len(values)
