@@ -46,6 +46,8 @@ BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
 )
 _SHADE = 0.5  # brightness of the "off" part of a texture relative to the object colour (keeps the silhouette)
 _SECOND_RADIUS = (0.11, 0.14)
+# Every shape lies within this many radii of its centre in local units (the square's corners: 0.85 * sqrt(2)).
+_EXTENT = 1.25
 _SCENE_FACTORS = ("colour", "shape", "size", "texture", "style", "second_object")
 
 
@@ -145,10 +147,24 @@ def _texture_on(texture: str, u_px: np.ndarray, v_px: np.ndarray) -> np.ndarray:
     fail("texture", f"one of {TEXTURES}", texture)
 
 
+def _window(obj: SceneObject) -> tuple[slice, slice]:
+    """Canvas rows and columns that can hold `obj`: every shape lies within `_EXTENT` radii of its centre."""
+    reach = _EXTENT * obj.radius * _CANVAS + 1.0  # one pixel more than the bound, for the rounding of u and v
+    x, y = obj.center[0] * _CANVAS, obj.center[1] * _CANVAS
+    rows = slice(max(0, math.floor(y - reach)), min(_CANVAS, math.ceil(y + reach) + 1))
+    columns = slice(max(0, math.floor(x - reach)), min(_CANVAS, math.ceil(x + reach) + 1))
+    return rows, columns
+
+
 def _draw(canvas: np.ndarray, obj: SceneObject) -> None:
-    """Paint `obj` onto the (64, 64, 3) float canvas in place."""
+    """Paint `obj` onto the (64, 64, 3) float canvas in place.
+
+    Only the window around the object is computed (`_window`): the same arithmetic per pixel as on the whole
+    canvas, so the same pixels, in a third to a half of the work.
+    """
+    rows, columns = _window(obj)
     a = math.radians(obj.rotation)
-    dx, dy = _XS - obj.center[0], _YS - obj.center[1]
+    dx, dy = _XS[rows, columns] - obj.center[0], _YS[rows, columns] - obj.center[1]
     # Local coordinates; v points up so that "up" in the shape definitions is up in the image.
     u = (dx * math.cos(a) - dy * math.sin(a)) / obj.radius
     v = -(dx * math.sin(a) + dy * math.cos(a)) / obj.radius
@@ -156,8 +172,16 @@ def _draw(canvas: np.ndarray, obj: SceneObject) -> None:
     px = obj.radius * _CANVAS  # texture period is fixed in pixels, not relative to the object size
     on = _texture_on(obj.texture, u * px, v * px)
     rgb = np.asarray(obj.rgb, dtype=np.float32)
-    colour = np.where(on[..., None], rgb, rgb * _SHADE)  # (64, 64, 3)
-    np.copyto(canvas, colour, where=mask[..., None])
+    colour = np.where(on[..., None], rgb, rgb * _SHADE)  # (h, w, 3)
+    np.copyto(canvas[rows, columns], colour, where=mask[..., None])
+
+
+def _downsample(canvas: np.ndarray) -> np.ndarray:
+    """The (32, 32, 3) mean of each 2x2 block of the canvas, summed in the order ``np.mean`` over the two block
+    axes sums them (so the same float32 values), at a fifth of its cost."""
+    blocks = canvas.reshape(IMAGE_SIZE, _SCALE, IMAGE_SIZE, _SCALE, 3)
+    total = ((blocks[:, 0, :, 0] + blocks[:, 0, :, 1]) + blocks[:, 1, :, 0]) + blocks[:, 1, :, 1]
+    return total / np.float32(_SCALE * _SCALE)
 
 
 def _background(scene: Scene) -> np.ndarray:
@@ -173,7 +197,7 @@ def render_photo(scene: Scene) -> np.ndarray:
     if scene.second is not None:
         _draw(canvas, scene.second)
     _draw(canvas, scene.main)
-    image = canvas.reshape(IMAGE_SIZE, _SCALE, IMAGE_SIZE, _SCALE, 3).mean(axis=(1, 3))  # box-downsample to 32
+    image = _downsample(canvas)  # box-downsample to 32
     image *= scene.brightness
     if scene.noise_std > 0:
         noise = np.random.default_rng([scene.noise_seed, 0]).standard_normal(image.shape, dtype=np.float32)
