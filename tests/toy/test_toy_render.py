@@ -191,5 +191,7 @@ def test_windowed_drawing_gives_the_whole_canvas_pixels():
             for rotation in (0.0, 45.0, 137.0):
                 scene = plain_scene(shape, center, 0.34, rotation, texture="checkered")
                 scenes.append(dataclasses.replace(scene, brightness=1.1, noise_std=3.0, noise_seed=5))
-    mismatched = [i for i, scene in enumerate(scenes) if not np.array_equal(render_photo(scene), _reference_photo(scene))]
+    mismatched = [
+        i for i, scene in enumerate(scenes) if not np.array_equal(render_photo(scene), _reference_photo(scene))
+    ]
     assert mismatched == []
