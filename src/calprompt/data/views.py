@@ -87,7 +87,8 @@ class ItemDataset(Dataset[tuple[Tensor, int, int]]):
 
 def pil_to_uint8(image: Image.Image) -> Tensor:
     """An RGB PIL image as a uint8 tensor (3, H, W)."""
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even an RGB image
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 class _Decoded(Dataset[Tensor]):
@@ -143,11 +144,15 @@ class ImageViews:
         missing = sorted({i for i in indices if self._kept[i] is None})
         fresh: dict[int, Tensor] = {}
         if missing:
-            decoded = DataLoader(  # its own generator: iterating must not draw from the global one
-                _Decoded([self.items[i] for i in missing], self.loader),
-                batch_size=None,
-                num_workers=min(self.num_workers, len(missing)),
-                generator=torch.Generator().manual_seed(0),
+            dataset = _Decoded([self.items[i] for i in missing], self.loader)
+            workers = min(self.num_workers, len(missing))
+            # Without workers a plain loop: a DataLoader's per-item bookkeeping costs about as much as a toy render.
+            decoded = (
+                DataLoader(  # its own generator: iterating must not draw from the global one
+                    dataset, batch_size=None, num_workers=workers, generator=torch.Generator().manual_seed(0)
+                )
+                if workers
+                else map(dataset.__getitem__, range(len(dataset)))
             )
             budget = self.decoded_budget_mb * 2**20
             for index, image in zip(missing, decoded, strict=True):

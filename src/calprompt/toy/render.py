@@ -211,8 +211,8 @@ def render_scene(scene: Scene) -> np.ndarray:
 
 
 def _jitter_rgb(rng: np.random.Generator, rgb: tuple[int, int, int], spread: int) -> tuple[int, int, int]:
-    offsets = rng.integers(-spread, spread + 1, size=3)
-    return tuple(int(c) for c in np.clip(np.asarray(rgb) + offsets, 0, 255))  # type: ignore[return-value]
+    offsets = rng.integers(-spread, spread + 1, size=3).tolist()
+    return tuple(min(255, max(0, c + o)) for c, o in zip(rgb, offsets, strict=True))  # type: ignore[return-value]
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
