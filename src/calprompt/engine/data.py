@@ -8,6 +8,7 @@ device (`calprompt.data.views.ImageViews`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -50,6 +51,7 @@ class TrainingData:
     cache: FeatureCache | None = None
     num_workers: int = 0
     _memory: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    _key: FeatureKey | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.items = tuple(self.items)
@@ -65,6 +67,15 @@ class TrainingData:
     def batched_views(self) -> bool:
         """False only when the train transform is a plain per-image callable (the per-image reference path)."""
         return isinstance(self._train_transform, ImageTransform)
+
+    def _cache_key(self) -> FeatureKey:
+        """The feature-cache key of the training views without their view seed: the item ids and the images' file
+        stamps read once per run, not once per epoch (a stat per image)."""
+        if self._key is None:
+            self._key = FeatureKey(
+                self.encoder_id, self.dataset_name, "train", item_ids(self.items), self.transform.identity(train=True)
+            )
+        return self._key
 
     def view_seed(self, seed: int, view_epoch: int) -> int:
         return derive_view_seed(seed, view_epoch)
@@ -98,15 +109,7 @@ class TrainingData:
         if self.cache is None:
             features = compute()
         else:
-            key = FeatureKey(
-                self.encoder_id,
-                self.dataset_name,
-                "train",
-                item_ids(self.items),
-                self.transform.identity(train=True),
-                view_seed,
-            )
-            features = self.cache.get_or_compute(key, compute)
+            features = self.cache.get_or_compute(dataclasses.replace(self._cache_key(), view_seed=view_seed), compute)
         if config.distinct_views is not None:  # views repeat: keep them in memory
             self._memory[view_epoch] = features
         return features
