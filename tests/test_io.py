@@ -37,3 +37,15 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
         write_json_atomic(tmp_path / "x.json", {"loss": float("nan")})
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_only_durable_writes_sync_the_file(tmp_path, monkeypatch, durable):
+    """Feature-cache entries (checksummed) skip the fsync; everything else is synced before the rename."""
+    import os
+
+    synced = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    write_atomic(tmp_path / "a.txt", lambda temp: temp.write_text("new"), durable=durable)
+    assert (tmp_path / "a.txt").read_text() == "new" and len(synced) == int(durable)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

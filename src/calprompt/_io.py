@@ -24,8 +24,13 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temp_path)`` and atomically move the result to ``path`` (parent folders are created)."""
+def write_atomic(path: str | Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
+    """Call ``write(temp_path)`` and atomically move the result to ``path`` (parent folders are created).
+
+    ``durable=False`` skips the fsync: a killed process still leaves the old or the new file, but after a power
+    loss the new file may be empty or torn. Only for files whose readers verify them (feature-cache entries carry
+    a checksum and are recomputed when it fails), where the sync would be paid on every write for nothing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
@@ -33,8 +38,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     temp = Path(temp_name)
     try:
         write(temp)
-        with temp.open("rb") as stream:
-            os.fsync(stream.fileno())
+        if durable:
+            with temp.open("rb") as stream:
+                os.fsync(stream.fileno())
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

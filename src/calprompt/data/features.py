@@ -176,9 +176,12 @@ class FeatureCache:
             "shape": list(array.shape),
             "rows_sha256": _rows_sha256(array),
         }
-        # The sidecar is written last: an entry counts as present only once both files exist.
-        write_atomic(array_path, write_array)
-        write_atomic(meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
+        # The sidecar is written last: an entry counts as present only once both files exist. Not synced to disk
+        # (a toy run writes 200 entries): a torn entry fails its checksum when opened and is recomputed.
+        write_atomic(array_path, write_array, durable=False)
+        write_atomic(
+            meta_path, lambda temp: temp.write_text(json.dumps(meta, indent=1), encoding="utf-8"), durable=False
+        )
         cached = self.get(key)
         assert cached is not None  # just written
         return cached
