@@ -53,6 +53,30 @@ def test_smooth_ece_weights_equal_duplicated_samples():
     assert float(value[0]) == pytest.approx(relplot.smECE(np.repeat(f, counts), np.repeat(y, counts)), abs=1e-6)
 
 
+def test_smooth_ece_rows_of_different_grid_sizes_equal_each_row_alone():
+    """Weight rows whose bandwidths need different grids (one row on every sample of a confident, calibrated set:
+    a small bandwidth; rows on 20 samples: larger ones) give each row's value computed alone; the vectorised grid
+    and mesh sizes equal the scalar rules, halves rounded to even included."""
+    from calprompt.metrics import smooth
+
+    rng = np.random.default_rng(5)
+    f = 0.98 + 0.02 * rng.random(3000)  # confident and calibrated: smECE, hence the bandwidth, below 0.01
+    y = (rng.random(3000) < f).astype(np.float64)
+    few = torch.zeros(3000, dtype=torch.float64)
+    few[:20] = 1.0
+    weights = torch.stack([torch.ones(3000, dtype=torch.float64), few, 2 * few])
+    values, bandwidths = smooth_ece_from_top_label(torch.from_numpy(f), torch.from_numpy(y), weights)
+    sizes = [smooth.grid_points(float(b)) for b in bandwidths]
+    assert len(set(sizes)) > 1  # the rows really take different grids
+    for row in range(3):
+        alone = smooth_ece_from_top_label(torch.from_numpy(f), torch.from_numpy(y), weights[row : row + 1])
+        assert float(values[row]) == pytest.approx(float(alone[0][0]), rel=1e-12, abs=1e-15)
+        assert float(bandwidths[row]) == float(alone[1][0])
+    sigmas = torch.cat([20 / (torch.arange(1, 40001, dtype=torch.float64) + 0.5), torch.rand(1000).double() + 1e-3])
+    assert smooth._grid_points_of(sigmas).tolist() == [smooth.grid_points(s) for s in sigmas.tolist()]
+    assert smooth._mesh_points_of(sigmas).tolist() == [smooth.mesh_points(s) for s in sigmas.tolist()]
+
+
 def _naive_debiased(f: np.ndarray, y: np.ndarray, n_bins: int, draws: int, rng) -> tuple[float, float]:
     """Kumar et al.'s estimator as written: plug-in ECE, then the mean ECE of Gaussian-resampled bin accuracies."""
     edges = np.linspace(0, 1, n_bins + 1)

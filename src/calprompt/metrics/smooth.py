@@ -48,6 +48,22 @@ def mesh_points(sigma: float) -> int:
     return max(MIN_MESH_POINTS, round(10 / sigma))
 
 
+def _grid_points_of(sigma: Tensor) -> Tensor:
+    """`grid_points` of every bandwidth (B,) at once (``torch.round`` rounds halves to even, as ``round`` does)."""
+    return torch.round(_divided(20.0, sigma)).clamp(min=MIN_GRID_POINTS).to(torch.int64) // 2 + 1
+
+
+def _mesh_points_of(sigma: Tensor) -> Tensor:
+    """`mesh_points` of every bandwidth (B,) at once."""
+    return torch.round(_divided(10.0, sigma)).clamp(min=MIN_MESH_POINTS).to(torch.int64)
+
+
+def _divided(numerator: float, values: Tensor) -> Tensor:
+    """``numerator / values`` rounded as Python divides floats: torch's ``number / tensor`` multiplies by the
+    reciprocal, which rounds differently (20 / (20 / 2001.5) is then 2001.4999999999998, not 2001.5)."""
+    return torch.full_like(values, numerator) / values
+
+
 def _split_onto_grid(f: Tensor, values: Tensor, weights: Tensor, n_grid: int) -> Tensor:
     """Grid masses of each per-sample value column, summed with each row of sample weights.
 
@@ -100,7 +116,8 @@ def _kernel_spectrum(sigma: Tensor, n_grid: int) -> Tensor:
 
 def _reflected_smooth(spectrum: Tensor, sigma: Tensor, n_grid: int) -> Tensor:
     """Grid values (B, G) convolved, each row with the kernel of its own bandwidth ``sigma`` (B,), reflected at both
-    ends of [0, 1]; ``spectrum`` is the rows' :func:`_periodic_spectrum`.
+    ends of [0, 1]; ``spectrum`` is the rows' :func:`_periodic_spectrum`. With ``sigma`` of B / 2 entries, both
+    halves of the rows (residuals, then weights, as `_Grids.at` returns them) use those bandwidths.
 
     relplot convolves the reflected sequence ``[v_{G-1} .. v_1, v_0 .. v_{G-1}, v_{G-2} .. v_0]`` with the kernel
     and keeps the centred window. That sequence is a stretch of the even periodic extension of ``v`` with period
@@ -108,8 +125,11 @@ def _reflected_smooth(spectrum: Tensor, sigma: Tensor, n_grid: int) -> Tensor:
     ``P``: a product of spectra. Kernel spectra are computed once per distinct bandwidth.
     """
     distinct, which = torch.unique(sigma, return_inverse=True)
-    product = spectrum * _kernel_spectrum(distinct, n_grid)[which]
-    return torch.fft.irfft(product, 2 * (n_grid - 1))[:, :n_grid]
+    kernels = _kernel_spectrum(distinct, n_grid)
+    if spectrum.shape[0] == 2 * sigma.shape[0]:  # residual and weight rows of the same b bandwidths: one gather
+        halves = spectrum.view(2, sigma.shape[0], -1) * kernels[which]
+        return torch.fft.irfft(halves.view(spectrum.shape), 2 * (n_grid - 1))[:, :n_grid]
+    return torch.fft.irfft(spectrum * kernels[which], 2 * (n_grid - 1))[:, :n_grid]
 
 
 def _interpolate(mesh: Tensor, grid: Tensor) -> Tensor:
@@ -123,7 +143,7 @@ def _interpolate(mesh: Tensor, grid: Tensor) -> Tensor:
 
 def _meshes(sigma: Tensor) -> tuple[Tensor, Tensor]:
     """Each row's uniform mesh of [0, 1] with :func:`mesh_points` points, padded to the longest: (B, M), mask (B, M)."""
-    points = torch.tensor([mesh_points(value) for value in sigma.tolist()], device=sigma.device)  # (B,)
+    points = _mesh_points_of(sigma)  # (B,)
     k = torch.arange(int(points.max()), dtype=torch.float64, device=sigma.device)
     inside = k < points[:, None]
     return (k / (points[:, None] - 1)).clamp(max=1), inside
@@ -141,13 +161,15 @@ class _Grids:
         """Spectra (2 b, G) of the selected rows: their residual spectra, then their weight spectra."""
         if n_grid not in self._cache:
             self._cache[n_grid] = _periodic_spectrum(_split_onto_grid(self.f, self.values, self.weights, n_grid))
+        if rows.shape[0] == self.weights.shape[0]:  # every row (`_at_bandwidths` selects rows in order): no copy
+            return self._cache[n_grid]
         return self._cache[n_grid][torch.cat([rows, rows + self.weights.shape[0]])]
 
 
 def _smooth_ece_at(grids: _Grids, n_grid: int, sigma: Tensor, rows: Tensor) -> Tensor:
     """smECE of the weight rows ``rows`` (b,), each at its bandwidth ``sigma`` (b,), on a grid of ``n_grid``."""
     mesh, inside = _meshes(sigma)
-    smoothed = _interpolate(mesh.repeat(2, 1), _reflected_smooth(grids.at(n_grid, rows), sigma.repeat(2), n_grid))
+    smoothed = _interpolate(mesh.repeat(2, 1), _reflected_smooth(grids.at(n_grid, rows), sigma, n_grid))
     residual, density = smoothed.chunk(2)  # (b, M) each
     density = (density + DENSITY_FLOOR) * inside
     # |R / D| * D summed over each row's mesh: relplot's sum(|rs| * dens) / sum(dens)
@@ -159,7 +181,7 @@ def _at_bandwidths(grids: _Grids, sigmas: Tensor) -> Tensor:
 
     Bandwidths >= 0.01 share one grid size, so in practice this is one pass for all rows.
     """
-    sizes = torch.tensor([grid_points(value) for value in sigmas.tolist()], device=sigmas.device)
+    sizes = _grid_points_of(sigmas)
     result = torch.empty_like(sigmas)
     for n_grid in torch.unique(sizes).tolist():  # a handful of grid sizes, never one pass per row
         rows = torch.nonzero(sizes == n_grid).squeeze(1)
