@@ -19,7 +19,7 @@ from calprompt._validation import check_choice, fail
 from calprompt.toy.styles import STYLES, apply_style
 
 IMAGE_SIZE = 32
-_SCALE = 2  # draw at 2x and downsample
+_SCALE = 2  # draw at 2x and downsample (`_downsample` sums 2x2 blocks)
 _CANVAS = IMAGE_SIZE * _SCALE
 
 COLOURS: dict[str, tuple[int, int, int]] = {
