@@ -125,20 +125,25 @@ def timed(fn: Callable[[], Any], device: str, repeats: int = 1) -> tuple[float, 
     return best, result
 
 
-def time_alternating(contenders: dict[str, Callable[[], Any]], rounds: int, device: str) -> dict[str, float]:
-    """Best time of each contender over ``rounds`` rounds of one call each, after a warm-up call each: a machine
-    shared with other work slows every contender alike."""
+def time_alternating(
+    contenders: dict[str, Callable[[], Any]],
+    rounds: int,
+    device: str,
+    summary: Callable[[list[float]], float] = min,
+) -> dict[str, float]:
+    """Each contender's ``summary`` (best by default, or e.g. the median) of its times over ``rounds`` rounds of one
+    call each, after a warm-up call each: a machine shared with other work slows every contender alike."""
     for run in contenders.values():
         run()
-    best = {name: float("inf") for name in contenders}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
             sync(device)
             start = time.perf_counter()
             run()
             sync(device)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return {name: summary(values) for name, values in times.items()}
 
 
 def autocast(device: str, precision: str):
