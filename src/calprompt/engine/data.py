@@ -8,9 +8,8 @@ device (`calprompt.data.views.ImageViews`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -109,7 +108,7 @@ class TrainingData:
         if self.cache is None:
             features = compute()
         else:
-            features = self.cache.get_or_compute(dataclasses.replace(self._cache_key(), view_seed=view_seed), compute)
+            features = self.cache.get_or_compute(replace(self._cache_key(), view_seed=view_seed), compute)
         if config.distinct_views is not None:  # views repeat: keep them in memory
             self._memory[view_epoch] = features
         return features
