@@ -316,18 +316,14 @@ def test_text_features_and_gradients_do_not_depend_on_the_thread_count(tiny_back
     long = "a photo of a very long class name with many words in it, seen from far away on a grey day."
     ids = backbone.tokenize([f"a photo of a {name}." for name in REAL_NAMES] * 4 + [long])  # 25 positions kept
     embeddings = backbone.embed_tokens(ids)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            leaf = embeddings.clone().requires_grad_(True)
-            features = backbone.encode_text_embeddings(leaf, ids)
-            (grad,) = torch.autograd.grad(features.square().sum(), leaf)
-            results.append((features.detach(), grad))
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+    def compute() -> list[torch.Tensor]:
+        leaf = embeddings.clone().requires_grad_(True)
+        features = backbone.encode_text_embeddings(leaf, ids)
+        return [features.detach(), *torch.autograd.grad(features.square().sum(), leaf)]
+
+    one, two = _on_one_and_two_threads(compute)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
 
 
 def test_image_features_and_gradients_do_not_depend_on_the_thread_count(toy_backbone):
@@ -338,17 +334,26 @@ def test_image_features_and_gradients_do_not_depend_on_the_thread_count(toy_back
     images = torch.randn(32, 3, 32, 32, generator=generator)
     prompts = [torch.randn(4, toy_backbone.vision_width, generator=generator) * 0.1 for _ in range(2)]
     weights = torch.randn(32, toy_backbone.embed_dim, generator=generator)
+
+    def compute() -> list[torch.Tensor]:
+        with torch.no_grad():
+            plain = toy_backbone.encode_image(images)
+        leaves = [p.clone().requires_grad_(True) for p in prompts]
+        prompted = toy_backbone.encode_image(images, prompts=leaves[0], deep_prompts=[None, leaves[1]])
+        return [plain, prompted.detach(), *torch.autograd.grad((prompted * weights).sum(), leaves)]
+
+    one, two = _on_one_and_two_threads(compute)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+
+
+def _on_one_and_two_threads(compute):
+    """``compute()`` on one thread, then on two; torch's thread count is restored afterwards."""
     threads = torch.get_num_threads()
-    results = []
     try:
+        results = []
         for count in (1, 2):
             torch.set_num_threads(count)
-            with torch.no_grad():
-                plain = toy_backbone.encode_image(images)
-            leaves = [p.clone().requires_grad_(True) for p in prompts]
-            prompted = toy_backbone.encode_image(images, prompts=leaves[0], deep_prompts=[None, leaves[1]])
-            grads = torch.autograd.grad((prompted * weights).sum(), leaves)
-            results.append([plain, prompted.detach(), *grads])
+            results.append(compute())
+        return results
     finally:
         torch.set_num_threads(threads)
-    assert all(torch.equal(one, two) for one, two in zip(*results, strict=True))
