@@ -28,3 +28,35 @@ def check_template(template: object, name: str = "template") -> str:
 def format_prompt(template: str, classname: str) -> str:
     """Fill a zero-shot template with the cleaned class name (see `clean_classname`)."""
     return template.format(clean_classname(classname))
+
+
+# The evaluated splits of a run, as `metrics.json` keys them: ``base`` and ``novel`` test classes, each raw or
+# post-hoc calibrated (``novel+ts+dac``: temperature scaling, then DAC). Reports, the command line and the protocols
+# spell them through these names only.
+BASE, NOVEL = "base", "novel"
+#: Post-hoc variants of a run: (row suffix, key for base classes, key for novel classes). DAC only rescales classes
+#: unseen while tuning, so on base classes it is the identity.
+POSTHOC_VARIANTS: tuple[tuple[str, str, str], ...] = (
+    ("", "base", "novel"),
+    ("TS", "base+ts", "novel+ts"),
+    ("DAC", "base", "novel+dac"),
+    ("TS + DAC", "base+ts", "novel+ts+dac"),
+)
+#: Every split key of the variants, base classes first: ``base``, ``base+ts``, ``novel``, ``novel+ts``, ...
+SPLIT_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys([b for _, b, _ in POSTHOC_VARIANTS] + [n for _, _, n in POSTHOC_VARIANTS])
+)
+
+
+def split_label(key: str) -> str:
+    """``novel+ts+dac`` -> ``novel + TS + DAC`` (how tables and the command line show a split)."""
+    split, *steps = key.split("+")
+    return " + ".join([split, *(step.upper() for step in steps)])
+
+
+#: Results of the tuned prompts on another dataset's test split (transfer, domain shift): ``eval:<dataset>``.
+TARGET_PREFIX = "eval:"
+
+
+def target_key(dataset: str) -> str:
+    return f"{TARGET_PREFIX}{dataset}"

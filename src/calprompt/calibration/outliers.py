@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from calprompt._validation import check_positive_int, fail
 from calprompt.calibration._common import full_precision, upcast
 from calprompt.calibration.registry import register_term
 from calprompt.data.views import stable_seed
+
+if TYPE_CHECKING:
+    from calprompt.clip import ClipBackbone
 
 #: How many of the most base-like candidate names DOR keeps.
 DEFAULT_TOP_K = 5000
@@ -129,3 +133,25 @@ class OutlierSampler:
         """int64 (batch_size,) distinct indices into the outlier list for this step."""
         generator = torch.Generator().manual_seed(stable_seed("dor", self.seed, epoch, step))
         return torch.randperm(self.n_outliers, generator=generator)[: self.batch_size]
+
+
+def outlier_pool(
+    backbone: ClipBackbone, classnames: Sequence[str], template: str, base_features: Tensor
+) -> OutlierPool:
+    """DOR's outliers for a dataset: the shipped WordNet nouns that are none of its classes and that the backbone's
+    vocabulary can spell (the toy CLIP knows only its world's words), the 5000 closest to the base classes."""
+    from calprompt.calibration.nouns import wordnet_nouns
+    from calprompt.clip.zeroshot import zero_shot_text_features
+
+    covers = getattr(backbone.tokenizer, "covers", None)
+    nouns = [noun for noun in wordnet_nouns() if covers is None or covers(noun)]
+
+    encoded: dict[str, Tensor] = {}  # the candidates' features, kept for the chosen names (one text pass)
+
+    def encode(names: Sequence[str]) -> Tensor:
+        features = zero_shot_text_features(backbone, names, template)
+        encoded.update(zip(names, features, strict=True))
+        return features
+
+    names = select_outliers(encode, nouns, classnames, base_features)
+    return OutlierPool(tuple(names), torch.stack([encoded[name] for name in names]))

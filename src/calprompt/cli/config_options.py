@@ -27,8 +27,9 @@ def _base_type(hint: Any) -> Any:
     return args[0] if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType) else hint
 
 
-def run_config_parameters() -> list[inspect.Parameter]:
-    """One keyword parameter per `RunConfig` field (but the option groups), each a typer option defaulting to None."""
+def run_config_parameters(repeatable: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per `RunConfig` field (but the option groups), each a typer option defaulting to None;
+    the ``repeatable`` fields take a list (``--seed 1 --seed 2``: the axes of a grid)."""
     hints = typing.get_type_hints(RunConfig)
     parameters = []
     for spec in dataclasses.fields(RunConfig):
@@ -43,27 +44,35 @@ def run_config_parameters() -> list[inspect.Parameter]:
             flags = (f"--{flag}/--no-{flag}",)
         default = spec.default if spec.default is not dataclasses.MISSING else None
         shown = "the recipe's / loop's" if default is None else repr(default)
-        option = typer.Option(None, *flags, help=f"{spec.metadata.get('help', '')} [default: {shown}]")
+        text = spec.metadata.get("help", "")
+        if spec.name in repeatable:
+            kind, text = list[kind], f"{text} Repeat the option for several."
+        option = typer.Option(None, *flags, help=f"{text} [default: {shown}]")
         parameters.append(
             inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None)
         )
     return parameters
 
 
-def with_run_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``command`` an option per `RunConfig` field; the ones given arrive as its ``flags`` dict argument."""
+def with_run_config_options(
+    command: Callable[..., Any] | None = None, *, repeatable: tuple[str, ...] = ()
+) -> Callable[..., Any]:
+    """Give ``command`` an option per `RunConfig` field; the ones given arrive as its ``flags`` dict argument
+    (``repeatable`` fields as lists; used as ``@with_run_config_options(repeatable=(...))``)."""
+    if command is None:
+        return functools.partial(with_run_config_options, repeatable=repeatable)
     hints = typing.get_type_hints(command)
     own = [
         parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
         for parameter in inspect.signature(command).parameters.values()
         if parameter.name != "flags"
     ]
-    derived = run_config_parameters()
+    derived = run_config_parameters(repeatable)
     names = [parameter.name for parameter in derived]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        flags = {name: value for name in names if (value := kwargs.pop(name)) is not None}
+        flags = {name: value for name in names if (value := kwargs.pop(name)) not in (None, [])}
         return command(flags=flags, **kwargs)
 
     wrapper.__signature__ = inspect.Signature([*own, *derived])  # type: ignore[attr-defined]

@@ -20,12 +20,12 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Base-to-novel on the toy world: every method x none / ours / baselines, post-hoc TS and DAC, then the report."""
-    from calprompt.cli.run import parse_options
+    from calprompt._parsing import parse_assignments
     from calprompt.cli.sweep import run_with_progress
-    from calprompt.experiments.demo import demo_report, plan_demo
     from calprompt.experiments.executors import make_executor
+    from calprompt.experiments.sweep import demo_report, plan_demo
 
-    plan = plan_demo(out, quick=quick, overrides=parse_options(set_, "--set"))
+    plan = plan_demo(out, quick=quick, overrides=parse_assignments(set_ or [], "--set"))
     for note in plan.notes:
         console.print(f"note: {note}")
     console.print(f"Demo sweep on the toy world: {len(plan.runs)} runs ({len(plan.finished)} finished) in {out}/")

@@ -20,8 +20,7 @@ def report(
     title: str = typer.Option("calprompt report", "--title", help="Title of the Markdown and HTML report."),
 ) -> None:
     """Write report.md, report.csv, report.html and figures/*.png from every finished run of STORE."""
-    from calprompt.experiments.failures import iter_failures
-    from calprompt.experiments.store import ResultsStore
+    from calprompt.experiments.store import ResultsStore, iter_failures
     from calprompt.report.build import write_report
 
     if not store.is_dir():

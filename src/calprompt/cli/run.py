@@ -10,36 +10,33 @@ import typer
 from rich.console import Console
 
 from calprompt.cli.config_options import with_run_config_options
-from calprompt.experiments.config import RunConfig
+from calprompt.conventions import SPLIT_KEYS, TARGET_PREFIX, split_label
 
 if TYPE_CHECKING:
     from rich.table import Table
 
 console = Console()
 
-ROWS = (
-    ("base", "base"),
-    ("base+ts", "base + TS"),
-    ("novel", "novel"),
-    ("novel+ts", "novel + TS"),
-    ("novel+dac", "novel + DAC"),
-    ("novel+ts+dac", "novel + TS + DAC"),
+CONFIG_FILE_OPTION = typer.Option(
+    None, "--config", "-c", help="YAML file of run config fields (flags and --set override it)."
 )
+SET_OPTION = typer.Option(
+    None, "--set", help="FIELD=VALUE or method.KEY=VALUE / calibration.KEY=VALUE, applied last (repeat)."
+)
+METHOD_OPTION = typer.Option(None, "--method-option", help="KEY=VALUE method setting.")
+CALIBRATION_OPTION = typer.Option(None, "--calibration-option", help="KEY=VALUE constant.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def parse_options(pairs: list[str] | None, flag: str) -> dict[str, str]:
-    """``["n_ctx=16", "ctx_init=null"]`` -> ``{"n_ctx": "16", "ctx_init": "null"}``.
+def option_flags(method_option: list[str] | None, calibration_option: list[str] | None) -> dict[str, Any]:
+    """``--method-option``/``--calibration-option`` KEY=VALUE pairs as flags (values stay text: the library converts
+    each by the type of the setting it sets, so ``class_specific_context=False`` is a false boolean)."""
+    from calprompt._parsing import parse_assignments
 
-    Values stay text here: the library converts each by the type of the field it sets
-    (`calprompt.experiments.options`), so ``class_specific_context=False`` is a false boolean.
-    """
-    options: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"Expected KEY=VALUE, got {pair!r}.", param_hint=flag)
-        options[key.strip()] = value
-    return options
+    return {
+        "method_options": parse_assignments(method_option or [], "--method-option"),
+        "calibration_options": parse_assignments(calibration_option or [], "--calibration-option"),
+    }
 
 
 def rich_progress(iterator: Iterator[Any], total: int, description: str) -> Iterator[Any]:
@@ -61,8 +58,10 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     for column in ("split", "acc %", "ECE %", "ACE %", "MCE %", "NLL", "n"):
         table.add_column(column, justify="left" if column == "split" else "right")
-    rows = [(label, metrics.get(key)) for key, label in ROWS]
-    rows += [(key.removeprefix("eval:"), report) for key, report in metrics.items() if key.startswith("eval:")]
+    rows = [(split_label(key), metrics.get(key)) for key in SPLIT_KEYS]
+    rows += [
+        (key.removeprefix(TARGET_PREFIX), report) for key, report in metrics.items() if key.startswith(TARGET_PREFIX)
+    ]
     for label, report in rows:
         if report:
             table.add_row(
@@ -79,20 +78,16 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
 
 @with_run_config_options
 def train(
-    config_file: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML file of run config fields (flags and --set override it)."
-    ),
-    assignments: list[str] | None = typer.Option(
-        None, "--set", help="FIELD=VALUE or method.KEY=VALUE / calibration.KEY=VALUE, applied last (repeat)."
-    ),
-    method_option: list[str] | None = typer.Option(None, "--method-option", help="KEY=VALUE method setting."),
-    calibration_option: list[str] | None = typer.Option(None, "--calibration-option", help="KEY=VALUE constant."),
+    config_file: Path | None = CONFIG_FILE_OPTION,
+    assignments: list[str] | None = SET_OPTION,
+    method_option: list[str] | None = METHOD_OPTION,
+    calibration_option: list[str] | None = CALIBRATION_OPTION,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory: resumed if interrupted, kept if finished, refused if another run's."
     ),
     force: bool = typer.Option(False, "--force", help="Replace the run in --out (finished or another run's)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and its run id; run nothing."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET_OPTION,
     *,
     flags: dict[str, Any],
 ) -> None:
@@ -100,21 +95,17 @@ def train(
 
     Every run config field is an option below; `-c FILE` reads them from YAML, `--set` overrides any of them.
     """
-    from calprompt.experiments.options import typed_run_config
-    from calprompt.experiments.settings import build_run_config
+    from calprompt.experiments.identity import run_id
+    from calprompt.experiments.settings import run_config
 
-    flags = {
-        **flags,
-        "method_options": parse_options(method_option, "--method-option"),
-        "calibration_options": parse_options(calibration_option, "--calibration-option"),
-    }
-    config = typed_run_config(build_run_config(config_file, flags, assignments or ()).resolved())
+    flags = {**flags, **option_flags(method_option, calibration_option)}
+    config = run_config(config_file, flags, assignments or ())
     if dry_run:
-        console.print_json(data={**config.to_dict(), "run_id": config.run_id()})
+        console.print_json(data={**config.to_dict(), "run_id": run_id(config)})
         return
     if out is None:
         raise typer.BadParameter("Missing option: the run directory to write.", param_hint="--out")
-    from calprompt.experiments.run import run_experiment
+    from calprompt.experiments.runner import run_experiment
 
     result = run_experiment(config, out, progress=None if quiet else rich_progress, force=force)
     title = f"{config.method} + {config.calibration} on {config.dataset} (seed {config.seed})"
@@ -129,43 +120,59 @@ def evaluate(
     device: str | None = typer.Option(None, "--device", help="Override the run's device."),
 ) -> None:
     """Re-evaluate a finished run; with --dataset, evaluate its prompts on another dataset (distribution shift)."""
-    from calprompt.experiments.run import evaluate_run
+    from calprompt.experiments.runner import evaluate_run
 
     metrics = evaluate_run(run, dataset=dataset, root=str(root) if root else None, device=device)
     console.print(metrics_table(metrics, f"evaluation of {run}"))
 
 
+@with_run_config_options(repeatable=("dataset", "seed"))
 def grid(
-    dataset: list[str] = typer.Option(["toy"], "--dataset", "-d", help="Datasets (repeat the option)."),
-    run: list[str] = typer.Option(
-        ["zeroshot", "coop:none", "coop:ours"], "--run", "-r", help="METHOD[:CALIBRATION] rows (repeat)."
+    config_file: Path | None = CONFIG_FILE_OPTION,
+    assignments: list[str] | None = SET_OPTION,
+    method_option: list[str] | None = METHOD_OPTION,
+    calibration_option: list[str] | None = CALIBRATION_OPTION,
+    run: list[str] | None = typer.Option(
+        None, "--run", "-r", help="METHOD[:CALIBRATION] rows (repeat) [default: zeroshot, coop:none, coop:ours]."
     ),
-    seeds: list[int] = typer.Option([1, 2, 3], "--seed", help="Seeds (repeat the option)."),
-    root: Path | None = typer.Option(None, "--root", help="Data root (CoOp layout)."),
-    shots: int = typer.Option(16, "--shots"),
-    backbone: str = typer.Option("toy", "--backbone"),
-    pretrained: str | None = typer.Option(None, "--pretrained"),
-    recipe: str = typer.Option("paper", "--recipe"),
-    device: str = typer.Option("cpu", "--device"),
-    precision: str = typer.Option("fp32", "--precision"),
     out: Path = typer.Option(..., "--out", "-o", help="Grid directory (re-running skips finished runs)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET_OPTION,
+    *,
+    flags: dict[str, Any],
 ) -> None:
-    """Run a grid of datasets x methods x seeds (skipping finished runs) and print mean ± std tables."""
-    from calprompt.experiments.grid import grid_tables, parse_entries, run_grid
+    """Run a grid of datasets x methods x seeds (skipping finished runs) and print mean ± std tables.
 
-    base = RunConfig(
-        root=str(root) if root else None,
-        shots=shots,
-        backbone=backbone,
-        pretrained=pretrained,
-        recipe=recipe,
-        device=device,
-        precision=precision,
-    )
-    results = run_grid(base, dataset, parse_entries(run), seeds, out, progress=None if quiet else rich_progress)
-    tables = grid_tables(results)
+    A grid is a sweep (`calprompt sweep`) of --dataset x --run x --seed over the other settings, run one after the
+    other into the results store OUT; every run config field is an option below, as for `train`.
+    """
+    from calprompt.cli.sweep import run_with_progress
+    from calprompt.experiments.executors import SerialExecutor
+    from calprompt.experiments.settings import merged_settings
+    from calprompt.experiments.sweep import grid_spec, parse_runs, plan_sweep
+    from calprompt.report.tables import grid_tables
+
+    datasets, seeds = flags.pop("dataset", ["toy"]), flags.pop("seed", [1, 2, 3])
+    if run and ({"method", "calibration"} & set(flags)):
+        raise ValueError("Pass rows as --run METHOD:CALIBRATION, or one row as --method/--calibration, not both.")
+    if run is None and ({"method", "calibration"} & set(flags)):
+        run = [f"{flags.pop('method', 'coop')}:{flags.pop('calibration', 'ours')}"]
+    base = merged_settings(config_file, {**flags, **option_flags(method_option, calibration_option)}, assignments or ())
+    spec = grid_spec(base, datasets, parse_runs(run or ["zeroshot", "coop:none", "coop:ours"]), seeds)
+    plan = plan_sweep(spec, out)
+    summary = run_with_progress(plan, SerialExecutor(), quiet=quiet)
+    for label, error in summary.errors.items():
+        console.print(f"FAILED {label}: {error}", highlight=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(code=1)
+    tables = grid_tables([_stored(run) for run in plan.runs])
     out.mkdir(parents=True, exist_ok=True)
     (out / "tables.md").write_text(tables, encoding="utf-8")
     console.print(tables)
     console.print(f"Wrote {out / 'tables.md'}")
+
+
+def _stored(run: Any) -> Any:
+    from calprompt.experiments.rundir import read_finished
+    from calprompt.experiments.store import read_stored_run
+
+    return read_stored_run(run.run_dir, read_finished(run.run_dir) or {})

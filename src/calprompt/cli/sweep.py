@@ -21,12 +21,12 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run every unfinished run of a sweep; failures are recorded in the store and the sweep goes on."""
-    from calprompt.cli.run import parse_options
+    from calprompt._parsing import parse_assignments
     from calprompt.experiments.executors import make_executor
-    from calprompt.experiments.preflight import preflight
+    from calprompt.experiments.settings import preflight
     from calprompt.experiments.sweep import iter_plan_lines, load_sweep, plan_sweep
 
-    spec = load_sweep(file).with_base(parse_options(set_, "--set"))
+    spec = load_sweep(file).with_base(parse_assignments(set_ or [], "--set"))
     plan = plan_sweep(spec, store)
     for note in plan.notes:
         console.print(f"note: {note}")

@@ -1,18 +1,47 @@
-"""The configuration of one run, resolved to explicit values and hashed into a stable run id."""
+"""The configuration of one run, its training recipes, and its resolution to explicit, typed values.
+
+`RunConfig.resolved` is the one place a config is completed: the recipe's epochs, batch size, learning rate and
+method options (``recipes.yaml`` beside this module), the training loop's optimizer defaults, absolute data and
+weights paths, and method options and objective constants converted by the types of the settings they set. A
+resolved config is marked as such, so resolving it again returns it unchanged: every layer above can ask for a
+resolved config without paying for it twice.
+
+Each field declares its command-line help and flags, and whether it is *mechanics* (how a run computes, not what:
+device, worker processes, the text encoder's memory budget), which the run identity leaves out; `row_settings`
+derives from these declarations what a run writes for reports to group it by.
+
+Recipes: ``paper`` follows the published ViT-B/16 base-to-novel recipes; ``fast`` is a short schedule for smoke runs,
+sweeps on CPUs and the toy world. Toy datasets (names starting with ``toy``) use their own entries because the tiny
+backbone's logit scale and feature statistics differ from real CLIP's (see the README's toy-world section).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from calprompt._validation import check_choice, check_dataclass_keys, check_non_negative, check_positive_int, fail
+from calprompt._parsing import parse_value
+from calprompt._validation import (
+    check_choice,
+    check_dataclass_keys,
+    check_non_negative,
+    check_non_negative_int,
+    check_positive_int,
+    fail,
+)
 from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
-from calprompt.experiments.recipes import RECIPE_NAMES, recipe_table, resolve_recipe
 
-PROTOCOLS = ("base2novel", "all")
+RECIPE_NAMES = ("paper", "fast")
+_RECIPE_FIELDS = ("epochs", "batch_size", "lr", "options")
+_ENTRY_KEYS = (*RECIPE_NAMES, "options", "datasets", "toy")
+_RESOLVED = "_calprompt_resolved"  # set on the objects `RunConfig.resolved` returns (not a field: not compared)
 
 
 def default_cache_dir() -> Path:
@@ -20,9 +49,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CALPROMPT_CACHE", Path.home() / ".cache" / "calprompt")).expanduser()
 
 
-def setting(default: Any, help: str, *flags: str) -> Any:
-    """A `RunConfig` field with its command-line help and flags (default flag: ``--field-name``)."""
-    return field(default=default, metadata={"help": help, "flags": flags})
+def setting(default: Any, help: str, *flags: str, mechanics: bool = False) -> Any:
+    """A `RunConfig` field with its command-line help and flags (default flag: ``--field-name``); ``mechanics``
+    fields change how a run computes, not what, and are left out of its identity."""
+    return field(default=default, metadata={"help": help, "flags": flags, "mechanics": mechanics})
 
 
 #: Fields that the training loop's `TrainConfig` takes under the same names; ``None`` means the loop's default.
@@ -34,11 +64,11 @@ class RunConfig:
     """Everything one run depends on. ``epochs``/``batch_size``/``lr`` left as ``None`` come from the recipe, the
     optimizer fields left as ``None`` from the training loop (`calprompt.engine.train.TrainConfig`).
 
-    ``protocol="base2novel"`` trains on the base half of the classes and evaluates base and novel test classes;
-    ``"all"`` trains and evaluates on every class (the few-shot protocol). ``eval_datasets`` are evaluated too, with
-    the tuned prompts and each target's own classes (cross-dataset transfer and domain shift, e.g. ``imagenet`` ->
-    ``imagenet_v2``; ``toy`` -> ``toy-domain``); their data is read from ``root`` as well. Each field's help is the
-    command line's (`calprompt train`).
+    ``protocol`` names what the run does with its data (`calprompt.experiments.protocols`): ``base2novel`` trains
+    on the base half of the classes and evaluates base and novel test classes; ``all`` trains and evaluates on every
+    class (the few-shot protocol). ``eval_datasets`` are evaluated too, with the tuned prompts and each target's own
+    classes (cross-dataset transfer and domain shift, e.g. ``imagenet`` -> ``imagenet_v2``; ``toy`` ->
+    ``toy-domain``); their data is read from ``root`` as well. Each field's help is the command line's.
     """
 
     dataset: str = setting("toy", "Dataset name (`calprompt datasets list`).", "--dataset", "-d")
@@ -64,15 +94,16 @@ class RunConfig:
     warmup_epochs: int | None = setting(None, "Constant warm-up epochs before the cosine schedule (default 1).")
     warmup_lr: float | None = setting(None, "Learning rate of the warm-up epochs (default 1e-5).")
     grad_accumulation: int | None = setting(None, "Batches accumulated per update (default 1).")
-    device: str = setting("cpu", "cpu, cuda, cuda:1, ...")
+    device: str = setting("cpu", "cpu, cuda, cuda:1, ...", mechanics=True)
     precision: str = setting("fp32", "fp32, or bf16/fp16 autocast (GPU).")
     feature_cache: bool = setting(True, "Train on cached frozen image features when the method allows it.")
     distinct_views: int | None = setting(None, "Cycle through this many augmented views.", "--views")
-    num_workers: int = setting(0, "Image loading worker processes.", "--workers")
+    num_workers: int = setting(0, "Image loading worker processes.", "--workers", mechanics=True)
     text_memory_mb: float = setting(
         float(DEFAULT_TEXT_MEMORY_MB),
         "Activations (MB) a text-encoder gradient pass may keep; above it, prompts are encoded in chunks recomputed "
         "in backward (same gradients, bounded memory).",
+        mechanics=True,
     )
     n_bins: int = setting(10, "Bins of the calibration errors (ECE, MCE, ...).")
     dac_k: int = setting(5, "DAC's nearest base classes (lowered to the number of base classes when fewer).")
@@ -80,17 +111,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_positive_int(self.shots, "shots")
-        check_choice(self.protocol, "protocol", PROTOCOLS)
         check_choice(self.recipe, "recipe", RECIPE_NAMES)
         check_positive_int(self.n_bins, "n_bins")
         check_positive_int(self.dac_k, "dac_k")
         if not isinstance(self.eval_datasets, list | tuple) or not all(isinstance(n, str) for n in self.eval_datasets):
             fail("eval_datasets", "a list of dataset names", self.eval_datasets)
         object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))  # JSON gives a list
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            fail("seed", "an integer >= 0", self.seed)
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
-            fail("epochs", "an integer >= 0", self.epochs)
+        check_non_negative_int(self.seed, "seed")
+        if self.epochs is not None:
+            check_non_negative_int(self.epochs, "epochs")
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "batch_size")
         for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
@@ -100,13 +129,20 @@ class RunConfig:
         if isinstance(memory, bool) or not isinstance(memory, int | float) or not memory > 0:
             fail("text_memory_mb", "a number of megabytes > 0", memory)
         for name in ("warmup_epochs", "grad_accumulation"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                fail(name, "an integer >= 0", value)
+            if getattr(self, name) is not None:
+                check_non_negative_int(getattr(self, name), name)
+
+    @property
+    def is_resolved(self) -> bool:
+        return getattr(self, _RESOLVED, False)
 
     def resolved(self) -> RunConfig:
-        """A copy with every default made explicit: the recipe's epochs, batch size, learning rate and method options,
-        the training loop's optimizer defaults, and the data root and a weights file as absolute paths."""
+        """A copy with every default made explicit and every name checked: the recipe's epochs, batch size, learning
+        rate and method options, the training loop's optimizer defaults, the data root and a weights file as
+        absolute paths, and options converted by the types of the settings they set. Unknown dataset, method,
+        calibration or target names raise. A resolved config is returned as it is."""
+        if self.is_resolved:
+            return self
         changes: dict[str, Any] = {}
         if self.root is not None and os.path.abspath(os.path.expanduser(self.root)) != self.root:
             changes["root"] = os.path.abspath(os.path.expanduser(self.root))  # "..", "~" and the cwd resolved
@@ -114,6 +150,7 @@ class RunConfig:
             absolute = os.path.abspath(os.path.expanduser(self.pretrained))  # a weights file, not a hub tag
             if absolute != self.pretrained:
                 changes["pretrained"] = absolute
+        options = dict(self.method_options)
         explicit = None not in (self.epochs, self.batch_size, self.lr)
         if not explicit or self.method in recipe_table():  # a method without a recipe runs on explicit settings
             recipe = resolve_recipe(self.recipe, self.method, self.dataset)
@@ -121,15 +158,20 @@ class RunConfig:
                 if getattr(self, name) is None:
                     changes[name] = getattr(recipe, name)
             options = {**recipe.options, **self.method_options}  # the user's options override the recipe's
-            if options != self.method_options:
-                changes["method_options"] = options
         missing = [name for name in OPTIMIZER_FIELDS if getattr(self, name) is None]
         if missing:
             from calprompt.engine.train import TrainConfig
 
             defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
             changes.update({name: defaults[name] for name in missing})
-        return dataclasses.replace(self, **changes) if changes else self
+        changes["method_options"] = coerce_options(options, method_option_types(self.method), self.method)
+        changes["calibration_options"] = coerce_options(
+            self.calibration_options, calibration_option_types(self.calibration), self.calibration
+        )
+        resolved = replace(self, **changes)
+        _check_names(resolved)
+        object.__setattr__(resolved, _RESOLVED, True)
+        return resolved
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-native dict (lists, not tuples), equal to its own JSON round trip."""
@@ -140,12 +182,152 @@ class RunConfig:
         check_dataclass_keys(cls, data, "run config")
         return cls(**data)
 
-    def run_id(self) -> str:
-        """A short stable hash of what determines the results (device and worker count excluded; root absolute).
 
-        It names the run's directory in the results store; the full identity (`calprompt.experiments.identity`)
-        adds the data and weights fingerprints.
-        """
-        from calprompt.experiments.identity import canonical_hash, config_record
+#: RunConfig fields that change how a run computes, not what (left out of its identity).
+MECHANICS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("mechanics"))
+#: Fields that never tell table rows apart: the mechanics, and where and on what a run ran (the tables' axes).
+NOT_ROW_FIELDS = frozenset({*MECHANICS, "dataset", "seed", "root", "eval_datasets", "skip_missing", "feature_cache"})
 
-        return canonical_hash(config_record(self))[:16]
+
+def _check_names(config: RunConfig) -> None:
+    """Unknown dataset, method, calibration or target names fail here, not hours later in a worker (the protocol is
+    looked up by whoever runs it: protocols build on this module)."""
+    from calprompt.data import get_dataset_spec
+
+    get_dataset_spec(config.dataset)
+    for name in config.eval_datasets:
+        spec = get_dataset_spec(name)  # unknown names raise with the known ones
+        if spec.name == get_dataset_spec(config.dataset).name:
+            raise ValueError(
+                f"Expected `eval_datasets` to name other datasets than the training one, got {name!r}: its test "
+                "split is already evaluated (base and novel classes)."
+            )
+
+
+def row_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings that tell a run's table row apart from others (flat, ``method_options.n_ctx`` style keys):
+    every field but `NOT_ROW_FIELDS`, without the epochs, batch size and learning rate the recipe gave it. A run
+    writes them, so reports group runs without knowing the recipes."""
+    config = config.resolved()
+    settings = {k: v for k, v in _flatten(config.to_dict()).items() if k not in NOT_ROW_FIELDS}
+    try:
+        recipe = resolve_recipe(config.recipe, config.method, config.dataset)
+    except ValueError:
+        return settings  # a method without a recipe: every value was given
+    for name in ("epochs", "batch_size", "lr"):
+        if settings.get(name) == getattr(recipe, name):
+            settings.pop(name)
+    return settings
+
+
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in _flatten(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Options typed by their target: the method's config dataclass fields and the calibration preset's constants
+def coerce_options(values: Mapping[str, Any], hints: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Each of ``values`` converted by its hint; an unknown key raises naming it and the known ones."""
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        fail(f"{owner} options", f"among {sorted(hints) or 'none (it takes no options)'}", unknown)
+    return {key: parse_value(value, hints[key], f"{owner} option {key}") for key, value in values.items()}
+
+
+def method_option_types(method: str) -> dict[str, Any]:
+    """Field name -> type of the config dataclass of ``method`` (``template`` is set from the dataset)."""
+    from calprompt.methods import get_method
+
+    config_type = get_method(method).config_type
+    hints = typing.get_type_hints(config_type)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_type) if f.name != "template"}
+
+
+def calibration_option_types(calibration: str) -> dict[str, Any]:
+    """Constant name -> float for the calibration preset ``calibration``."""
+    from calprompt.calibration.presets import OBJECTIVE_PRESETS
+
+    if calibration not in OBJECTIVE_PRESETS:
+        fail("calibration", f"one of {', '.join(OBJECTIVE_PRESETS)}", calibration)
+    return dict.fromkeys(OBJECTIVE_PRESETS[calibration].defaults, float)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Recipes
+@dataclass(frozen=True)
+class Recipe:
+    """One resolved schedule; ``options`` are method settings of the published recipe (user options win)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@functools.cache
+def recipe_table() -> dict[str, dict[str, Any]]:
+    """The parsed, checked ``recipes.yaml``: method -> entry."""
+    import yaml
+
+    text = resources.files("calprompt.experiments").joinpath("recipes.yaml").read_text(encoding="utf-8")
+    table = yaml.safe_load(text)
+    for method, entry in table.items():
+        where = f"recipes.yaml: {method}"
+        _check_keys(entry, _ENTRY_KEYS, where)
+        for name in RECIPE_NAMES:
+            if name not in entry:
+                fail(f"{where}.{name}", "a recipe (epochs, batch_size, lr)", None)
+            _check_recipe(entry[name], f"{where}.{name}", complete=True)
+        for scope, departures in [("toy", entry.get("toy", {})), *entry.get("datasets", {}).items()]:
+            _check_keys(departures, (*RECIPE_NAMES, "options"), f"{where}.{scope}")
+            for name in RECIPE_NAMES:
+                _check_recipe(departures.get(name, {}), f"{where}.{scope}.{name}", complete=False)
+    return table
+
+
+def resolve_recipe(recipe: str, method: str, dataset: str) -> Recipe:
+    """The recipe for ``method`` on ``dataset``; unknown combinations raise with the known ones."""
+    if recipe not in RECIPE_NAMES:
+        fail("recipe", f"one of {RECIPE_NAMES}", recipe)
+    table = recipe_table()
+    if method not in table:
+        fail("method", f"one with a recipe ({', '.join(sorted(table))}), or pass epochs/batch size/lr", method)
+    entry = table[method]
+    scope = entry.get("toy", {}) if dataset.startswith("toy") else entry.get("datasets", {}).get(dataset.lower(), {})
+    values = {**entry[recipe], **scope.get(recipe, {})}
+    options = {**entry.get("options", {}), **entry[recipe].get("options", {})}
+    options.update({**scope.get("options", {}), **scope.get(recipe, {}).get("options", {})})
+    resolved = Recipe(int(values["epochs"]), int(values["batch_size"]), float(values["lr"]))
+    return replace(resolved, options=options)
+
+
+def _check_keys(mapping: Any, allowed: tuple[str, ...], where: str) -> None:
+    if not isinstance(mapping, dict):
+        fail(where, "a mapping", type(mapping).__name__)
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        fail(where, f"keys among {allowed}", unknown)
+
+
+def _check_recipe(values: Any, where: str, *, complete: bool) -> None:
+    _check_keys(values, _RECIPE_FIELDS, where)
+    missing = [key for key in ("epochs", "batch_size", "lr") if key not in values]
+    if complete and missing:
+        fail(where, "epochs, batch_size and lr", f"missing {missing}")
+
+
+def has_recipe(recipe: str, method: str, dataset: str) -> bool:
+    """Whether ``method`` has a recipe made for ``dataset``'s family: toy datasets need the method's ``toy`` entry
+    for ``recipe`` unless the method does not train. Sweeps over every registered method skip the others."""
+    entry = recipe_table().get(method)
+    if entry is None or recipe not in RECIPE_NAMES:
+        return False
+    if dataset.startswith("toy"):
+        return recipe in entry.get("toy", {}) or int(entry[recipe]["epochs"]) == 0
+    return True

@@ -56,9 +56,8 @@ def _backbone(config: Any) -> Any:
 def execute(task: RunTask) -> Outcome:
     """Run ``task`` into its store directory; a failure is recorded in the store and returned, never raised."""
     from calprompt.experiments.config import RunConfig
-    from calprompt.experiments.failures import clear_failure, record_failure
-    from calprompt.experiments.run import run_experiment
-    from calprompt.experiments.store import ResultsStore
+    from calprompt.experiments.runner import run_experiment
+    from calprompt.experiments.store import ResultsStore, clear_failure, record_failure
 
     started = time.perf_counter()
     try:
@@ -96,7 +95,7 @@ class PoolExecutor:
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from concurrent.futures.process import BrokenProcessPool
 
-        from calprompt.experiments.failures import record_failure
+        from calprompt.experiments.store import record_failure
 
         if not tasks:
             return
@@ -130,7 +129,7 @@ class RayExecutor:
             import ray
         except ImportError as error:
             raise ImportError("The Ray executor needs ray: pip install 'calprompt[ray]'.") from error
-        from calprompt.experiments.failures import record_failure
+        from calprompt.experiments.store import record_failure
 
         if not tasks:
             return

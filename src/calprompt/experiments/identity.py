@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calprompt._io import file_stamp
+from calprompt.experiments.config import MECHANICS, RunConfig
 
 if TYPE_CHECKING:
     from calprompt.data.items import DatasetSplits, Item
-    from calprompt.experiments.config import RunConfig
 
 IDENTITY_VERSION = 1
 
@@ -71,17 +71,19 @@ def weights_fingerprint(backbone: str, pretrained: str | None) -> str:
     return f"{backbone}|{pretrained}"
 
 
-# RunConfig fields that change how a run computes, not what it computes.
-MECHANICS = ("device", "num_workers", "text_memory_mb")
-
-
 def config_record(config: RunConfig) -> dict[str, Any]:
-    """The fields of a resolved config that determine the results (device, worker count and the text encoder's
-    memory budget are mechanics)."""
+    """The fields of the resolved config that determine the results (the fields declared as mechanics, such as
+    the device, the worker count and the text encoder's memory budget, are left out)."""
     record = config.resolved().to_dict()
     for key in MECHANICS:
         record.pop(key)
     return record
+
+
+def run_id(config: RunConfig) -> str:
+    """A short stable hash of what determines the results: it names the run's directory in the results store
+    (the full identity adds the data and weights fingerprints)."""
+    return canonical_hash(config_record(config))[:16]
 
 
 def stored_record(config: RunConfig) -> dict[str, Any]:
@@ -140,20 +142,39 @@ def with_targets(data: str, targets: Mapping[str, str]) -> str:
 
 
 def run_identity(
-    config: RunConfig, splits: DatasetSplits, targets: Mapping[str, DatasetSplits] | None = None
+    config: RunConfig, data: str, targets: Mapping[str, str] | None = None, *, weights: str | None = None
 ) -> RunIdentity:
-    """The identity of ``config`` run on ``splits`` (its few-shot train/val/test splits, all classes) and on the
-    transfer ``targets`` of its ``eval_datasets`` (by name; required when it lists any)."""
+    """The identity of ``config`` run on data of fingerprint ``data`` (`data_fingerprint` of its few-shot splits)
+    and on the transfer targets of its ``eval_datasets`` (name -> `target_fingerprint`; required when it lists any).
+    ``weights`` is the `weights_fingerprint` of its backbone when the caller has it already."""
     resolved = config.resolved()
     targets = dict(targets or {})
     if sorted(targets) != sorted(resolved.eval_datasets):
         raise ValueError(
             f"Expected the loaded targets of eval_datasets {list(resolved.eval_datasets)}, got {sorted(targets)}."
         )
-    data = with_targets(data_fingerprint(splits), {name: target_fingerprint(t) for name, t in targets.items()})
     return RunIdentity(
-        run_id=resolved.run_id(),
+        run_id=run_id(resolved),
         config=stored_record(resolved),
-        data=data,
-        weights=weights_fingerprint(resolved.backbone, resolved.pretrained),
+        data=with_targets(data, targets),
+        weights=weights or weights_fingerprint(resolved.backbone, resolved.pretrained),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The data a run uses (what the data fingerprint covers)
+def few_shot_splits(config: RunConfig, dataset: DatasetSplits | None = None) -> DatasetSplits:
+    """The dataset's few-shot train/val and full test splits, all classes (``dataset``: its loaded splits, when the
+    caller has them)."""
+    from calprompt.data import load_dataset, sample_few_shot
+
+    if dataset is None:
+        dataset = load_dataset(config.dataset, config.root, skip_missing=config.skip_missing)
+    return sample_few_shot(dataset, config.shots, config.seed)
+
+
+def load_targets(config: RunConfig) -> dict[str, DatasetSplits]:
+    """The transfer targets of ``config.eval_datasets``, by name, read from the run's data root."""
+    from calprompt.data import load_dataset
+
+    return {name: load_dataset(name, config.root, skip_missing=config.skip_missing) for name in config.eval_datasets}

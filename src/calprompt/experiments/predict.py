@@ -20,8 +20,8 @@ from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data import ImageTransformConfig
 from calprompt.data.items import Item, open_rgb_image
 from calprompt.engine.evaluate import predict as predict_items
-from calprompt.experiments.run import PREDICTIONS_FILE, base_novel, load_run
-from calprompt.experiments.rundir import read_finished
+from calprompt.experiments.rundir import PREDICTIONS_FILE, read_finished
+from calprompt.experiments.runner import load_run
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -89,14 +89,15 @@ def predict_images(
     """Predict ``images`` (files or folders) with the finished run in ``run_dir``.
 
     Without ``classnames`` the run's own classes are used (its base classes under base-to-novel) and temperature
-    scaling is applied; with ``classnames`` the prompts are rebuilt for them and TS + DAC is applied.
+    scaling is applied; with ``classnames`` the prompts are rebuilt for them and TS + DAC is applied. The run
+    directory and the backbone's weights are all it needs (not the run's training data).
     """
     run_dir = Path(run_dir).expanduser().absolute()
-    config, method, splits = load_run(run_dir, device=device)
-    base, _ = base_novel(config, splits)
+    loaded = load_run(run_dir, device=device)
+    config, method = loaded.config, loaded.method
     metrics = read_finished(run_dir) or {}
     own_classes = classnames is None
-    names = list(base.classnames) if own_classes else [str(name) for name in classnames]
+    names = list(loaded.record.classnames) if own_classes else [str(name) for name in classnames]
     if not names:
         raise ValueError("Expected at least one class name, got none.")
     method.set_classnames(names)
@@ -129,7 +130,7 @@ def predict_images(
         stored = load_file(str(run_dir / PREDICTIONS_FILE))
         if "base/tuned_text" in stored:
             dac = DistanceAwareCalibration().fit(stored["base/zs_text"], stored["base/tuned_text"])
-            zs_text = zero_shot_text_features(method.backbone, names, base.template)
+            zs_text = zero_shot_text_features(method.backbone, names, loaded.record.template)
             logits = dac.transform(logits, zs_text.cpu(), raw.text_features)
             steps.append("dac")
     result.calibration = "+".join(steps) or "none"

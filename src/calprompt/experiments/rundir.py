@@ -1,4 +1,5 @@
-"""The run directory protocol: who may write into a directory, when a run counts as finished, what is never replaced.
+"""The run directory: who may write into it (one process, under a lock), when a run counts as finished, what is
+never replaced, and what a finished run holds for use elsewhere.
 
 Layout of a run directory::
 
@@ -6,9 +7,17 @@ Layout of a run directory::
     config.json            the resolved RunConfig (absolute paths), readable by `RunConfig.from_dict`
     checkpoint/            resume state while training
     prompt.safetensors, method.json, predictions.safetensors, metrics.json
+    run.json               what the run is for its readers (`RunRecord`): the class names and template its prompts
+                           were built for, its backbone and weights digest, its protocol's splits, and the
+                           settings that tell its table row apart; with the frozen zero-shot text features and DAC's
+                           inputs in predictions.safetensors and the temperature in metrics.json, ``predict`` and
+                           ``eval --dataset`` need nothing but this directory and the backbone's weights
     evaluations.json       `eval` results on other datasets, keyed by target dataset and root (they accumulate)
     finished.json          written last: the identity's digest and the size and sha256 of every result file
-    .lock                  the flock of `calprompt.experiments.locking`
+    .lock                  the flock of `run_lock`
+
+Directories written before ``run.json`` existed are still read: `read_record` returns ``None`` for them, and their
+readers fall back to the run's data (`calprompt upgrade` writes the record where the data is).
 
 A directory counts as finished only when ``finished.json`` exists, belongs to the same identity and every file it
 lists is present with its recorded size (and, for small files, hash). A process killed at any point therefore leaves
@@ -18,18 +27,25 @@ partial or mixed files.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calprompt._io import CorruptFileError, file_sha256, is_temporary, read_json, write_json_atomic
 from calprompt.experiments.identity import RunIdentity, canonical_hash
-from calprompt.experiments.locking import LOCK_FILE
 
 CONFIG_FILE, METRICS_FILE, PROMPT_FILE, METHOD_FILE = "config.json", "metrics.json", "prompt.safetensors", "method.json"
 PREDICTIONS_FILE, IDENTITY_FILE = "predictions.safetensors", "identity.json"
-FINISHED_FILE, EVALUATIONS_FILE = "finished.json", "evaluations.json"
-RESULT_FILES = (CONFIG_FILE, PROMPT_FILE, METHOD_FILE, PREDICTIONS_FILE, METRICS_FILE)
+FINISHED_FILE, EVALUATIONS_FILE, RECORD_FILE = "finished.json", "evaluations.json", "run.json"
+RESULT_FILES = (CONFIG_FILE, PROMPT_FILE, METHOD_FILE, PREDICTIONS_FILE, METRICS_FILE, RECORD_FILE)
+LOCK_FILE = ".lock"
+RECORD_FORMAT = 1
 _HASHED_BELOW = 16 << 20  # files smaller than this are re-hashed when a finished run is read back
 
 _RERUN = "Use another output directory, or pass --force (force=True) to replace it."
@@ -37,6 +53,52 @@ _RERUN = "Use another output directory, or pass --force (force=True) to replace 
 
 class RunDirectoryMismatchError(ValueError):
     """A run directory belongs to another run (or to no calprompt run)."""
+
+
+class RunDirectoryBusyError(OSError):
+    """Another process holds the lock of a run directory."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a finished run is, for the readers of its directory (``run.json``; see the module docstring).
+
+    ``classnames`` and ``template`` are what the saved prompts were built for (the base classes under
+    base-to-novel); ``classes`` lists the class names of each split the protocol evaluated; ``row`` holds the
+    settings that tell the run's table row apart from others (`calprompt.experiments.config.row_settings`).
+    """
+
+    run_id: str
+    protocol: str
+    classnames: list[str]
+    template: str
+    backbone: str
+    pretrained: str | None
+    weights: str
+    classes: dict[str, list[str]] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)
+    format: int = RECORD_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def write_record(folder: Path, record: RunRecord) -> None:
+    write_json_atomic(folder / RECORD_FILE, record.to_dict())
+
+
+def read_record(folder: Path) -> RunRecord | None:
+    """The run record of ``folder``, or ``None`` for a run written before records existed."""
+    path = folder / RECORD_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path, fix=f"Delete {folder} (or rerun with --force) to compute the run again.")
+    try:
+        if data.get("format") != RECORD_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, this calprompt reads {RECORD_FORMAT}")
+        return RunRecord(**data)
+    except (AttributeError, TypeError, ValueError) as error:
+        raise CorruptFileError(f"{path} is not a calprompt run record ({error}). {_RERUN}") from error
 
 
 def identity_digest(identity: RunIdentity) -> str:
@@ -148,3 +210,39 @@ def read_evaluations(folder: Path) -> dict[str, dict[str, Any]]:
 def evaluation_key(dataset: str, root: str | None) -> str:
     """``eval:<dataset>`` for datasets without files, ``eval:<dataset>@<absolute root>`` otherwise."""
     return f"eval:{dataset}" if root is None else f"eval:{dataset}@{root}"
+
+
+@contextmanager
+def run_lock(folder: str | Path, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold the exclusive lock of ``folder`` (created if needed) for the ``with`` block: one writer per run
+    directory. An ``flock`` is released by the kernel when its process dies, so a crashed or killed process never
+    leaves a stale lock behind (unlike a lock file whose existence is the lock); every writer goes through here.
+
+    ``wait`` seconds to wait for another holder (0: fail at once) before raising `RunDirectoryBusyError`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    with path.open("a+", encoding="utf-8") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise RunDirectoryBusyError(
+                        f"Another calprompt process (pid {holder}) is writing to {folder}. Wait for it to finish, "
+                        "or use another output directory."
+                    ) from None
+                time.sleep(0.1)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

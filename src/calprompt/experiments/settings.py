@@ -1,4 +1,5 @@
-"""A `RunConfig` from a YAML file and ``KEY=VALUE`` overrides, each value converted by the type of its field.
+"""The one producer of a run's config from user input: a YAML file, the command line's flags and ``KEY=VALUE``
+overrides become one resolved, typed `RunConfig`; and what such a config needs on disk, checked without loading.
 
 Precedence, lowest first: the field defaults, the file, the command line's flags, ``--set`` assignments. Keys are
 `RunConfig` field names; ``method.KEY`` and ``calibration.KEY`` (or ``method_options.KEY``,
@@ -27,9 +28,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from calprompt._parsing import parse_assignments, parse_value
 from calprompt._validation import fail
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.options import parse_value
 
 _OPTION_GROUPS = {"method": "method_options", "calibration": "calibration_options"}
 _OPTION_GROUPS.update({group: group for group in _OPTION_GROUPS.values()})
@@ -69,24 +70,13 @@ def apply_settings(data: dict[str, Any], values: Mapping[str, Any], source: str)
     return merged
 
 
-def parse_assignments(pairs: Iterable[str], flag: str) -> dict[str, str]:
-    """``["shots=4", "method.n_ctx=16"]`` -> ``{"shots": "4", "method.n_ctx": "16"}`` (values stay text)."""
-    values: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            fail(flag, "KEY=VALUE (e.g. shots=4 or method.n_ctx=16)", pair)
-        values[key.strip()] = value
-    return values
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The settings of a YAML (or JSON) config file, checked to be a mapping; a relative root becomes absolute."""
+def read_settings_file(path: str | Path, what: str = "Config file") -> dict[str, Any]:
+    """The mapping of a YAML (or JSON) file of settings (config or sweep), checked to be a mapping."""
     import yaml
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Config file not found: {path}.")
+        raise FileNotFoundError(f"{what} not found: {path}.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
@@ -95,21 +85,121 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         fail(f"the content of {path}", "a mapping of run config fields to values", type(data).__name__)
-    root = data.get("root")
-    if isinstance(root, str) and not Path(root).expanduser().is_absolute():
-        data["root"] = os.path.abspath(path.parent / os.path.expanduser(root))
     return data
 
 
-def build_run_config(
+def relative_to_file(settings: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``settings`` with a relative ``root`` made absolute against the folder of the file it was read from, so a
+    settings file and its data can move together (config files and a sweep's ``base`` alike)."""
+    root = settings.get("root")
+    if isinstance(root, str) and not Path(root).expanduser().is_absolute():
+        return {**settings, "root": os.path.abspath(Path(path).expanduser().parent / os.path.expanduser(root))}
+    return settings
+
+
+def run_config(
     file: str | Path | None = None,
     flags: Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
+    *,
+    base: Mapping[str, Any] | None = None,
+    source: str = "command line",
 ) -> RunConfig:
-    """The run config of a file, the command line's explicit flags and ``--set KEY=VALUE`` assignments."""
-    data: dict[str, Any] = {}
+    """The resolved run config of ``base`` settings, a config file, the command line's explicit flags and ``--set
+    KEY=VALUE`` assignments, in that order of precedence; the protocol name is checked too."""
+    from calprompt.experiments.protocols import get_protocol
+
+    config = RunConfig(**merged_settings(file, flags, sets, base=base, source=source)).resolved()
+    get_protocol(config.protocol)
+    return config
+
+
+def merged_settings(
+    file: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+    *,
+    base: Mapping[str, Any] | None = None,
+    source: str = "command line",
+) -> dict[str, Any]:
+    """The settings of `run_config` before they become a config (each value typed by its field): what a sweep
+    starts every run from."""
+    data = apply_settings({}, dict(base), f"{source} base") if base else {}
     if file is not None:
-        data = apply_settings(data, read_config_file(file), str(file))
-    data = apply_settings(data, dict(flags or {}), "command line")
-    data = apply_settings(data, parse_assignments(sets, "--set"), "command line")
-    return RunConfig(**data)
+        data = apply_settings(data, relative_to_file(read_settings_file(file), file), str(file))
+    data = apply_settings(data, dict(flags or {}), source)
+    return apply_settings(data, parse_assignments(sets, "--set"), source)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a planned run needs on disk, checked without loading anything: data folders and pretrained weights.
+# `calprompt sweep --dry-run` lists these, so that a grid of hundreds of runs does not find out in its first worker
+# that a dataset or the weights are missing. The checks only look: they read no images and download nothing.
+def missing_data(dataset: str, root: str | None) -> list[str]:
+    """What dataset ``dataset`` lacks under ``root`` (exact paths), or ``[]`` when its files are all there."""
+    from calprompt.data.registry import get_dataset_spec, missing_paths
+
+    spec = get_dataset_spec(dataset)
+    if not spec.needs_root:
+        return []
+    if root is None:
+        return [f"{spec.name}: no data root given (set `root` in the sweep's base, or --set root=DIR)"]
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        return [f"{spec.name}: the data root {path} does not exist"]
+    return [f"{spec.name}: missing {expected.describe()}" for expected in missing_paths(spec, path.absolute())]
+
+
+def missing_weights(backbone: str, pretrained: str | None) -> str | None:
+    """Why the weights of ``backbone``/``pretrained`` cannot be loaded offline, or ``None`` when they are found.
+
+    ``pretrained=None`` is random initialisation (nothing to find); a path must exist; an open_clip tag must be in
+    the Hugging Face cache (the only place an offline machine can load it from).
+    """
+    if pretrained is None or backbone.startswith(("local-dir:", "hf-hub:")):
+        return None  # random init, or weights named by the folder / repository (checked when loading)
+    if Path(pretrained).expanduser().is_file():
+        return None
+    if os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth")):
+        return f"{backbone}: the weights file {pretrained} does not exist"
+    from calprompt.clip.loading import EMBEDDED_BACKBONES
+
+    if backbone in EMBEDDED_BACKBONES:
+        return f"{backbone}: the weights file {pretrained} does not exist"
+    return _missing_hub_weights(backbone, pretrained)
+
+
+def _missing_hub_weights(backbone: str, tag: str) -> str | None:
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    architecture = backbone.replace("/", "-")
+    cfg = open_clip.get_pretrained_cfg(architecture, tag)
+    if not cfg:
+        return f"{backbone}: open_clip knows no pretrained weights tagged {tag!r}"
+    hub = cfg.get("hf_hub")
+    if not hub:
+        return f"{backbone}/{tag}: these weights come from a URL, not the Hugging Face cache (check them by a run)"
+    repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+    names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+    if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+        return None
+    return f"{backbone}/{tag}: not in the Hugging Face cache (download once: `hf download {repo}`)"
+
+
+def preflight(configs: Iterable[RunConfig]) -> list[str]:
+    """Every missing data folder and weights file of ``configs``, each listed once."""
+    problems: list[str] = []
+    data, weights = set(), set()
+    for config in configs:
+        for dataset in (config.dataset, *config.eval_datasets):
+            data.add((dataset, config.root))
+        weights.add((config.backbone, config.pretrained))
+    for dataset, root in sorted(data, key=str):
+        problems += [p for p in missing_data(dataset, root) if p not in problems]
+    for backbone, pretrained in sorted(weights, key=str):
+        problem = missing_weights(backbone, pretrained)
+        if problem and problem not in problems:
+            problems.append(problem)
+    return problems

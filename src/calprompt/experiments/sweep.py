@@ -32,16 +32,16 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calprompt._validation import fail
-from calprompt.experiments.config import RunConfig
-from calprompt.experiments.failures import iter_failures
-from calprompt.experiments.store import ResultsStore
+from calprompt.experiments.config import RunConfig, has_recipe
+from calprompt.experiments.identity import run_id
+from calprompt.experiments.settings import relative_to_file, run_config
+from calprompt.experiments.store import ResultsStore, iter_failures
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +131,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ValueError(f"Sweep file {path} is not valid YAML: {error}") from error
-    root = data.get("base", {}).get("root") if isinstance(data, dict) and isinstance(data.get("base"), dict) else None
-    if isinstance(root, str) and not Path(root).expanduser().is_absolute():
-        data["base"]["root"] = os.path.abspath(path.parent / os.path.expanduser(root))  # relative to the file
+    if isinstance(data, dict) and isinstance(data.get("base"), dict):
+        data["base"] = relative_to_file(data["base"], path)  # a relative root is relative to the file
     return SweepSpec.from_dict(data, str(path))
 
 
@@ -186,7 +185,6 @@ def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]
     """Expand ``method: "*"`` into every registered method with a recipe for the run's dataset (noting the others)."""
     if run.get("method", base.get("method")) != EVERY_METHOD:
         return [run]
-    from calprompt.experiments.recipes import has_recipe
     from calprompt.methods import available_methods
 
     dataset = run.get("dataset", base.get("dataset", RunConfig.dataset))
@@ -209,30 +207,30 @@ def build_config(base: Mapping[str, Any], overrides: Mapping[str, Any], source: 
     Keys and values follow `calprompt.experiments.settings` (field names, ``method.KEY`` / ``method_options.KEY``
     for one option, text converted by the field's type).
     """
-    from calprompt.experiments.options import typed_run_config
-    from calprompt.experiments.settings import apply_settings
-
     try:
-        data = apply_settings(apply_settings({}, base, f"{source} base"), overrides, source)
-        config = typed_run_config(RunConfig(**data).resolved())
-        _check_names(config)
+        return run_config(base=base, flags=overrides, source=source)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{source}: the run {dict(overrides)} is not valid: {error}") from error
-    return config
 
 
-def _check_names(config: RunConfig) -> None:
-    """Unknown dataset, method or calibration names fail at planning, not hours later in a worker."""
-    from calprompt.calibration import OBJECTIVE_PRESETS
-    from calprompt.data import get_dataset_spec
-    from calprompt.experiments.protocols import check_targets
-    from calprompt.methods import get_method
+def grid_spec(
+    base: Mapping[str, Any], datasets: Sequence[str], runs: Sequence[tuple[str, str]], seeds: Sequence[int]
+) -> SweepSpec:
+    """The sweep of a grid: datasets x (method, calibration) rows x seeds over ``base`` fields, in that order."""
+    rows = tuple({"method": method, "calibration": calibration} for method, calibration in runs)
+    matrix = {"dataset": tuple(datasets), "run": rows, "seed": tuple(seeds)}
+    return SweepSpec(name="grid", base=dict(base), matrix=matrix, source="calprompt grid")
 
-    get_dataset_spec(config.dataset)
-    get_method(config.method)
-    if config.calibration not in OBJECTIVE_PRESETS:
-        fail("calibration", f"one of {', '.join(OBJECTIVE_PRESETS)}", config.calibration)
-    check_targets(config)
+
+def parse_runs(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``["zeroshot", "coop:ours"]`` -> ``[("zeroshot", "none"), ("coop", "ours")]``."""
+    runs = []
+    for spec in specs:
+        method, sep, calibration = spec.partition(":")
+        if not method:
+            fail("run", "METHOD or METHOD:CALIBRATION, e.g. coop:ours", spec)
+        runs.append((method, calibration if sep else "none"))
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -277,13 +275,13 @@ def plan_sweep(spec: SweepSpec, store: ResultsStore | str | Path) -> SweepPlan:
     runs, seen = [], set()
     for override in overrides:
         config = build_config(spec.base, override, spec.source)
-        run_id = config.run_id()
-        if run_id in seen:
+        key = run_id(config)
+        if key in seen:
             continue
-        seen.add(run_id)
+        seen.add(key)
         run_dir = store.run_dir(config)
         finished = run_dir.is_dir() and store.finished(config) is not None
-        runs.append(PlannedRun(config, run_id, run_dir, finished, *spec.resources.for_config(config)))
+        runs.append(PlannedRun(config, key, run_dir, finished, *spec.resources.for_config(config)))
     if len(runs) < len(overrides):
         notes.append(f"{len(overrides) - len(runs)} duplicate run(s) of the sweep planned once")
     failed_before = {failure.run_id for failure in iter_failures(store.root)} & seen
@@ -335,3 +333,50 @@ def iter_plan_lines(plan: SweepPlan) -> Iterator[str]:
     for run in plan.runs:
         status = "finished" if run.finished else ("failed before" if run.run_id in plan.failed_before else "to run")
         yield f"{run.run_id}  {status:13s}  {run.label}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The demo: the shipped sweeps ``demo`` and ``demo-quick`` (a base-to-novel sweep on the embedded toy world, every
+# registered method with the train-time calibrations and post-hoc TS / DAC), then the report. Methods registered later
+# join by themselves when they have a toy recipe (the others are skipped with a note).
+@dataclass
+class DemoResult:
+    report: Any  # calprompt.report.build.ReportFiles
+    summary: SweepSummary
+    notes: list[str]
+
+    @property
+    def table(self) -> str:
+        """The headline table and the domain-shift tables (Markdown), as the demo prints them."""
+        tables = [self.report.tables[0], *(t for t in self.report.tables if t.title.startswith("transfer"))]
+        return "\n\n".join(table.to_markdown() for table in tables)
+
+
+def plan_demo(out_dir: str | Path, *, quick: bool = False, overrides: Mapping[str, Any] | None = None) -> SweepPlan:
+    """The demo sweep against the store ``out_dir``; ``overrides`` set base fields of every run (smoke tests)."""
+    spec = load_sweep("demo-quick" if quick else "demo").with_base(overrides or {})
+    return plan_sweep(spec, ResultsStore(out_dir))
+
+
+def demo_report(plan: SweepPlan, summary: SweepSummary) -> DemoResult:
+    """Write the report of the demo's runs into ``<store>/report`` (other runs of the store are left out)."""
+    wanted = {run.run_id for run in plan.runs}
+    runs = [run for run in plan.store.iter_runs() if run.path.name in wanted]
+    failures = [failure for failure in iter_failures(plan.store.root) if failure.run_id in wanted]
+    from calprompt.report.build import write_report
+
+    title = f"calprompt demo ({plan.spec.description})"
+    files = write_report(runs, plan.store.root / "report", failures=failures, title=title)
+    return DemoResult(files, summary, plan.notes)
+
+
+def run_demo(
+    out_dir: str | Path,
+    *,
+    quick: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    executor: Any = None,
+) -> DemoResult:
+    """Run the demo sweep into the store ``out_dir`` (finished runs are kept) and write its report."""
+    plan = plan_demo(out_dir, quick=quick, overrides=overrides)
+    return demo_report(plan, run_sweep(plan, executor))

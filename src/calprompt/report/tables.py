@@ -1,7 +1,8 @@
 """Paper-style tables from stored runs: rows = method + calibration (+ post-hoc), columns = datasets + average.
 
-A run's ``metrics.json`` holds one evaluation report per split (``base``, ``novel``, ``base+ts``, ``novel+dac``, ...)
-and ``eval:<dataset>`` for transfer targets. :func:`collect` groups runs into rows and seeds; the table builders
+A run's ``metrics.json`` holds one evaluation report per split (``base``, ``novel``, ``base+ts``, ``novel+dac``, ...;
+named in `calprompt.conventions`) and ``eval:<dataset>`` for transfer targets; its run record holds the settings
+that tell its row apart from other runs' (``row``). :func:`collect` groups runs into rows and seeds; the table builders
 reduce each (row, dataset) to mean ± sample std over seeds. The average over datasets is taken per seed first
 (over the datasets that seed has for that row, only when it has all of them), then summarised over seeds, as the
 published 11-dataset averages are.
@@ -16,41 +17,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from calprompt.experiments.identity import MECHANICS
+from calprompt.conventions import BASE, NOVEL, POSTHOC_VARIANTS, TARGET_PREFIX, target_key
 from calprompt.metrics.classification import harmonic_mean
 
-# (column title, metrics.json key, report field): the legacy single-dataset table of `calprompt grid`.
+# (column title, metrics.json key, report field): the single-dataset table of `calprompt grid`.
 BASE_NOVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("base acc", "base", "accuracy"),
-    ("base ECE", "base", "ece"),
-    ("novel acc", "novel", "accuracy"),
-    ("novel ECE", "novel", "ece"),
-)
-
-# Post-hoc variants of a run: (row suffix, metrics key for base classes, metrics key for novel classes).
-# DAC only rescales classes unseen while tuning, so on base classes it is the identity.
-POSTHOC_VARIANTS: tuple[tuple[str, str, str], ...] = (
-    ("", "base", "novel"),
-    ("TS", "base+ts", "novel+ts"),
-    ("DAC", "base", "novel+dac"),
-    ("TS + DAC", "base+ts", "novel+ts+dac"),
+    ("base acc", BASE, "accuracy"),
+    ("base ECE", BASE, "ece"),
+    ("novel acc", NOVEL, "accuracy"),
+    ("novel ECE", NOVEL, "ece"),
 )
 
 # The quantities of the base-to-novel tables: (title, which split, report field); "hm" is computed per seed.
 QUANTITIES: tuple[tuple[str, str, str], ...] = (
-    ("base acc", "base", "accuracy"),
-    ("base ECE", "base", "ece"),
-    ("novel acc", "novel", "accuracy"),
-    ("novel ECE", "novel", "ece"),
+    ("base acc", BASE, "accuracy"),
+    ("base ECE", BASE, "ece"),
+    ("novel acc", NOVEL, "accuracy"),
+    ("novel ECE", NOVEL, "ece"),
     ("HM", "hm", "accuracy"),
 )
-
-# Config fields that never distinguish rows: where and how a run ran, and the axes of the table itself.
-_NOT_A_ROW_FIELD = frozenset(
-    {*MECHANICS, "dataset", "seed", "root", "run_id", "eval_datasets", "skip_missing", "feature_cache"}
-)
-# Fields filled from the recipe when not given: a value equal to the recipe's is not a difference between rows.
-_RECIPE_FIELDS = ("epochs", "batch_size", "lr")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -121,33 +106,8 @@ class Results:
         return list(self.cells)
 
 
-def _flatten(config: Mapping[str, Any]) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update({f"{key}.{sub}": v for sub, v in _flatten(value).items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def _requested(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The row-defining settings of a run: recipe-filled epochs/batch size/lr count only when they differ."""
-    from calprompt.experiments.recipes import resolve_recipe
-
-    settings = {k: v for k, v in _flatten(config).items() if k not in _NOT_A_ROW_FIELD}
-    try:
-        recipe = resolve_recipe(config["recipe"], config["method"], config["dataset"])
-    except (KeyError, ValueError):
-        return settings
-    for name in _RECIPE_FIELDS:
-        if settings.get(name) == getattr(recipe, name):
-            settings.pop(name)
-    return settings
-
-
 def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
-    """Group stored runs (objects with ``config`` and ``metrics`` dicts) into table rows.
+    """Group stored runs (objects with ``config``, ``metrics`` and ``row`` dicts) into table rows.
 
     Each run gives its raw row and, for calibration ``none`` (or every calibration with ``posthoc_all``), one row per
     post-hoc variant it has (``+ TS``, ``+ DAC``, ``+ TS + DAC``). Settings other than method and calibration that
@@ -155,7 +115,7 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
     settings are never averaged together.
     """
     runs = list(runs)
-    requested = [_requested(run.config) for run in runs]
+    requested = [dict(run.row) for run in runs]
     varying = _varying_settings(runs, requested)
     results = Results()
     for run, settings in zip(runs, requested, strict=True):
@@ -164,22 +124,22 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
         if dataset not in results.datasets:
             results.datasets.append(dataset)
         shown = tuple((key, _text(settings.get(key))) for key in varying.get(config["method"], ()))
-        has_novel = config.get("protocol", "base2novel") == "base2novel"
+        has_novel = NOVEL in metrics
         for suffix, base_key, novel_key in POSTHOC_VARIANTS:
             if suffix and not (posthoc_all or config["calibration"] == "none"):
                 continue
-            own = [k for k in (base_key, novel_key if has_novel else None) if k and k not in ("base", "novel")]
+            own = [k for k in (base_key, novel_key if has_novel else None) if k and k not in (BASE, NOVEL)]
             if suffix and (not own or any(k not in metrics for k in own)):
                 continue  # a post-hoc variant this run does not have
             if "DAC" in suffix and metrics.get(novel_key) == metrics.get(novel_key.replace("+dac", "")):
                 continue  # DAC was the identity (tuned text = zero-shot text): the row would repeat another
-            split_reports = {"base": metrics.get(base_key), "novel": metrics.get(novel_key) if has_novel else None}
+            split_reports = {BASE: metrics.get(base_key), NOVEL: metrics.get(novel_key) if has_novel else None}
             key = RowKey(config["method"], config["calibration"], suffix, shown)
             if not suffix:
-                split_reports.update({_target_key(k): v for k, v in metrics.items() if k.startswith("eval:")})
+                split_reports.update({_target_key(k): v for k, v in metrics.items() if k.startswith(TARGET_PREFIX)})
                 results.configs.setdefault(key, dict(config))
             results.cells.setdefault(key, {}).setdefault(dataset, {})[seed] = split_reports
-        for target in (_target_key(k).removeprefix("eval:") for k in metrics if k.startswith("eval:")):
+        for target in (_target_key(k).removeprefix(TARGET_PREFIX) for k in metrics if k.startswith(TARGET_PREFIX)):
             if target not in results.targets:
                 results.targets.append(target)
     results.cells = dict(sorted(results.cells.items(), key=lambda item: _row_rank(item[0])))
@@ -266,7 +226,7 @@ class Table:
 
 def _value(reports: Mapping[str, Any], split: str, field_name: str) -> float | None:
     if split == "hm":
-        base, novel = reports.get("base"), reports.get("novel")
+        base, novel = reports.get(BASE), reports.get(NOVEL)
         return harmonic_mean(base["accuracy"], novel["accuracy"]) if base and novel else None
     report = reports.get(split)
     return report[field_name] if report else None
@@ -319,7 +279,7 @@ def transfer_table(results: Results, field_name: str) -> Table:
     columns, cells_by_row = [], {}
     pairs = [(d, t) for d in results.datasets for t in results.targets]
     for key in (k for k in results.rows if not k.posthoc):
-        cells = [Cell(tuple(_per_seed(results, key, d, f"eval:{t}", field_name).values())) for d, t in pairs]
+        cells = [Cell(tuple(_per_seed(results, key, d, target_key(t), field_name).values())) for d, t in pairs]
         cells_by_row[key.label] = tuple(cells)
     kept = [i for i, _ in enumerate(pairs) if any(cells[i].values for cells in cells_by_row.values())]
     columns = [f"{pairs[i][0]} -> {pairs[i][1]}" for i in kept]
@@ -356,3 +316,37 @@ def tables_csv(tables: Sequence[Table]) -> str:
                     values = ";".join(repr(v) for v in cell.values)
                     writer.writerow([table.title, label, column, repr(mean), repr(std), len(cell.values), values])
     return buffer.getvalue()
+
+
+def grid_tables(runs: Sequence[Any]) -> str:
+    """The tables of ``calprompt grid``: per dataset, one row per method + calibration (in the order of ``runs``,
+    objects with ``config`` and ``metrics``), each cell mean ± std over its seeds; then the average over datasets
+    (per-seed averages, then mean ± std)."""
+    results: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for run in runs:
+        method, calibration = run.config["method"], run.config["calibration"]
+        label = method if calibration == "none" else f"{method} + {calibration}"
+        results.setdefault(run.config["dataset"], {}).setdefault(label, []).append(run.metrics)
+    sections = [f"### {dataset}\n\n{base_novel_table(rows)}" for dataset, rows in results.items()]
+    if len(results) > 1:
+        sections.append(f"### average over {len(results)} datasets\n\n{base_novel_table(_grid_average(results))}")
+    return "\n\n".join(sections) + "\n"
+
+
+def _grid_average(results: dict[str, dict[str, list[Mapping[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
+    """Per label and seed index, the mean of each metric over datasets (a pseudo-run per seed)."""
+    datasets = list(results.values())
+    averaged: dict[str, list[dict[str, Any]]] = {}
+    for label in datasets[0]:
+        per_seed = zip(*(rows[label] for rows in datasets), strict=True)
+        runs = []
+        for seed_runs in per_seed:
+            run: dict[str, Any] = {}
+            for split in (BASE, NOVEL):
+                if all(r.get(split) for r in seed_runs):
+                    run[split] = {
+                        key: sum(r[split][key] for r in seed_runs) / len(seed_runs) for key in ("accuracy", "ece")
+                    }
+            runs.append(run)
+        averaged[label] = runs
+    return averaged

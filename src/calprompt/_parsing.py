@@ -1,25 +1,20 @@
-"""Method and calibration options typed by their target: the field types of the method's config dataclass and the
-constants of the calibration preset.
+"""Values from text: booleans, numbers, lists and ``KEY=VALUE`` assignments, converted by the type they must have.
 
-Options arrive as text from the command line (``--method-option class_specific_context=false``) or as YAML values;
-each is converted by the type of the field it sets, so ``"False"`` is never read as a true string, and a value that
-does not fit raises an error naming the key.
+Settings arrive as text from the command line (``--method-option class_specific_context=false``, ``--set
+shots=4``) or as YAML values; each is converted by the type of the field it sets, so ``"False"`` is never read as a
+true string, and a value that does not fit raises an error naming the setting.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import types
 import typing
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
 from calprompt._validation import fail
-
-if TYPE_CHECKING:
-    from calprompt.experiments.config import RunConfig
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _NONE = ("null", "none", "~")
@@ -109,38 +104,13 @@ def _list_text(text: str) -> Any:
         return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def coerce_options(values: Mapping[str, Any], hints: Mapping[str, Any], owner: str) -> dict[str, Any]:
-    """Each of ``values`` converted by its hint; an unknown key raises naming it and the known ones."""
-    unknown = sorted(set(values) - set(hints))
-    if unknown:
-        fail(f"{owner} options", f"among {sorted(hints) or 'none (it takes no options)'}", unknown)
-    return {key: parse_value(value, hints[key], f"{owner} option {key}") for key, value in values.items()}
-
-
-def method_option_types(method: str) -> dict[str, Any]:
-    """Field name -> type of the config dataclass of ``method`` (``template`` is set from the dataset)."""
-    from calprompt.methods import get_method
-
-    config_type = get_method(method).config_type
-    hints = typing.get_type_hints(config_type)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_type) if f.name != "template"}
-
-
-def calibration_option_types(calibration: str) -> dict[str, Any]:
-    """Constant name -> float for the calibration preset ``calibration``."""
-    from calprompt.calibration.presets import OBJECTIVE_PRESETS
-
-    if calibration not in OBJECTIVE_PRESETS:
-        fail("calibration", f"one of {', '.join(OBJECTIVE_PRESETS)}", calibration)
-    return dict.fromkeys(OBJECTIVE_PRESETS[calibration].defaults, float)
-
-
-def typed_run_config(config: RunConfig) -> RunConfig:
-    """``config`` with its method and calibration options converted by their target types (and checked)."""
-    return dataclasses.replace(
-        config,
-        method_options=coerce_options(config.method_options, method_option_types(config.method), config.method),
-        calibration_options=coerce_options(
-            config.calibration_options, calibration_option_types(config.calibration), config.calibration
-        ),
-    )
+def parse_assignments(pairs: Iterable[str], flag: str) -> dict[str, str]:
+    """``["shots=4", "method.n_ctx=16"]`` -> ``{"shots": "4", "method.n_ctx": "16"}`` (values stay text; ``flag``
+    names the option they came from in the error for a pair without ``=``)."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(flag, "KEY=VALUE (e.g. shots=4 or method.n_ctx=16)", pair)
+        values[key.strip()] = value
+    return values

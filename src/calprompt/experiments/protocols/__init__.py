@@ -1,0 +1,182 @@
+"""Protocols: what a run does between "data and backbone loaded" and "files written".
+
+A protocol decides which classes the prompts are tuned on and which splits are evaluated how: ``base2novel`` tunes on
+the base half of the classes and evaluates base and novel test classes; ``all`` tunes and evaluates on every class
+(the few-shot protocol). Each is one module behind `Protocol` and one `register_protocol` call, like methods: the
+runner (`calprompt.experiments.runner`), the results store, sweeps and reports use a protocol through this interface
+and the files a run writes, never by its name. Transfer targets (``eval_datasets``) are evaluated by the runner for
+every protocol.
+
+A protocol's ``run`` returns the tuned method and what it measured; the runner saves the prompts, evaluates the
+targets and writes every file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from calprompt._validation import fail
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from calprompt.clip import ClipBackbone
+    from calprompt.data import FeatureCache, ImageTransformConfig
+    from calprompt.data.items import DatasetSplits, ImageLoader, Item
+    from calprompt.engine.evaluate import Predictions
+    from calprompt.experiments.config import RunConfig
+    from calprompt.methods import PromptMethod
+
+
+@dataclass
+class RunContext:
+    """What a protocol works with: the resolved config, the few-shot splits of every class, the loaded backbone, the
+    image transform, the feature cache (or None), the run directory (a protocol keeps resume state under it) and a
+    progress hook for long loops."""
+
+    config: RunConfig
+    splits: DatasetSplits
+    backbone: ClipBackbone
+    transform: ImageTransformConfig
+    cache: FeatureCache | None
+    out: Path
+    progress: Callable | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Evaluation:
+    """What a protocol measured: ``metrics`` (split key -> evaluation report, and scalars such as the fitted
+    temperature; ``skipped``: what could not run and why) and the ``tensors`` behind them (logits, labels, text
+    features, saved as ``predictions.safetensors``)."""
+
+    metrics: dict[str, Any]
+    tensors: dict[str, Tensor]
+
+
+@dataclass
+class Tuned:
+    """The prompts a protocol tuned: the method (built for ``classnames`` with ``template``), the class names of each
+    split it evaluates (``classes``) and what the tuning reports (``metrics["train"]``)."""
+
+    method: PromptMethod
+    classnames: list[str]
+    template: str
+    classes: dict[str, list[str]]
+    train: dict[str, Any]
+
+
+class Protocol(ABC):
+    """One way of using a dataset in a run. Subclasses set ``name`` and register with `register_protocol`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def check(self, config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
+        """Refuse, before any work, what cannot run on these splits; return what will be skipped, with the reason."""
+
+    @abstractmethod
+    def tune(self, context: RunContext) -> Tuned:
+        """Build the method and tune its prompts (resuming from the run directory's checkpoint if there is one)."""
+
+    @abstractmethod
+    def evaluate(self, context: RunContext, method: PromptMethod) -> Evaluation:
+        """Evaluate the tuned ``method`` (built for its tuned class names) on the protocol's splits."""
+
+    def rebuild(self, config: RunConfig, splits: DatasetSplits) -> tuple[list[str], str]:
+        """The class names and template a finished run's prompts were built for, from its data (for run directories
+        written before they recorded them)."""
+        raise NotImplementedError(f"protocol {self.name!r} cannot rebuild a run without its run record")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What every protocol (and the runner's transfer targets) uses
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (what the published few-shot code does before building data and prompts)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def predict_split(
+    context: RunContext,
+    method: PromptMethod,
+    items: Sequence[Item],
+    loader: ImageLoader,
+    cache_tag: tuple[str, str],
+) -> Predictions:
+    """Logits (and text features) of ``method`` on ``items``, with the run's device, precision, workers and cache."""
+    from calprompt.engine.evaluate import predict
+
+    config = context.config
+    return predict(
+        method,
+        items,
+        context.transform,
+        loader=loader,
+        device=config.device,
+        precision=config.precision,
+        cache=context.cache,
+        cache_tag=cache_tag,
+        num_workers=config.num_workers,
+    )
+
+
+def split_report(logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False) -> dict[str, Any]:
+    """One split's metrics; the main splits (``intervals``) also get seeded bootstrap intervals."""
+    from calprompt.calibration.suite import RUN_BOOTSTRAP_RESAMPLES
+    from calprompt.metrics import evaluate
+
+    resamples = RUN_BOOTSTRAP_RESAMPLES if intervals else 0
+    return evaluate(logits, labels, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed).to_dict()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The registry
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(protocol: type[Protocol]) -> type[Protocol]:
+    """Class decorator: make ``protocol`` available to runs by its ``name`` (duplicates raise)."""
+    if protocol.name in PROTOCOLS:
+        raise ValueError(f"Protocol {protocol.name!r} is already registered.")
+    PROTOCOLS[protocol.name] = protocol()
+    return protocol
+
+
+def get_protocol(name: str) -> Protocol:
+    """The registered protocol called ``name`` (unknown names raise with the known ones)."""
+    _load_builtins()
+    if name not in PROTOCOLS:
+        fail("protocol", f"one of {', '.join(sorted(PROTOCOLS))}", name)
+    return PROTOCOLS[name]
+
+
+def available_protocols() -> list[str]:
+    _load_builtins()
+    return sorted(PROTOCOLS)
+
+
+def _load_builtins() -> None:
+    """Import every module of this package once, on first use of the registry, so that a new protocol is one file:
+    its `register_protocol` runs then (as methods do)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{module.name}")
+
+
+_loaded = False
