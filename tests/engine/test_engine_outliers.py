@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from calprompt.calibration import build_objective
-from calprompt.calibration.outliers import OutlierPool
+from calprompt.calibration.outliers import OutlierPool, outlier_pool
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.engine.train import TrainConfig, Trainer
-from calprompt.experiments.run import outlier_pool
 from calprompt.methods import build_method
 from tests.interrupt import StopTrainingError, stop_at_epoch
 from tests.synthetic import synthetic_splits, synthetic_training_data
@@ -92,9 +91,9 @@ def test_image_conditioned_prompts_cannot_encode_outliers(tiny_backbone):
 
 
 def test_outlier_pool_excludes_class_names_and_words_the_backbone_cannot_spell(tiny_backbone, monkeypatch):
-    import calprompt.experiments.run as run
+    import calprompt.calibration.nouns as nouns
 
-    monkeypatch.setattr(run, "wordnet_nouns", lambda: ("tree", "red blob", "zzqx", "car"))
+    monkeypatch.setattr(nouns, "wordnet_nouns", lambda: ("tree", "red blob", "zzqx", "car"))
     monkeypatch.setattr(tiny_backbone.tokenizer, "covers", lambda text: text != "zzqx", raising=False)
     classnames = ("red blob", "green blob")
     base = zero_shot_text_features(tiny_backbone, classnames, "a photo of a {}.")

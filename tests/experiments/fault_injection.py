@@ -52,14 +52,15 @@ def job(kind: str, out: Path, data: Path, weights: str, cache: Path) -> None:
 
     config = RunConfig(dataset="folder", root=str(data), shots=2, epochs=4, batch_size=2, pretrained=weights)
     if kind == "train":
-        from calprompt.experiments.run import run_experiment
+        from calprompt.experiments.runner import run_experiment
 
         run_experiment(config, out, cache_dir=cache)
     else:
-        from calprompt.experiments.grid import parse_entries, run_grid
+        from calprompt.experiments.sweep import grid_spec, plan_sweep, run_sweep
 
         os.environ["CALPROMPT_CACHE"] = str(cache)
-        run_grid(config, ["folder"], parse_entries(["coop:none", "coop:ours"]), [1], out)
+        base = {k: v for k, v in config.to_dict().items() if k not in ("dataset", "method", "calibration", "seed")}
+        run_sweep(plan_sweep(grid_spec(base, ["folder"], [("coop", "none"), ("coop", "ours")], [1]), out))
 
 
 def fork_job(args: tuple[Any, ...], kill_after: float | None) -> tuple[bool, float]:
@@ -131,13 +132,14 @@ def main() -> None:
     rng = random.Random(options.seed)
 
     # Imported here, before forking, so that no child pays for it; nothing is computed with torch in this process.
+    import calprompt.calibration.suite
     import calprompt.clip
-    import calprompt.experiments.grid
-    import calprompt.experiments.run
+    import calprompt.experiments.runner
+    import calprompt.experiments.sweep
 
     # A run's bootstrap intervals (1,000 resamples of each main split) are two thirds of these tiny runs' time and
     # nothing this checks: 20 keep the code path (and its bytes in metrics.json) at a third of the time per point.
-    calprompt.experiments.run.RUN_BOOTSTRAP_RESAMPLES = 20
+    calprompt.calibration.suite.RUN_BOOTSTRAP_RESAMPLES = 20
 
     reference_dir = work / "reference"
     fork_job((kind, reference_dir, data, options.weights, cache), None)  # fills the feature cache

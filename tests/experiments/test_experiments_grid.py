@@ -1,51 +1,63 @@
-"""The local grid: runs every cell once, skips finished runs, and tabulates mean ± std over seeds and datasets."""
+"""The local grid (a sweep of datasets x rows x seeds): runs every cell once, skips finished runs, and tabulates mean ±
+std over seeds and datasets."""
 
 from __future__ import annotations
 
 import pytest
 
-from calprompt.experiments import grid as grid_module
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.grid import grid_tables, parse_entries, run_grid
+from calprompt.experiments.store import read_stored_run
+from calprompt.experiments.sweep import grid_spec, parse_runs, plan_sweep, run_sweep
+from calprompt.report.tables import grid_tables
 
 
-def test_parse_entries():
-    entries = parse_entries(["zeroshot", "coop:ours", "coop:none"])
-    assert [(e.label, e.method, e.calibration) for e in entries] == [
-        ("zeroshot", "zeroshot", "none"),
-        ("coop + ours", "coop", "ours"),
-        ("coop", "coop", "none"),
+def test_parse_runs():
+    assert parse_runs(["zeroshot", "coop:ours", "coop:none"]) == [
+        ("zeroshot", "none"),
+        ("coop", "ours"),
+        ("coop", "none"),
     ]
     with pytest.raises(ValueError, match="METHOD"):
-        parse_entries([":ours"])
+        parse_runs([":ours"])
+
+
+def _grid(base, out):
+    plan = plan_sweep(grid_spec(base, ["toy", "toy-texture"], parse_runs(["zeroshot", "coop:ours"]), [1, 2]), out)
+    summary = run_sweep(plan)
+    return plan, summary, [read_stored_run(run.run_dir, plan.store.finished(run.config)) for run in plan.runs]
 
 
 def test_grid_runs_once_and_tabulates(toy_weights, tmp_path, cache_env, monkeypatch):
-    base = RunConfig(shots=1, epochs=1, batch_size=8, pretrained=toy_weights)
-    entries = parse_entries(["zeroshot", "coop:ours"])
-    results = run_grid(base, ["toy", "toy-texture"], entries, [1, 2], tmp_path)
-    assert {d: {k: len(v) for k, v in rows.items()} for d, rows in results.items()} == {
-        "toy": {"zeroshot": 2, "coop + ours": 2},
-        "toy-texture": {"zeroshot": 2, "coop + ours": 2},
-    }
-    tables = grid_tables(results)
+    base = {"shots": 1, "epochs": 1, "batch_size": 8, "pretrained": toy_weights}
+    plan, summary, runs = _grid(base, tmp_path)
+    assert summary.done == 8 and not summary.failed
+    cells = [
+        (run.config["dataset"], run.config["method"], run.config["calibration"], run.config["seed"]) for run in runs
+    ]
+    assert cells == [
+        (d, m, c, s) for d in ("toy", "toy-texture") for m, c in parse_runs(["zeroshot", "coop:ours"]) for s in (1, 2)
+    ]
+    tables = grid_tables(runs)
     assert "### toy\n" in tables and "### average over 2 datasets" in tables and "| coop + ours |" in tables
-    zero_shot = results["toy"]["zeroshot"]
+    zero_shot = [run.metrics for run in runs if run.config["dataset"] == "toy" and run.config["method"] == "zeroshot"]
     mean = 100 * sum(r["base"]["accuracy"] for r in zero_shot) / 2
     assert f"| zeroshot | {mean:.1f} ±" in tables
 
     def refuse(*args, **kwargs):
         raise AssertionError("finished runs must not run again")
 
-    monkeypatch.setattr(grid_module, "run_experiment", refuse)
-    again = run_grid(base, ["toy", "toy-texture"], entries, [1, 2], tmp_path)
-    assert again == results
+    import calprompt.experiments.runner as runner
+
+    monkeypatch.setattr(runner, "run_experiment", refuse)
+    plan, summary, again = _grid(base, tmp_path)
+    assert len(plan.finished) == 8 and summary.done == 0 and summary.skipped == 8
+    assert grid_tables(again) == tables
 
 
 def test_temperature_scaling_never_fits_on_a_test_split():
     """ImageNet's val split is its test split: the calibration split is a few-shot draw from it, not all of it."""
     from calprompt.data.items import DatasetSplits, Item
-    from calprompt.experiments.run import calibration_split
+    from calprompt.experiments.protocols.base2novel import calibration_split
 
     test = tuple(Item(f"/x/{c}/{i}.jpg", c, f"class {c}") for c in range(3) for i in range(10))
     splits = DatasetSplits("in", ("class 0", "class 1", "class 2"), test[:6], test, test, val_is_test=True)

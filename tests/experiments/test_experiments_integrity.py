@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from calprompt.cli import app
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.run import evaluate_run, run_experiment
+from calprompt.experiments.runner import evaluate_run, run_experiment
 
 # Names of the new API are imported inside the tests, so that on a calprompt without them each test still fails
 # for its own reason (the behaviour), not at import.
@@ -200,7 +200,7 @@ def test_relative_root_is_stored_absolute_and_eval_works_from_elsewhere(tmp_path
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, backbone, base_config, shared_cache):
-    from calprompt.experiments.locking import RunDirectoryBusyError, run_lock
+    from calprompt.experiments.rundir import RunDirectoryBusyError, run_lock
 
     out = tmp_path / "run"
     with run_lock(out), pytest.raises(RunDirectoryBusyError, match=f"pid {os.getpid()}"):

@@ -13,7 +13,9 @@ from calprompt.calibration.posthoc import DistanceAwareCalibration
 from calprompt.cli import app
 from calprompt.experiments.config import RunConfig
 from calprompt.experiments.predict import predict_images
-from calprompt.experiments.run import prepare_splits, run_experiment
+from calprompt.experiments.identity import few_shot_splits
+from calprompt.experiments.protocols import get_protocol
+from calprompt.experiments.runner import run_experiment
 from calprompt.experiments.store import ResultsStore
 from calprompt.toy.downstream import load_toy_image
 
@@ -37,7 +39,7 @@ def trained(toy_weights, tmp_path_factory, shared_cache):
     )
     run_dir = ResultsStore(tmp_path_factory.mktemp("store")).run_dir(config)
     run_experiment(config, run_dir)
-    base, novel = prepare_splits(config.resolved())
+    base, novel = get_protocol("base2novel").halves(few_shot_splits(config.resolved()))
     return run_dir, base, novel
 
 

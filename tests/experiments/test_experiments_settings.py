@@ -98,9 +98,11 @@ def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, content, args
 
 def test_mechanics_do_not_change_the_run_id():
     """Where and how a run computes (device, workers, the text encoder's memory budget) names the same run."""
-    plain = RunConfig()
-    assert RunConfig(device="cuda:1", num_workers=4, text_memory_mb=64.0).run_id() == plain.run_id()
-    assert RunConfig(seed=2).run_id() != plain.run_id()
+    from calprompt.experiments.identity import run_id
+
+    plain = run_id(RunConfig())
+    assert run_id(RunConfig(device="cuda:1", num_workers=4, text_memory_mb=64.0)) == plain
+    assert run_id(RunConfig(seed=2)) != plain
 
 
 def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, toy_weights, shared_cache, monkeypatch):
@@ -112,7 +114,8 @@ def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, 
     import calprompt.clip.backbone as backbone_module
     from calprompt.clip import load_clip
     from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
-    from calprompt.experiments.run import PROMPT_FILE, run_experiment
+    from calprompt.experiments.rundir import PROMPT_FILE
+    from calprompt.experiments.runner import run_experiment
 
     backbone = load_clip("toy", toy_weights)
     chunked = []
