@@ -10,6 +10,7 @@ directory alone; `evaluate_run` re-evaluates it, or evaluates it on another data
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -38,11 +39,13 @@ from calprompt.experiments.protocols import RunContext, get_protocol, predict_sp
 from calprompt.experiments.rundir import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
+    FINISHED_FILE,
     IDENTITY_FILE,
     METHOD_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
     PROMPT_FILE,
+    RECORD_FILE,
     RunDirectoryMismatchError,
     RunRecord,
     claim,
@@ -204,7 +207,16 @@ def load_run(
     record = read_record(run_dir)
     splits = None
     if with_data or record is None:
-        splits = few_shot_splits(config)
+        try:
+            splits = few_shot_splits(config)
+        except FileNotFoundError as error:
+            if record is not None:
+                raise
+            raise FileNotFoundError(
+                f"{run_dir} was written by a calprompt without run records (run.json), so it needs the data it was "
+                f"trained on, which is not found ({error}). Where the data is, `calprompt upgrade {run_dir}` "
+                "writes its record; then the directory works anywhere."
+            ) from error
         fingerprints = {name: target_fingerprint(target) for name, target in load_targets(config).items()}
         current = run_identity(config, data_fingerprint(splits), fingerprints)
         if current != stored:
@@ -231,6 +243,22 @@ def load_run(
     method = build_method(config.method, backbone, record.classnames, template=record.template, **config.method_options)
     method.load_trainable_state_dict(load_tensors(run_dir / PROMPT_FILE, fix=f"Delete {run_dir} and train again."))
     return LoadedRun(config, record, method, splits)
+
+
+def upgrade_run(run_dir: str | Path) -> bool:
+    """Write the run record of a finished run directory written before records existed (reads its data once, where
+    the data still has the run's fingerprint); True when it wrote one, False when the run has one already."""
+    run_dir = Path(run_dir).expanduser().absolute()
+    if read_record(run_dir) is not None and read_finished(run_dir) is not None:
+        return False
+    loaded = load_run(run_dir, with_data=True)
+    identity = read_identity(run_dir)
+    with run_lock(run_dir):
+        classes = get_protocol(loaded.config.protocol).classes(loaded.splits)  # type: ignore[arg-type]
+        write_record(run_dir, dataclasses.replace(loaded.record, classes=classes, row=row_settings(loaded.config)))
+        listed = tuple(read_json(run_dir / FINISHED_FILE, fix="").get("files", {}))
+        mark_finished(run_dir, identity, (*listed, RECORD_FILE))
+    return True
 
 
 def evaluate_run(

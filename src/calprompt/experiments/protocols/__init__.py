@@ -91,6 +91,10 @@ class Protocol(ABC):
     def evaluate(self, context: RunContext, method: PromptMethod) -> Evaluation:
         """Evaluate the tuned ``method`` (built for its tuned class names) on the protocol's splits."""
 
+    @abstractmethod
+    def classes(self, splits: DatasetSplits) -> dict[str, list[str]]:
+        """The class names of each split the protocol evaluates, by split key (what the run record lists)."""
+
     def rebuild(self, config: RunConfig, splits: DatasetSplits) -> tuple[list[str], str]:
         """The class names and template a finished run's prompts were built for, from its data (for run directories
         written before they recorded them)."""

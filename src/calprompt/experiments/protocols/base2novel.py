@@ -83,13 +83,17 @@ class BaseToNovel(Protocol):
             )
         return skipped
 
+    def classes(self, splits: DatasetSplits) -> dict[str, list[str]]:
+        base, novel = self.halves(splits)
+        return {BASE: list(base.classnames), **({NOVEL: list(novel.classnames)} if novel is not None else {})}
+
     def rebuild(self, config: RunConfig, splits: DatasetSplits) -> tuple[list[str], str]:
         base, _ = self.halves(splits)
         return list(base.classnames), base.template
 
     def tune(self, context: RunContext) -> Tuned:
         config, backbone = context.config, context.backbone
-        base, novel = self.halves(context.splits)
+        base, _ = self.halves(context.splits)
         seed_everything(config.seed)  # method initialisation draws from the run seed, whatever loading consumed
         method = build_method(config.method, backbone, base.classnames, template=base.template, **config.method_options)
         objective = build_objective(config.calibration, **config.calibration_options)
@@ -126,8 +130,7 @@ class BaseToNovel(Protocol):
             "seconds": round(time.perf_counter() - context.started, 2),
             "final_loss": history[-1].losses if history else None,
         }
-        classes = {BASE: list(base.classnames), **({NOVEL: list(novel.classnames)} if novel is not None else {})}
-        return Tuned(method, list(base.classnames), base.template, classes, train)
+        return Tuned(method, list(base.classnames), base.template, self.classes(context.splits), train)
 
     def evaluate(self, context: RunContext, method: PromptMethod) -> Evaluation:
         base, novel = self.halves(context.splits)
