@@ -23,7 +23,7 @@ from calprompt.data.transforms import ImageTransform, ImageTransformConfig, buil
 from calprompt.data.views import ImageViews, ItemDataset, derive_view_seed
 
 if TYPE_CHECKING:
-    from calprompt.engine.train import TrainConfig
+    from calprompt.engine.config import TrainConfig
 
 
 @dataclass
