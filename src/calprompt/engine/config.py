@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
+from calprompt._validation import check_choice, check_non_negative, check_non_negative_int, check_positive_int, fail
 from calprompt.data.features import default_encode_batch_size
 from calprompt.engine.precision import PRECISIONS
 
@@ -41,8 +41,7 @@ class TrainConfig:
         check_choice(self.precision, "precision", PRECISIONS)
         if self.distinct_views is not None:
             check_positive_int(self.distinct_views, "distinct_views")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            fail("seed", "an integer >= 0", self.seed)
+        check_non_negative_int(self.seed, "seed")
         if self.warmup_epochs < 0 or (self.warmup_epochs >= self.epochs and self.epochs > 1):
             fail("warmup_epochs", f"an integer in [0, epochs={self.epochs})", self.warmup_epochs)
 
