@@ -23,10 +23,18 @@ def check_positive_int(value: Any, name: str) -> int:
     return value
 
 
-def check_non_negative_int(value: Any, name: str) -> int:
-    """Return ``value`` if it is an int >= 0 (bools are rejected)."""
+def check_non_negative_int(value: Any, name: str, *, expected: str = "an integer >= 0") -> int:
+    """Return ``value`` if it is an int >= 0 (bools are rejected); ``expected`` words the error when 0 means
+    something particular (e.g. "an integer >= 0 (0: no visual prompts)")."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        fail(name, "an integer >= 0", value)
+        fail(name, expected, value)
+    return value
+
+
+def check_int(value: Any, name: str) -> int:
+    """Return ``value`` if it is an int of any sign, e.g. a seed (bools are rejected: ``True`` is an int to Python)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(name, "an integer", value)
     return value
 
 

@@ -28,6 +28,7 @@ from calprompt.data import (
     encode_items,
     item_ids,
 )
+from calprompt.data.features import cached_or_computed
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = ImageTransformConfig(image_size=8, train_scale=(0.2, 1.0))
@@ -267,6 +268,26 @@ def test_edited_rows_are_refused_by_get_and_recomputed_by_get_or_compute(tmp_pat
         features = cache.get_or_compute(key, fresh)
     assert fresh.calls == 1 and torch.equal(features, fresh.value)
     assert torch.equal(cache.get(key), fresh.value)  # stored again, verified
+
+
+def test_cached_or_computed_builds_no_key_without_a_cache_and_names_its_caller_on_a_corrupt_entry(tmp_path):
+    """The one cache-or-compute step of training and evaluation: without a cache it neither builds a key (a stat per
+    image) nor touches the disk; with one, a corrupt entry's warning points at the code asking for the features."""
+    items = make_items(tmp_path)
+    fresh = Counter(torch.arange(10.0).reshape(5, 2))
+
+    def refuse() -> FeatureKey:
+        raise AssertionError("a key was built without a cache")
+
+    assert torch.equal(cached_or_computed(None, refuse, fresh), fresh.value) and fresh.calls == 1
+    cache = FeatureCache(tmp_path / "cache")
+    first = cached_or_computed(cache, lambda: make_key(items), fresh)
+    assert torch.equal(cached_or_computed(cache, lambda: make_key(items), fresh), first) and fresh.calls == 2
+    _, meta_path = cache.paths(make_key(items))
+    meta_path.write_text("{not json", encoding="utf-8")
+    with pytest.warns(UserWarning, match="Recomputing") as caught:
+        assert torch.equal(cached_or_computed(cache, lambda: make_key(items), fresh), fresh.value)
+    assert fresh.calls == 3 and [Path(w.filename).name for w in caught] == [Path(__file__).name]
 
 
 def test_a_zero_byte_array_is_named(tmp_path):

@@ -28,7 +28,7 @@ from typing import Literal, Self
 import torch
 from torch import Tensor
 
-from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
+from calprompt._validation import check_choice, check_int, check_non_negative, check_positive_int, fail
 from calprompt.calibration.posthoc import _require_fitted
 from calprompt.data.views import stable_seed
 from calprompt.metrics.checks import ArrayLike, check_labels, check_logits
@@ -110,9 +110,7 @@ class SplitConformal:
         self.randomized = randomized
         self.lam = check_non_negative(lam, "lam")
         self.k_reg = check_positive_int(k_reg, "k_reg")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            fail("seed", "an integer", seed)
-        self.seed = seed
+        self.seed = check_int(seed, "seed")
 
     def scores(self, logits: ArrayLike, stream: str) -> Tensor:
         """Scores (N, C) of every class for logits (N, C), randomised from ``stream``'s uniforms when asked."""

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from calprompt._validation import check_positive_int, fail
+from calprompt._validation import check_int, check_positive_int, fail
 from calprompt.calibration._common import full_precision, upcast
 from calprompt.calibration.registry import register_term
 from calprompt.data.views import stable_seed
@@ -125,9 +125,7 @@ class OutlierSampler:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         if batch_size > n_outliers:
             fail("batch_size", f"at most the number of outliers ({n_outliers})", batch_size)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            fail("seed", "an integer", seed)
-        self.seed = seed
+        self.seed = check_int(seed, "seed")
 
     def indices(self, epoch: int, step: int) -> Tensor:
         """int64 (batch_size,) distinct indices into the outlier list for this step."""

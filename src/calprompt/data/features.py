@@ -186,18 +186,32 @@ class FeatureCache:
         assert cached is not None  # just written
         return cached
 
-    def get_or_compute(self, key: FeatureKey, compute: Callable[[], Tensor]) -> Tensor:
-        """Cached features of ``key``, computing and storing them with ``compute()`` on a miss."""
+    def get_or_compute(self, key: FeatureKey, compute: Callable[[], Tensor], *, stacklevel: int = 2) -> Tensor:
+        """Cached features of ``key``, computing and storing them with ``compute()`` on a miss.
+
+        A corrupt entry is recomputed with a warning; ``stacklevel`` is `warnings.warn`'s, counted from here (2: the
+        warning names the caller), so that a wrapper can name its own caller.
+        """
         try:
             cached = self.get(key)
         except CorruptFileError as error:
-            warnings.warn(f"{error} Recomputing it.", stacklevel=2)
+            warnings.warn(f"{error} Recomputing it.", stacklevel=stacklevel)
             cached = None
         if cached is not None:
             logger.debug("Feature cache hit %s (%s %s)", key.digest()[:12], key.dataset, key.split)
             return cached
         logger.info("Encoding %d %s/%s images for the feature cache.", len(key.item_ids), key.dataset, key.split)
         return self.put(key, compute())
+
+
+def cached_or_computed(
+    cache: FeatureCache | None, key: Callable[[], FeatureKey], compute: Callable[[], Tensor]
+) -> Tensor:
+    """``compute()`` without a cache, else `FeatureCache.get_or_compute` of ``key()``: the one cache-or-compute step of
+    training and evaluation. ``key`` is called only with a cache, since building a key stats every image file."""
+    if cache is None:
+        return compute()
+    return cache.get_or_compute(key(), compute, stacklevel=3)  # a corrupt entry's warning names our caller
 
 
 def _rows_sha256(array: np.ndarray) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
-from calprompt._validation import check_choice, check_positive_int, fail
+from calprompt._validation import check_choice, check_int, check_positive_int
 from calprompt.data.items import DatasetSplits, Item
 
 Subsample = Literal["all", "base", "new"]
@@ -40,8 +40,7 @@ def sample_few_shot(splits: DatasetSplits, shots: int, seed: int) -> DatasetSpli
     Datasets whose validation split is their test split (ImageNet) keep it whole. Test is never subsampled.
     """
     check_positive_int(shots, "shots")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        fail("seed", "an integer", seed)
+    check_int(seed, "seed")
     rng = random.Random(seed)
     train = few_shot_items(splits.train, shots, rng)
     val = splits.val if splits.val_is_test else few_shot_items(splits.val, min(shots, 4), rng)

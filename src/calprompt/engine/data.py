@@ -17,13 +17,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from calprompt.calibration.outliers import OutlierPool
-from calprompt.data.features import FeatureCache, FeatureKey, encode_items, encode_views, item_ids
+from calprompt.data.features import (
+    FeatureCache,
+    FeatureKey,
+    cached_or_computed,
+    encode_items,
+    encode_views,
+    item_ids,
+)
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.transforms import ImageTransform, ImageTransformConfig, build_train_transform
 from calprompt.data.views import ImageViews, ItemDataset, derive_view_seed
 
 if TYPE_CHECKING:
-    from calprompt.engine.train import TrainConfig
+    from calprompt.engine.config import TrainConfig
 
 
 @dataclass
@@ -105,10 +112,7 @@ class TrainingData:
                 device=config.device,
             )
 
-        if self.cache is None:
-            features = compute()
-        else:
-            features = self.cache.get_or_compute(replace(self._cache_key(), view_seed=view_seed), compute)
+        features = cached_or_computed(self.cache, lambda: replace(self._cache_key(), view_seed=view_seed), compute)
         if config.distinct_views is not None:  # views repeat: keep them in memory
             self._memory[view_epoch] = features
         return features

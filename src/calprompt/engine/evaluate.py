@@ -12,6 +12,7 @@ from torch import Tensor
 from calprompt.data.features import (
     FeatureCache,
     FeatureKey,
+    cached_or_computed,
     default_encode_batch_size,
     encode_items,
     item_ids,
@@ -73,10 +74,8 @@ def predict(
                     device=device,
                 )
 
-            if cache is None:
-                features = compute()
-            else:
-                key = FeatureKey(
+            def key() -> FeatureKey:
+                return FeatureKey(
                     method.backbone.identity,
                     cache_tag[0],
                     cache_tag[1],
@@ -84,7 +83,8 @@ def predict(
                     transform.identity(train=False),
                     None,
                 )
-                features = cache.get_or_compute(key, compute)
+
+            features = cached_or_computed(cache, key, compute)
             chunks = []
             for start in range(0, len(items), batch_size):
                 batch = F.normalize(features[start : start + batch_size].to(device).float(), dim=-1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from calprompt._validation import check_non_negative, check_positive_int, fail
+from calprompt._validation import check_non_negative, check_non_negative_int, check_positive_int, fail
 
 
 def epoch_learning_rate(
@@ -20,8 +20,7 @@ def epoch_learning_rate(
     check_non_negative(lr, "lr")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < epochs:
         fail("epoch", f"an integer in [0, {epochs})", epoch)
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        fail("warmup_epochs", "an integer >= 0", warmup_epochs)
+    check_non_negative_int(warmup_epochs, "warmup_epochs")
     if epoch < warmup_epochs:
         return float(warmup_lr)
     return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / epochs))

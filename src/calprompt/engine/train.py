@@ -21,59 +21,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from calprompt._validation import check_choice, check_non_negative, check_positive_int, fail
+from calprompt._validation import fail
 from calprompt.calibration import CalibrationObjective, TextMoments, text_moments
 from calprompt.calibration.registry import OUTLIER_INPUTS
-from calprompt.data.features import default_encode_batch_size
 from calprompt.data.views import stable_seed
 from calprompt.engine.checkpoint import TrainingState, load_training_state, save_training_state
+from calprompt.engine.config import TrainConfig  # defined there, imported from here too
 from calprompt.engine.data import TrainingData
-from calprompt.engine.precision import PRECISIONS, autocast
+from calprompt.engine.precision import autocast
 from calprompt.engine.schedule import epoch_learning_rate
 from calprompt.methods.base import MethodOutput, PromptMethod, total_loss
 
 logger = logging.getLogger(__name__)
 # TrainConfig fields that change how a run computes, not what: a checkpoint resumes across them.
 _MECHANICS = ("device", "checkpoint_every", "encode_batch_size")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (SGD with momentum, warm-up epoch, per-epoch cosine) and run mechanics."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    seed: int = 1
-    device: str = "cpu"
-    precision: str = "fp32"  # bf16 / fp16 autocast (GPU); the calibration terms always run in float32
-    grad_accumulation: int = 1
-    feature_cache: bool = True  # train on cached frozen image features when the method allows it
-    distinct_views: int | None = None  # None: a fresh augmented view per epoch; k: cycle through k views
-    checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint directory is given)
-    encode_batch_size: int | None = None  # images per frozen-encoder batch; None: `default_encode_batch_size`
-
-    def __post_init__(self) -> None:
-        if self.encode_batch_size is None:
-            object.__setattr__(self, "encode_batch_size", default_encode_batch_size(self.device))
-        for name in ("epochs", "batch_size", "grad_accumulation", "checkpoint_every", "encode_batch_size"):
-            check_positive_int(getattr(self, name), name)
-        for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
-            check_non_negative(getattr(self, name), name)
-        check_choice(self.precision, "precision", PRECISIONS)
-        if self.distinct_views is not None:
-            check_positive_int(self.distinct_views, "distinct_views")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            fail("seed", "an integer >= 0", self.seed)
-        if self.warmup_epochs < 0 or (self.warmup_epochs >= self.epochs and self.epochs > 1):
-            fail("warmup_epochs", f"an integer in [0, epochs={self.epochs})", self.warmup_epochs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from calprompt._validation import fail
+from calprompt._validation import check_non_negative_int
 from calprompt.methods.base import MethodConfig, PromptMethod, register_method
 from calprompt.methods.deep_prompts import (
     DeepTextPrompts,
@@ -38,8 +38,7 @@ class IVLPConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         check_text_context(self.n_ctx_text, "n_ctx_text", self.ctx_init, self.init_std)
-        if isinstance(self.n_ctx_vision, bool) or not isinstance(self.n_ctx_vision, int) or self.n_ctx_vision < 0:
-            fail("n_ctx_vision", "an integer >= 0 (0: no visual prompts)", self.n_ctx_vision)
+        check_non_negative_int(self.n_ctx_vision, "n_ctx_vision", expected="an integer >= 0 (0: no visual prompts)")
         check_depth_option(self.text_depth, "text_depth")
         check_depth_option(self.vision_depth, "vision_depth")
 

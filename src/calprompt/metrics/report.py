@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from calprompt._validation import check_positive_int, fail
+from calprompt._validation import check_int, check_non_negative_int, check_positive_int, fail
 from calprompt.metrics.binning import bin_edges
 from calprompt.metrics.bootstrap import (
     BOOTSTRAP_STATISTICS,
@@ -245,10 +245,8 @@ class BootstrapSettings:
     level: float = 0.95
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_resamples, bool) or not isinstance(self.n_resamples, int) or self.n_resamples < 0:
-            fail("bootstrap", "a number of resamples >= 0 (0: no intervals)", self.n_resamples)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            fail("seed", "an integer", self.seed)
+        check_non_negative_int(self.n_resamples, "bootstrap", expected="a number of resamples >= 0 (0: no intervals)")
+        check_int(self.seed, "seed")
         check_level(self.level)
 
 

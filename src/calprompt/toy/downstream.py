@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from calprompt._validation import check_choice, check_positive_int, fail
+from calprompt._validation import check_choice, check_non_negative_int, check_positive_int, fail
 from calprompt.data.items import DatasetSplits, Item
 from calprompt.toy.render import COLOURS, IMAGE_SIZE, SHAPES, TEXTURES, Scene, render_scene, sample_scene
 from calprompt.toy.styles import STYLES
@@ -186,8 +186,7 @@ def clear_render_cache() -> None:
 def build_toy_dataset(name: str, seed: int = 0, split_sizes: Mapping[str, int] | None = None) -> DatasetSplits:
     """Train/val/test splits of a toy dataset; `split_sizes` are images per class (default `SPLIT_SIZES`)."""
     spec = get_toy_spec(name)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        fail("seed", "an integer >= 0", seed)
+    check_non_negative_int(seed, "seed")
     sizes = dict(SPLIT_SIZES)
     for split, size in (split_sizes or {}).items():
         check_choice(split, "split_sizes key", SPLITS)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from calprompt._validation import check_non_negative, check_positive_int, fail
+from calprompt._validation import check_non_negative, check_non_negative_int, check_positive_int, fail
 from calprompt.toy.captions import mention_probability
 from calprompt.toy.downstream import TOY_DATASETS
 from calprompt.toy.model import DEFAULT_INIT_LOGIT_SCALE, build_toy_clip, images_to_tensor, save_toy_checkpoint
@@ -205,8 +205,7 @@ def pretrain(
         fail("stages", "at least one Stage", stages)
     for value, name in ((batch_size, "batch_size"), (log_every, "log_every"), (checkpoint_every, "checkpoint_every")):
         check_positive_int(value, name)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        fail("num_workers", "an integer >= 0", num_workers)
+    check_non_negative_int(num_workers, "num_workers")
     out_dir = Path(out_dir)
     total = sum(s.steps for s in stages)
     run = {
