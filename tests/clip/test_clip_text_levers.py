@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-import calprompt.clip.backbone as backbone_module
+import calprompt.clip.kernels as kernels
+import calprompt.clip.text_plan as text_plan
 from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
 from calprompt.data import load_dataset
 from calprompt.methods import available_methods, build_method
@@ -57,9 +58,9 @@ def _assert_same(got, want) -> None:
 
 
 class Spy:
-    """Counts calls of a function of the backbone module (or a method of one of its classes)."""
+    """Counts calls of a function as the text planner calls it (or of a method of one of its classes)."""
 
-    def __init__(self, monkeypatch, name: str, owner: object = backbone_module) -> None:
+    def __init__(self, monkeypatch, name: str, owner: object = text_plan) -> None:
         self.calls, original = 0, getattr(owner, name)
 
         def counted(*args, **kwargs):
@@ -78,7 +79,7 @@ def test_shared_prefix_equals_the_general_encoder(name, backbone_name, request, 
     for parameter in method.trainable_parameters().values():  # away from the initialisation (e.g. zeroed layers)
         parameter.data += 0.02 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1))
     image_features = torch.randn(3, backbone.embed_dim, generator=torch.Generator().manual_seed(2))
-    spy = Spy(monkeypatch, "_block_after_prefix")
+    spy = Spy(monkeypatch, "block_after_prefix")
     try:
         backbone.share_prefixes = False
         want = _pass(method, image_features)
@@ -113,7 +114,7 @@ def test_shared_prefix_with_the_class_inside_or_before_the_context(toy_backbone,
 def test_class_specific_context_is_never_treated_as_shared(toy_backbone, monkeypatch):
     # Equal initial values per class, but different parameters: sharing would send every gradient to class 0.
     method = build_method("coop", toy_backbone, _classnames("toy_backbone"), class_specific_context=True)
-    spy = Spy(monkeypatch, "_block_after_prefix")
+    spy = Spy(monkeypatch, "block_after_prefix")
     toy_backbone.share_prefixes = True
     try:
         _, grads = _pass(method, torch.randn(4, toy_backbone.embed_dim))
@@ -171,7 +172,7 @@ def test_length_groups_equal_one_truncated_pass(name, backbone_name, request, mo
     for parameter in method.trainable_parameters().values():
         parameter.data += 0.02 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1))
     image_features = torch.randn(3, backbone.embed_dim, generator=torch.Generator().manual_seed(2))
-    spy = Spy(monkeypatch, "_encode_truncated", backbone_module.ClipBackbone)
+    spy = Spy(monkeypatch, "encode_truncated", text_plan.TextPlanner)
     try:
         backbone.length_buckets = False
         want = _pass(method, image_features)
@@ -219,7 +220,7 @@ def test_length_groups_are_chosen_where_they_save_work(toy_backbone, vitb16_back
     for 200 prompts of one to four words (about 1.6x faster there); every row in exactly one group, each group's
     length its longest prompt's."""
     ids = toy_backbone.tokenize([f"X X X X {n}." for n in _mixed_length_names("toy_backbone")])
-    assert toy_backbone._length_buckets(toy_backbone.eot_positions(ids), None, 1) is None
+    assert toy_backbone.text_planner().length_groups(toy_backbone.eot_positions(ids), None, 1) is None
     words = ("tabby", "cat", "sea", "lake", "boeing", "apple", "pie", "daisy", "mountain", "bike")
     generator = torch.Generator().manual_seed(0)
     names = [
@@ -232,7 +233,7 @@ def test_length_groups_are_chosen_where_they_save_work(toy_backbone, vitb16_back
         for _ in range(200)
     ]
     eot = vitb16_backbone.eot_positions(vitb16_backbone.tokenize([f"X X X X {n}." for n in names]))
-    groups = vitb16_backbone._length_buckets(eot, None, 1)
+    groups = vitb16_backbone.text_planner().length_groups(eot, None, 1)
     assert groups is not None and len(groups) >= 2
     rows = torch.cat([index for index, _ in groups])
     assert sorted(rows.tolist()) == list(range(200))
@@ -244,11 +245,11 @@ def test_an_in_place_change_voids_the_mark(toy_backbone):
     method = build_method("coop", toy_backbone, _classnames("toy_backbone"))
     with torch.no_grad():
         embeddings = method.prompts.assemble(method.ctx)
-        assert backbone_module.marked_shared_prefix(embeddings) is not None
-        assert backbone_module.marked_shared_prefix(embeddings.reshape(1, *embeddings.shape)) is not None
-        assert backbone_module.marked_shared_prefix(embeddings[1:]) is None
+        assert text_plan.marked_shared_prefix(embeddings) is not None
+        assert text_plan.marked_shared_prefix(embeddings.reshape(1, *embeddings.shape)) is not None
+        assert text_plan.marked_shared_prefix(embeddings[1:]) is None
         embeddings[1, 2] += 1.0  # class 1's context now differs
-        assert backbone_module.marked_shared_prefix(embeddings) is None
+        assert text_plan.marked_shared_prefix(embeddings) is None
 
 
 @pytest.mark.parametrize(
@@ -261,7 +262,7 @@ def test_chunked_pass_under_a_memory_budget_equals_the_whole_pass(toy_backbone, 
     torch.manual_seed(0)
     method = build_method(name, toy_backbone, load_dataset("toy").classnames[:12], **options)
     features = torch.randn(3, toy_backbone.embed_dim, generator=torch.Generator().manual_seed(5))
-    spy = Spy(monkeypatch, "__call__", backbone_module._RowEncoder)  # one call per chunk, forward and backward
+    spy = Spy(monkeypatch, "__call__", text_plan._RowEncoder)  # one call per chunk, forward and backward
     toy_backbone.share_prefixes = True
     try:
         toy_backbone.text_memory_budget_mb = math.inf
@@ -278,16 +279,16 @@ def test_chunked_pass_under_a_memory_budget_equals_the_whole_pass(toy_backbone, 
 
 @pytest.mark.parametrize("backbone_name", ["tiny_backbone", "vitb16_backbone", "toy_backbone"])
 def test_direct_attention_block_equals_open_clip_block(backbone_name, request):
-    """The text blocks run through `_plain_block_forward` (fewer dispatches): same outputs and input gradients as
+    """The text blocks run through `plain_block_forward` (fewer dispatches): same outputs and input gradients as
     open_clip's block with its causal mask, to float32 rounding of the same sums."""
     backbone = request.getfixturevalue(backbone_name)
     block = backbone.model.transformer.resblocks[0]
-    assert backbone_module._plain_block(block)
+    assert kernels.plain_block(block)
     length = 9
     mask = backbone.model.attn_mask[:length, :length]
     x = torch.randn(3, length, backbone.text_width, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
     outputs, grads = [], []
-    for forward in (lambda t: block(t, attn_mask=mask), lambda t: backbone_module._plain_block_forward(block, t, mask)):
+    for forward in (lambda t: block(t, attn_mask=mask), lambda t: kernels.plain_block_forward(block, t, mask)):
         leaf = x.clone().requires_grad_(True)
         out = forward(leaf)
         out.pow(2).sum().backward()
@@ -304,7 +305,7 @@ def test_blocks_with_attention_dropout_keep_open_clips_path(tiny_backbone):
     original = block.attn.dropout
     try:
         block.attn.dropout = 0.1
-        assert not backbone_module._plain_block(block)
+        assert not kernels.plain_block(block)
     finally:
         block.attn.dropout = original
 

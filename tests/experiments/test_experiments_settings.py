@@ -113,7 +113,7 @@ def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, 
     gets its own budget back."""
     from safetensors.torch import load_file
 
-    import calprompt.clip.backbone as backbone_module
+    import calprompt.clip.text_plan as text_plan
     from calprompt.clip import load_clip
     from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
     from calprompt.experiments.rundir import PROMPT_FILE
@@ -121,10 +121,8 @@ def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, 
 
     backbone = load_clip("toy", toy_weights)
     chunked = []
-    original = backbone_module._RecomputedRows.apply
-    monkeypatch.setattr(
-        backbone_module._RecomputedRows, "apply", lambda *args: chunked.append(args[1]) or original(*args)
-    )
+    original = text_plan._RecomputedRows.apply
+    monkeypatch.setattr(text_plan._RecomputedRows, "apply", lambda *args: chunked.append(args[1]) or original(*args))
     config = RunConfig(shots=2, epochs=2, batch_size=8, pretrained=toy_weights)
     prompts = {}
     for name, budget in (("default", config.text_memory_mb), ("small", 0.05)):
