@@ -9,7 +9,7 @@ from __future__ import annotations
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Activations (MB) a gradient pass of the text encoder may keep before its prompts are encoded in chunks that are
-# recomputed during backward (`calprompt.clip.backbone`; the run setting ``text_memory_mb``).
+# recomputed during backward (`calprompt.clip.text_plan`; the run setting ``text_memory_mb``).
 DEFAULT_TEXT_MEMORY_MB = 2048
 
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from calprompt.calibration.posthoc import DistanceAwareCalibration
 from calprompt.cli import app
 from calprompt.experiments.config import RunConfig
-from calprompt.experiments.predict import predict_images
 from calprompt.experiments.identity import few_shot_splits
+from calprompt.experiments.predict import predict_images
 from calprompt.experiments.protocols import get_protocol
 from calprompt.experiments.runner import run_experiment
 from calprompt.experiments.store import ResultsStore

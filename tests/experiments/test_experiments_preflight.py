@@ -5,8 +5,8 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from calprompt.cli import app
-from calprompt.experiments.settings import missing_data, missing_weights
 from calprompt.experiments.config import has_recipe
+from calprompt.experiments.settings import missing_data, missing_weights
 from calprompt.methods import available_methods
 
 

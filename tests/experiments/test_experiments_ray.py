@@ -7,8 +7,7 @@ import os
 import pytest
 
 from calprompt.experiments.executors import RayExecutor
-from calprompt.experiments.store import iter_failures
-from calprompt.experiments.store import ResultsStore
+from calprompt.experiments.store import ResultsStore, iter_failures
 from calprompt.experiments.sweep import SweepSpec, plan_sweep, run_sweep
 from tests.experiments.test_experiments_sweep import comparable, tiny_sweep
 

@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from calprompt.experiments.executors import PoolExecutor
-from calprompt.experiments.store import iter_failures
-from calprompt.experiments.store import ResultsStore
+from calprompt.experiments.store import ResultsStore, iter_failures
 from calprompt.experiments.sweep import SweepSpec, expand, load_sweep, plan_sweep, run_sweep, shipped_sweeps
 
 

@@ -62,7 +62,7 @@ OPTIMIZER_FIELDS = ("momentum", "weight_decay", "warmup_epochs", "warmup_lr", "g
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one run depends on. ``epochs``/``batch_size``/``lr`` left as ``None`` come from the recipe, the
-    optimizer fields left as ``None`` from the training loop (`calprompt.engine.train.TrainConfig`).
+    optimizer fields left as ``None`` from the training loop (`calprompt.engine.config.TrainConfig`).
 
     ``protocol`` names what the run does with its data (`calprompt.experiments.protocols`): ``base2novel`` trains
     on the base half of the classes and evaluates base and novel test classes; ``all`` trains and evaluates on every
@@ -160,7 +160,7 @@ class RunConfig:
             options = {**recipe.options, **self.method_options}  # the user's options override the recipe's
         missing = [name for name in OPTIMIZER_FIELDS if getattr(self, name) is None]
         if missing:
-            from calprompt.engine.train import TrainConfig
+            from calprompt.engine.config import TrainConfig
 
             defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
             changes.update({name: defaults[name] for name in missing})

@@ -3,7 +3,7 @@
 Token ids and frozen token embeddings are built once per class list and kept only up to the longest prompt's
 end-of-text token (exact context truncation), so each training step encodes ~max_eot + 1 positions instead of 77.
 When the context is shared by the classes, [SOS] and the context (up to the class name) are the same in every
-prompt: the assembled embeddings are marked with that shared prefix (`calprompt.clip.backbone.SharedPrefix`), and
+prompt: the assembled embeddings are marked with that shared prefix (`calprompt.clip.text_plan.SharedPrefix`), and
 the backbone encodes it once per step (once per image for per-image context) instead of once per class.
 """
 
@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.clip.backbone import ClipBackbone, SharedPrefix, mark_shared_prefix, marked_shared_prefix
+from calprompt.clip.backbone import ClipBackbone
+from calprompt.clip.text_plan import SharedPrefix, mark_shared_prefix, marked_shared_prefix
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.conventions import clean_classname
 
