@@ -86,7 +86,7 @@ def _attach() -> None:
     from calprompt.cli.demo import demo
     from calprompt.cli.predict import predict
     from calprompt.cli.report import report
-    from calprompt.cli.run import evaluate, grid, train
+    from calprompt.cli.run import evaluate, grid, train, upgrade
     from calprompt.cli.sweep import sweep
     from calprompt.cli.toy import toy_app
 
@@ -97,6 +97,7 @@ def _attach() -> None:
     app.command("sweep")(friendly_errors(sweep))
     app.command("report")(friendly_errors(report))
     app.command("predict")(friendly_errors(predict))
+    app.command("upgrade")(friendly_errors(upgrade))
     for group in (datasets_app, toy_app):
         for info in group.registered_commands:
             info.callback = friendly_errors(info.callback)

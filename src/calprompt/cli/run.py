@@ -176,3 +176,20 @@ def _stored(run: Any) -> Any:
     from calprompt.experiments.store import read_stored_run
 
     return read_stored_run(run.run_dir, read_finished(run.run_dir) or {})
+
+
+def upgrade(
+    paths: list[Path] = typer.Argument(..., help="Finished run directories, or results stores (every run in them)."),
+) -> None:
+    """Write run.json into runs written before run records, so that `predict` and `eval --dataset` need nothing but
+    the directory and the backbone's weights. Reads each run's data once: run it where the data is."""
+    from calprompt.experiments.runner import upgrade_run
+    from calprompt.experiments.store import RUNS_DIR
+
+    for path in paths:
+        folders = sorted(p for p in (path / RUNS_DIR).iterdir() if p.is_dir()) if (path / RUNS_DIR).is_dir() else [path]
+        for folder in folders:
+            done = upgrade_run(folder)
+            console.print(
+                f"{folder}: {'run record written' if done else 'has its run record'}", highlight=False, soft_wrap=True
+            )

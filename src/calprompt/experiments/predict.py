@@ -129,7 +129,8 @@ def predict_images(
 
         stored = load_file(str(run_dir / PREDICTIONS_FILE))
         if "base/tuned_text" in stored:
-            dac = DistanceAwareCalibration().fit(stored["base/zs_text"], stored["base/tuned_text"])
+            k = min(config.dac_k, stored["base/zs_text"].shape[0])  # the run's k, as its evaluation lowered it
+            dac = DistanceAwareCalibration(k=k).fit(stored["base/zs_text"], stored["base/tuned_text"])
             zs_text = zero_shot_text_features(method.backbone, names, loaded.record.template)
             logits = dac.transform(logits, zs_text.cpu(), raw.text_features)
             steps.append("dac")
