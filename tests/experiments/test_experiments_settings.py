@@ -137,3 +137,15 @@ def test_a_small_text_memory_budget_trains_the_same_prompts_in_chunks(tmp_path, 
     assert chunked and max(chunked) < 12  # a few rows per chunk, of the 24 base-class prompts
     for key, value in prompts["default"].items():
         assert (prompts["small"][key] - value).norm() <= 1e-5 * value.norm()
+
+
+def test_a_run_row_holds_the_settings_that_tell_it_apart_and_not_what_the_recipe_gave():
+    """What a run writes for reports to group it by: no axis (dataset, seed, root) and no mechanics; epochs, batch
+    size and lr only where they differ from the recipe (CoOp's toy fast recipe: 50 epochs)."""
+    from calprompt.experiments.config import row_settings
+
+    config = RunConfig(method="coop", calibration="none", recipe="fast", shots=4, epochs=50, seed=3)
+    row = row_settings(dataclasses.replace(config, method_options={"n_ctx": "8"}))
+    assert row["shots"] == 4 and row["method"] == "coop" and row["method_options.n_ctx"] == 8
+    assert not {"epochs", "batch_size", "lr", "dataset", "seed", "root", "device", "num_workers"} & set(row)
+    assert row_settings(RunConfig(method="coop", recipe="fast", epochs=20))["epochs"] == 20

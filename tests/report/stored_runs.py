@@ -21,7 +21,11 @@ def report(seed: int, sharpness: float = 3.0) -> dict:
     return evaluate(sharpness * logits, labels).to_dict()
 
 
-def stored_run(dataset: str, method: str, calibration: str, seed: int, **config) -> SimpleNamespace:
+def stored_run(
+    dataset: str, method: str, calibration: str, seed: int, from_recipe: tuple[str, ...] = (), **config
+) -> SimpleNamespace:
+    """A finished run as the store reads it; its ``row`` holds what a run records as its row-defining settings:
+    every setting but the dataset and seed, less ``from_recipe`` (values the run's recipe gave it)."""
     key = zlib.crc32(f"{dataset}/{method}/{calibration}/{seed}".encode()) % 100_000
     metrics = {split: report(key + i) for i, split in enumerate(SPLITS)}
     full = {
@@ -35,7 +39,8 @@ def stored_run(dataset: str, method: str, calibration: str, seed: int, **config)
         "method_options": {},
         **config,
     }
-    return SimpleNamespace(path=Path(f"/store/runs/{key:05d}"), config=full, metrics=metrics)
+    row = {k: v for k, v in full.items() if k not in ("dataset", "seed", "method_options", *from_recipe)}
+    return SimpleNamespace(path=Path(f"/store/runs/{key:05d}"), config=full, metrics=metrics, row=row)
 
 
 def grid_runs(datasets=("toy", "toy-texture"), seeds=(1, 2, 3)) -> list[SimpleNamespace]:

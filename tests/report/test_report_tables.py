@@ -55,10 +55,11 @@ def test_posthoc_rows_read_their_splits_and_hm_is_computed_per_seed():
 
 
 def test_runs_of_other_settings_are_separate_rows_and_recipe_values_are_not_a_difference():
+    # 50 = the toy fast recipe: a run leaves it out of its row (tests/experiments/test_experiments_settings.py)
     runs = [
-        stored_run("toy", "coop", "none", 1, shots=4, epochs=50),  # 50 = the toy fast recipe: not shown
-        stored_run("toy", "coop", "none", 1, shots=16, epochs=50),
-        stored_run("toy", "coop", "none", 2, shots=16, epochs=50),
+        stored_run("toy", "coop", "none", 1, shots=4, epochs=50, from_recipe=("epochs",)),
+        stored_run("toy", "coop", "none", 1, shots=16, epochs=50, from_recipe=("epochs",)),
+        stored_run("toy", "coop", "none", 2, shots=16, epochs=50, from_recipe=("epochs",)),
     ]
     rows = [key.label for key in collect(runs).rows if not key.posthoc]
     assert rows == ["coop (shots=16)", "coop (shots=4)"]
