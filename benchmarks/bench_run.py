@@ -64,7 +64,14 @@ def _child(pipeline: str, seed: int, epochs: int | None, device: str, precision:
 
     import calprompt.engine.data as engine_data
     import calprompt.engine.evaluate as engine_evaluate
-    import calprompt.experiments.run as run_module
+
+    try:  # today's layout: the base-to-novel protocol trains and evaluates, the runner runs it
+        import calprompt.experiments.protocols.base2novel as run_module
+        from calprompt.experiments.runner import run_experiment
+    except ImportError:  # "then": its commit's layout
+        import calprompt.experiments.run as run_module
+
+        run_experiment = run_module.run_experiment
     from calprompt.clip import load_clip
     from calprompt.data.transforms import build_test_transform, build_train_transform
     from calprompt.experiments.config import RunConfig
@@ -108,9 +115,7 @@ def _child(pipeline: str, seed: int, epochs: int | None, device: str, precision:
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
     with tempfile.TemporaryDirectory() as folder:
-        result = run_module.run_experiment(
-            config, Path(folder) / "run", backbone=backbone, cache_dir=Path(folder) / "cache"
-        )
+        result = run_experiment(config, Path(folder) / "run", backbone=backbone, cache_dir=Path(folder) / "cache")
     total = time.perf_counter() - started
     split = {phase: clock[phase] for phase in ("views", "encoding", "training", "evaluation")}
     split["other"] = total - sum(split.values())

@@ -54,7 +54,7 @@ def fake_finished(store: ResultsStore, run) -> None:
     write_json_atomic(folder / METHOD_FILE, {"name": run.config.method})
     for name in (PROMPT_FILE, PREDICTIONS_FILE):
         save_file({}, str(folder / name))
-    mark_finished(folder, identity)
+    mark_finished(folder, identity, (CONFIG_FILE, METHOD_FILE, METRICS_FILE, PROMPT_FILE, PREDICTIONS_FILE))
 
 
 def main() -> None:
