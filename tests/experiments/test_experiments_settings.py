@@ -149,3 +149,23 @@ def test_a_run_row_holds_the_settings_that_tell_it_apart_and_not_what_the_recipe
     assert row["shots"] == 4 and row["method"] == "coop" and row["method_options.n_ctx"] == 8
     assert not {"epochs", "batch_size", "lr", "dataset", "seed", "root", "device", "num_workers"} & set(row)
     assert row_settings(RunConfig(method="coop", recipe="fast", epochs=20))["epochs"] == 20
+
+
+def test_grid_takes_every_run_field_train_takes():
+    """`calprompt grid` is generated from the same RunConfig as `train`: the same options, the axes repeatable."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    options = {name: {p.name: p for p in commands[name].params} for name in ("train", "grid")}
+    fields = {spec.name for spec in FIELDS}
+    assert fields <= set(options["train"]) and fields <= set(options["grid"])
+    for name in fields - {"dataset", "seed"}:
+        assert options["grid"][name].opts == options["train"][name].opts, name
+    assert options["grid"]["dataset"].multiple and options["grid"]["seed"].multiple
+    shared = ("config_file", "assignments", "method_option", "calibration_option")
+    assert all(name in options["grid"] for name in shared)
+    for command in ("train", "grid"):
+        help_text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output
+        for spec in FIELDS:
+            flag = (spec.metadata.get("flags") or (f"--{spec.name.replace('_', '-')}",))[0]
+            assert flag in help_text, (command, flag)

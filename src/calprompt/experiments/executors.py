@@ -61,7 +61,7 @@ def execute(task: RunTask) -> Outcome:
 
     started = time.perf_counter()
     try:
-        config = RunConfig.from_dict(task.config)
+        config = RunConfig.from_dict(task.config).resolved()  # once: the store and the runner take it as it is
         run_experiment(config, ResultsStore(task.store_root).run_dir(config), backbone=_backbone(config))
     except Exception as error:  # the sweep goes on; the record keeps the traceback
         failure = record_failure(task.store_root, task.run_id, task.config, error)
