@@ -14,6 +14,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -170,3 +171,21 @@ def run_child(
     if done.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def export_sources(commit: str, folder: Path) -> Path:
+    """The ``src`` tree of ``commit`` of this repository, extracted under ``folder``; returns its ``src``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / "src.tar"
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), commit, "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"Cannot export commit {commit} of {REPO} (a clone with its history is needed): {done.stderr}")
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    archive.unlink()
+    return folder / "src"

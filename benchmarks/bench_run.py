@@ -33,9 +33,7 @@ import argparse
 import dataclasses
 import json
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections import defaultdict
@@ -43,10 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import (
-    REPO,
     add_device_arguments,
     apply_threads,
     describe,
+    export_sources,
     memory_kind,
     peak_memory_mb,
     reset_peak,
@@ -163,7 +161,7 @@ def main() -> None:
         if turn < len(queues[pipeline])
     ]
     with tempfile.TemporaryDirectory() as folder:
-        then_src = _export_sources(args.then_commit, Path(folder)) if args.then_seeds else None
+        then_src = export_sources(args.then_commit, Path(folder) / "then") if args.then_seeds else None
         print(f"then = commit {args.then_commit}" if then_src else "then: not run")
 
         def run(job: tuple[str, int]) -> dict:
@@ -202,22 +200,6 @@ def main() -> None:
     for pipeline, by_seed in runs.items():
         cells = [_summary([r["metrics"][n] for r in by_seed.values()]) for n in names]
         print(f"| {pipeline} ({len(by_seed)} seeds) | " + " | ".join(cells) + " |")
-
-
-def _export_sources(commit: str, folder: Path) -> Path:
-    """The ``src`` tree of ``commit`` of this repository, extracted under ``folder``; returns its ``src``."""
-    archive = folder / "then.tar"
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), commit, "src"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"Cannot export commit {commit} of {REPO} (a clone with its history is needed): {done.stderr}")
-    with tarfile.open(archive) as tar:
-        tar.extractall(folder / "then", filter="data")
-    return folder / "then" / "src"
 
 
 if __name__ == "__main__":

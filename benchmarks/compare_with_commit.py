@@ -27,7 +27,7 @@ the same environment (thread count included).
 
 Usage (from any folder; the interpreter must have calprompt's dependencies)::
 
-    python scripts/compare_with_commit.py [--old COMMIT] [--new COMMIT | --new-src PATH] [--epochs N] [--keep DIR]
+    python benchmarks/compare_with_commit.py [--old COMMIT] [--new COMMIT | --new-src PATH] [--epochs N] [--keep DIR]
 
 ``--old`` defaults to ``ea5ecb7`` (the last commit before the runner/config/run directory redesign), the new side to
 this repository's working tree. Prints one line per compared file, "equal" or the first differing keys with both
@@ -44,15 +44,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import REPO, export_sources
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "ea5ecb7"
 # Fields of metrics.json that measure time: they cannot be equal between two runs, so they are dropped (and, in the
 # raw-bytes check, their values masked) before comparing. Nothing else is dropped.
@@ -63,24 +62,6 @@ TRAIN_ARGS = shlex.split("train --dataset toy --method coop --calibration ours -
 GRID_ARGS = shlex.split("grid --dataset toy --run zeroshot --run coop:ours --seed 1 --seed 2 --shots 4 --recipe fast")
 TENSOR_FILES = ("predictions.safetensors", "prompt.safetensors")
 SHOWN = 3  # differing keys shown per file
-
-
-def _export_sources(commit: str, folder: Path) -> Path:
-    """The ``src`` tree of ``commit`` of this repository, extracted under ``folder``; returns its ``src``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    archive = folder / "src.tar"
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), commit, "src"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"Cannot export commit {commit} of {REPO} (a clone with its history is needed): {done.stderr}")
-    with tarfile.open(archive) as tar:
-        tar.extractall(folder, filter="data")
-    archive.unlink()
-    return folder / "src"
 
 
 def _resolve(commit: str) -> str:
@@ -306,13 +287,13 @@ def main() -> None:
 
 def _compare_sides(args: argparse.Namespace, folder: Path) -> int:
     old_commit = _resolve(args.old)
-    old_src = _export_sources(old_commit, folder / "trees" / "old")
+    old_src = export_sources(old_commit, folder / "trees" / "old")
     sides = [Side("old", old_src, f"commit {old_commit} (exported)", folder / "old")]
     if args.new_src is not None:
         sides.append(Side("new", args.new_src, f"src folder {args.new_src.resolve()}", folder / "new"))
     elif args.new is not None:
         new_commit = _resolve(args.new)
-        new_src = _export_sources(new_commit, folder / "trees" / "new")
+        new_src = export_sources(new_commit, folder / "trees" / "new")
         sides.append(Side("new", new_src, f"commit {new_commit} (exported)", folder / "new"))
     else:
         sides.append(Side("new", REPO / "src", _working_tree_label(), folder / "new"))
