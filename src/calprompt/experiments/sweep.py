@@ -360,11 +360,11 @@ def plan_demo(out_dir: str | Path, *, quick: bool = False, overrides: Mapping[st
 
 def demo_report(plan: SweepPlan, summary: SweepSummary) -> DemoResult:
     """Write the report of the demo's runs into ``<store>/report`` (other runs of the store are left out)."""
+    from calprompt.report.build import write_report  # lazy: matplotlib only when a report is written
+
     wanted = {run.run_id for run in plan.runs}
     runs = [run for run in plan.store.iter_runs() if run.path.name in wanted]
     failures = [failure for failure in iter_failures(plan.store.root) if failure.run_id in wanted]
-    from calprompt.report.build import write_report
-
     title = f"calprompt demo ({plan.spec.description})"
     files = write_report(runs, plan.store.root / "report", failures=failures, title=title)
     return DemoResult(files, summary, plan.notes)
