@@ -7,6 +7,7 @@ Each helper validates one concept and raises ``ValueError`` with a message of th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
@@ -45,11 +46,27 @@ def check_non_negative(value: Any, name: str) -> float:
     return float(value)
 
 
+def did_you_mean(value: Any, known: Iterable[Any]) -> str:
+    """`` Did you mean 'coop'?`` when ``value`` is text close to one of the ``known`` names, else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    names = {str(name).lower(): str(name) for name in known}
+    close = difflib.get_close_matches(value.lower(), names, n=1, cutoff=0.6)
+    return f" Did you mean {names[close[0]]!r}?" if close else ""
+
+
+def fail_unknown(name: str, value: Any, known: Iterable[Any], *, expected: str | None = None) -> NoReturn:
+    """Refuse ``value`` for ``name``: it is not among ``known`` (listed, with the closest name when one is close)."""
+    options = list(known)
+    listed = expected or f"one of {', '.join(map(str, options))}"
+    raise ValueError(f"Expected `{name}` to be {listed}, got {value!r}.{did_you_mean(value, options)}")
+
+
 def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``choices``."""
     options = tuple(choices)
     if value not in options:
-        fail(name, f"one of {', '.join(map(repr, options))}", value)
+        fail_unknown(name, value, options, expected=f"one of {', '.join(map(repr, options))}")
     return value
 
 

@@ -67,8 +67,9 @@ def test_check_without_names_covers_every_benchmark(runner, tmp_path):
 
 def test_check_rejects_unknown_names(runner, tmp_path):
     result = runner.invoke(app, ["datasets", "check", "--root", str(tmp_path), "imagenet_q"])
-    assert result.exit_code == 2
-    assert "Unknown dataset 'imagenet_q'" in result.output
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "Expected `dataset` to be one of" in result.output
+    assert "got 'imagenet_q'. Did you mean 'imagenet" in result.output
 
 
 def test_list_shows_names_aliases_and_templates(runner):

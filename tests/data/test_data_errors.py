@@ -13,7 +13,7 @@ from tests.data.replicas import make_fgvc_aircraft, make_imagenet, make_imagenet
 
 
 def test_unknown_dataset_name_lists_known_ones():
-    with pytest.raises(ValueError, match="Unknown dataset 'oxford_petz'") as info:
+    with pytest.raises(ValueError, match=r"got 'oxford_petz'\. Did you mean 'oxford_pets'") as info:
         load_dataset("oxford_petz", "/tmp")
     assert "oxford_pets" in str(info.value) and "imagenet_r" in str(info.value)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from calprompt._validation import check_non_negative, fail
+from calprompt._validation import check_non_negative, fail_unknown
 from calprompt.calibration.objective import CalibrationObjective, Term
 
 Builder = Callable[..., CalibrationObjective]
@@ -48,7 +48,7 @@ def register_preset(name: str) -> Callable[[Builder], Builder]:
 def build_objective(name: str, **overrides: float) -> CalibrationObjective:
     """The preset ``name`` with some constants overridden; bad names or values raise ``ValueError``."""
     if name not in OBJECTIVE_PRESETS:
-        fail("objective", f"one of {', '.join(OBJECTIVE_PRESETS)}", name)
+        fail_unknown("objective", name, OBJECTIVE_PRESETS)
     preset = OBJECTIVE_PRESETS[name]
     unknown = sorted(set(overrides) - set(preset.defaults))
     if unknown:

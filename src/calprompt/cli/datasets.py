@@ -81,10 +81,7 @@ def check(
     from calprompt.data import check_dataset, get_dataset_spec, list_datasets
 
     if names:
-        try:
-            specs = [get_dataset_spec(name) for name in names]
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="NAMES") from error
+        specs = [get_dataset_spec(name) for name in names]  # an unknown name: one line, with the closest known
     else:
         specs = [spec for spec in map(get_dataset_spec, list_datasets()) if spec.benchmark]
     checks = [check_dataset(spec.name, root, verify_images=verify_images) for spec in specs]

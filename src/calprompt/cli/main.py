@@ -31,6 +31,8 @@ def _version(value: bool) -> None:
 # the CLI prints their message alone and exits with 1. Anything else is a bug and says so.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPointError, EOFError)
 _show_tracebacks = False
+# typer vendors its own click: a command may raise either family's usage errors (typer.BadParameter, click's).
+_USAGE_ERRORS: tuple[type[Exception], ...] = (typer.TyperException, click.ClickException)
 
 
 @app.callback()
@@ -55,15 +57,16 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (
-            typer.Exit,
-            typer.Abort,
-            click.exceptions.Exit,
-            click.ClickException,
-            click.exceptions.Abort,
-            KeyboardInterrupt,
-        ):
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
+        except _USAGE_ERRORS as error:
+            # A usage error raised by a command itself (not by option parsing): one line and exit 1, like any other
+            # user error, never click's usage box with exit 2 nor "Internal error".
+            if _show_tracebacks:
+                raise
+            message = error.format_message() if hasattr(error, "format_message") else str(error)
+            typer.echo(f"Error: {' '.join(message.split())}", err=True)
+            raise typer.Exit(code=1) from None
         except Exception as error:
             if _show_tracebacks:
                 raise

@@ -22,10 +22,11 @@ def predict(
     device: str | None = typer.Option(None, "--device", help="Override the run's device."),
 ) -> None:
     """Predicted class, calibrated confidence (TS; TS + DAC for new class names) and the top-k per image."""
+    from calprompt._validation import fail
     from calprompt.experiments.predict import predict_images
 
     if classes and classes_file:
-        raise typer.BadParameter("Pass --classes or --classes-file, not both.", param_hint="--classes")
+        fail("--classes / --classes-file", "one of the two (drop the other)", "both")
     names = None
     if classes:
         names = [name.strip() for name in classes.split(",") if name.strip()]

@@ -20,11 +20,12 @@ def report(
     title: str = typer.Option("calprompt report", "--title", help="Title of the Markdown and HTML report."),
 ) -> None:
     """Write report.md, report.csv, report.html and figures/*.png from every finished run of STORE."""
+    from calprompt._validation import fail
     from calprompt.experiments.store import ResultsStore, iter_failures
     from calprompt.report.build import write_report
 
     if not store.is_dir():
-        raise typer.BadParameter(f"{store} is not a folder: pass a results store (`calprompt sweep --store`).")
+        fail("STORE", "a results store folder (from `calprompt sweep --store` or `calprompt grid --out`)", str(store))
     results = ResultsStore(store)
     files = write_report(
         list(results.iter_runs()),

@@ -95,6 +95,7 @@ def train(
 
     Every run config field is an option below; `-c FILE` reads them from YAML, `--set` overrides any of them.
     """
+    from calprompt._validation import fail
     from calprompt.experiments.identity import run_id
     from calprompt.experiments.settings import run_config
 
@@ -104,7 +105,7 @@ def train(
         console.print_json(data={**config.to_dict(), "run_id": run_id(config)})
         return
     if out is None:
-        raise typer.BadParameter("Missing option: the run directory to write.", param_hint="--out")
+        fail("--out", "the run directory to write (e.g. --out runs/first), or pass --dry-run", None)
     from calprompt.experiments.runner import run_experiment
 
     result = run_experiment(config, out, progress=None if quiet else rich_progress, force=force)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from calprompt._validation import fail
+from calprompt._validation import fail, fail_unknown
 from calprompt.data.items import DatasetSplits
 from calprompt.plugins import DATASET_MODULES
 
@@ -128,7 +128,7 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     _load_builtins()
     canonical = _LOOKUP.get(_normalise(name)) if isinstance(name, str) else None
     if canonical is None:
-        raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(_REGISTRY)}.")
+        fail_unknown("dataset", name, _REGISTRY)
     return _REGISTRY[canonical]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._parsing import parse_assignments, parse_value
-from calprompt._validation import fail
+from calprompt._validation import fail, fail_unknown
 from calprompt.experiments.config import RunConfig
 
 _OPTION_GROUPS = {"method": "method_options", "calibration": "calibration_options"}
@@ -107,9 +107,17 @@ def run_config(
 ) -> RunConfig:
     """The resolved run config of ``base`` settings, a config file, the command line's explicit flags and ``--set
     KEY=VALUE`` assignments, in that order of precedence; the protocol name is checked too."""
+    from calprompt.calibration.presets import OBJECTIVE_PRESETS
     from calprompt.experiments.protocols import get_protocol
+    from calprompt.methods import get_method
 
-    config = RunConfig(**merged_settings(file, flags, sets, base=base, source=source)).resolved()
+    settings = merged_settings(file, flags, sets, base=base, source=source)
+    # The names first (before the recipe lookup and option types), so a misspelt one gets "did you mean".
+    if isinstance(settings.get("method"), str):
+        get_method(settings["method"])
+    if settings.get("calibration", "none") not in OBJECTIVE_PRESETS:
+        fail_unknown("calibration", settings["calibration"], OBJECTIVE_PRESETS)
+    config = RunConfig(**settings).resolved()
     get_protocol(config.protocol)
     return config
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from calprompt._validation import check_dataclass_keys, fail
+from calprompt._validation import check_dataclass_keys, fail, fail_unknown
 from calprompt.clip.backbone import ClipBackbone
 
 
@@ -273,7 +273,7 @@ def get_method(name: str) -> type[PromptMethod]:
     _load_builtins()
     key = name.lower()
     if key not in METHODS:
-        fail("method", f"one of {', '.join(sorted(METHODS))}", name)
+        fail_unknown("method", name, sorted(METHODS))
     return METHODS[key]
 
 

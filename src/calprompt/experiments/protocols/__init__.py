@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from calprompt._validation import fail
+from calprompt._validation import fail_unknown
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -163,7 +163,7 @@ def get_protocol(name: str) -> Protocol:
     """The registered protocol called ``name`` (unknown names raise with the known ones)."""
     _load_builtins()
     if name not in PROTOCOLS:
-        fail("protocol", f"one of {', '.join(sorted(PROTOCOLS))}", name)
+        fail_unknown("protocol", name, sorted(PROTOCOLS))
     return PROTOCOLS[name]
 
 

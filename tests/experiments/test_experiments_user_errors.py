@@ -1,0 +1,63 @@
+"""Every user error through the command line is one line naming the setting or file and the fix, with exit code 1
+(issue 21: none of these may say "Internal error" or print a traceback)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from calprompt.cli import app
+
+
+def one_line_error(args: list[str]) -> str:
+    """Run the CLI with ``args``; check it failed as a user error (exit 1, one line, no traceback); return the line."""
+    result = CliRunner().invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1, result.output
+    assert "Internal error" not in result.output and "Traceback" not in result.output
+    return lines[0]
+
+
+def test_report_on_a_missing_store_is_one_line(tmp_path):
+    line = one_line_error(["report", str(tmp_path / "nowhere")])
+    assert str(tmp_path / "nowhere") in line and "results store" in line
+
+
+def test_train_without_out_is_one_line():
+    line = one_line_error(["train", "--dataset", "toy", "--epochs", "1"])
+    assert "`--out`" in line and "--dry-run" in line
+
+
+@pytest.mark.parametrize("option", ["n_ctx", "=4", "n_ctx=four"])
+def test_malformed_method_option_is_one_line(option, tmp_path):
+    line = one_line_error(["train", "--dataset", "toy", "--method-option", option, "--out", str(tmp_path / "x")])
+    assert "--method-option" in line or "n_ctx" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_datasets_check_unknown_name_is_one_line_with_a_suggestion(tmp_path):
+    line = one_line_error(["datasets", "check", "--root", str(tmp_path), "oxford_petz"])
+    assert "`dataset`" in line and "Did you mean 'oxford_pets'?" in line
+
+
+def test_predict_classes_with_classes_file_is_one_line(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n")
+    args = ["predict", str(tmp_path), "--run", str(tmp_path), "--classes", "a,b", "--classes-file", str(names)]
+    line = one_line_error(args)
+    assert "--classes" in line and "--classes-file" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "given", "meant"),
+    [
+        ("--method", "coopp", "coop"),
+        ("--calibration", "ourz", "ours"),
+        ("--dataset", "oxford_petz", "oxford_pets"),
+        ("--protocol", "base2nvel", "base2novel"),
+    ],
+)
+def test_misspelt_names_get_did_you_mean(option, given, meant):
+    line = one_line_error(["train", option, given, "--dry-run"])
+    assert f"got {given!r}" in line and line.endswith(f"Did you mean {meant!r}?")
