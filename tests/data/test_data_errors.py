@@ -9,7 +9,14 @@ import re
 import pytest
 
 from calprompt.data import ItemDataset, build_test_transform, get_dataset_spec, load_dataset, open_rgb_image
-from tests.data.replicas import make_fgvc_aircraft, make_imagenet, make_imagenet_a, make_imagenet_v2, make_oxford_pets
+from tests.data.replicas import (
+    make_fgvc_aircraft,
+    make_imagenet,
+    make_imagenet_a,
+    make_imagenet_v2,
+    make_oxford_pets,
+    write_image,
+)
 
 
 def test_unknown_dataset_name_lists_known_ones():
@@ -195,3 +202,41 @@ def test_every_benchmark_explains_how_to_get_it():
     for name in ("imagenet", "caltech101", "fgvc_aircraft", "imagenet_v2", "imagenet_r"):
         spec = get_dataset_spec(name)
         assert "github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md#" in spec.download
+
+
+def test_csv_as_spreadsheets_write_it_is_read(tmp_path):
+    """A byte-order mark and CRLF line ends (Excel's "CSV UTF-8"), in the CSVs and in classnames.txt."""
+    for index in range(4):
+        write_image(tmp_path / f"{index}.png", index)
+    (tmp_path / "classnames.txt").write_bytes("\ufeffred car\r\nblue bike\r\n".encode())
+    (tmp_path / "train.csv").write_bytes("\ufeffpath,label\r\n0.png,1\r\n1.png,0\r\n".encode())
+    (tmp_path / "test.csv").write_bytes("\ufeffpath,classname\r\n2.png,red car\r\n3.png,blue bike\r\n".encode())
+    splits = load_dataset("csv", tmp_path)
+    assert splits.classnames == ("red car", "blue bike")
+    assert [(item.label, item.classname) for item in splits.train] == [(1, "blue bike"), (0, "red car")]
+    assert [item.label for item in splits.test] == [0, 1]
+
+
+def test_csv_label_that_only_looks_like_a_digit_names_file_and_line(tmp_path):
+    write_image(tmp_path / "0.png")
+    (tmp_path / "classnames.txt").write_text("a\nb\n")
+    (tmp_path / "test.csv").write_text("path,label\n0.png,0\n0.png,\u00b2\n", encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        load_dataset("csv", tmp_path)
+    assert str(info.value) == f"{tmp_path / 'test.csv'}, line 3: expected `label` to be an integer >= 0, got '\u00b2'."
+
+
+@pytest.mark.parametrize("kind", ["folder", "csv"])
+def test_training_data_without_test_data_is_refused_when_read(tmp_path, kind):
+    if kind == "folder":
+        write_image(tmp_path / "train" / "cat" / "0.png")
+        write_image(tmp_path / "train" / "dog" / "0.png")
+    else:
+        write_image(tmp_path / "0.png")
+        (tmp_path / "train.csv").write_text("path,classname\n0.png,cat\n0.png,dog\n")
+    with pytest.raises(ValueError, match="evaluated on the test split") as info:
+        load_dataset(kind, tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}: train") and (
+        "test/" in message if kind == "folder" else "test.csv" in message
+    )

@@ -61,3 +61,37 @@ def test_predict_classes_with_classes_file_is_one_line(tmp_path):
 def test_misspelt_names_get_did_you_mean(option, given, meant):
     line = one_line_error(["train", option, given, "--dry-run"])
     assert f"got {given!r}" in line and line.endswith(f"Did you mean {meant!r}?")
+
+
+def test_folder_with_only_train_is_refused_before_training(toy_weights, tmp_path, cache_env):
+    from tests.data.replicas import write_image
+
+    for index, classname in enumerate(("cat", "dog", "eel", "fox")):
+        write_image(tmp_path / "data" / "train" / classname / "0.png", index)
+    args = [
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        str(tmp_path / "data"),
+        "--backbone",
+        "toy",
+        "--pretrained",
+        toy_weights,
+    ]
+    args += [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.002",
+        "--shots",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    line = one_line_error(args)
+    assert str(tmp_path / "data") in line and "no test/" in line and "Add test images" in line
+    assert not (tmp_path / "run").exists()  # refused before anything was written, so not after training

@@ -60,6 +60,7 @@ class ImageFolderSpec(DatasetSpec):
                     else:  # broken symlinks too: `assemble` reports them as missing files
                         items.append(Item(impath=entry.path, label=label_of[classname], classname=classname))
             splits[split] = items
+        _require_test_split(splits, f"{root}: train/ has images but there is no test/ with any", "root/test/<class>/")
         if skipped:
             logger.warning(
                 "Ignored %d entries under %s that are not image files, e.g. %s (%s).",
@@ -78,6 +79,12 @@ class ImageFolderSpec(DatasetSpec):
         ).with_splits(skipped_files=tuple(skipped))
 
 
+def _require_test_split(splits: dict[str, list[Item]], problem: str, fix: str) -> None:
+    """Refuse training data without test data up front: every run evaluates on the test split (after training)."""
+    if splits.get("train") and not splits.get("test"):
+        raise ValueError(f"{problem}; every run is evaluated on the test split. Add test images ({fix}).")
+
+
 def _csv_files(root: Path) -> dict[str, Path]:
     if root.is_file():
         return {"test": root}
@@ -92,7 +99,8 @@ class _Row:
 
 
 def _read_csv(path: Path) -> list[_Row]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: spreadsheets write a byte-order mark; the csv module reads CRLF line ends as written.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = [column.strip().lower() for column in next(reader, [])]
         if "path" not in header or not ({"label", "classname"} & set(header)):
@@ -111,7 +119,7 @@ def _read_csv(path: Path) -> list[_Row]:
             label = None
             if "label" in columns:
                 text = row[columns["label"]].strip()
-                if not text.isdigit():
+                if not (text.isascii() and text.isdigit()):  # "²".isdigit() is true, but int() refuses it
                     raise ValueError(f"{path}, line {number}: expected `label` to be an integer >= 0, got {text!r}.")
                 label = int(text)
             classname = row[columns["classname"]].strip() if "classname" in columns else None
@@ -127,7 +135,8 @@ def _csv_classnames(root: Path, files: dict[str, Path], rows: dict[str, list[_Ro
     folder = root if root.is_dir() else root.parent
     names_path = folder / "classnames.txt"
     if names_path.is_file():
-        names = [line.strip() for line in names_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = names_path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
+        names = [line.strip() for line in text.splitlines() if line.strip()]
         return names, str(names_path)
     all_rows = [row for split_rows in rows.values() for row in split_rows]
     source = ", ".join(str(path) for path in files.values())
@@ -192,6 +201,7 @@ class CsvSpec(DatasetSpec):
                     )
                 items.append(Item(impath=row.path, label=label, classname=classnames[label]))
             splits[split] = items
+        _require_test_split(splits, f"{root}: train.csv has rows but there is no test.csv with any", "test.csv")
         return assemble(
             name=self.name,
             template=self.template,
