@@ -99,3 +99,47 @@ def test_bad_images_are_reported_and_the_rest_predicted(trained, tmp_path):
         app, ["predict", "--run", str(run_dir), "--classes", "red circle,blue square", str(good[0])]
     )
     assert table.exit_code == 0 and "ts+dac" in table.output and "2 classes" in table.output
+
+
+def test_predict_on_an_empty_folder_is_a_one_line_error(trained, tmp_path):
+    run_dir, _, _ = trained
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    result = CliRunner().invoke(app, ["predict", "--run", str(run_dir), str(tmp_path / "empty")])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Internal error" not in result.output
+    assert lines[0].startswith("Error: Expected `images` to be image files") and str(tmp_path / "empty") in lines[0]
+
+
+def test_predict_new_classes_on_a_run_with_fewer_base_classes_than_dac_k(toy_weights, tmp_path, shared_cache):
+    """8 classes: 4 base classes, below DAC's k = 5; predict uses the k the run's evaluation used (4)."""
+    from tests.data.replicas import write_image
+
+    names = ["cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"]
+    for index, classname in enumerate(names):
+        for split in ("train", "test"):
+            write_image(tmp_path / "data" / split / classname / "0.png", 30 * index)
+    config = RunConfig(
+        dataset="folder",
+        root=str(tmp_path / "data"),
+        backbone="toy",
+        method="coop",
+        calibration="none",
+        shots=1,
+        epochs=1,
+        batch_size=4,
+        lr=0.002,
+        pretrained=toy_weights,
+    )
+    assert config.dac_k == 5
+    run_dir = tmp_path / "run"
+    metrics = run_experiment(config, run_dir).metrics
+    assert metrics["novel+dac"]["n"] == 4 and "ts" in metrics["skipped"]
+    image = str(tmp_path / "data" / "test" / "cat" / "0.png")
+    result = CliRunner().invoke(app, ["predict", "--run", str(run_dir), "--json", "--classes", "cat,owl,yak", image])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # the toy CLIP's vocabulary warnings go to stderr
+    assert data["calibration"] == "dac"  # no val/ folder: no temperature was fitted (the run says so in skipped)
+    assert data["classnames"] == ["cat", "owl", "yak"]
+    assert len(data["predictions"]) == 1 and len(data["predictions"][0]["top_k"]) == 3

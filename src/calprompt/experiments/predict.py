@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from calprompt._validation import fail
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.data import ImageTransformConfig
@@ -92,6 +93,11 @@ def predict_images(
     scaling is applied; with ``classnames`` the prompts are rebuilt for them and TS + DAC is applied. The run
     directory and the backbone's weights are all it needs (not the run's training data).
     """
+    collected = collect_images(images)
+    if not collected:  # an empty folder is a mistake (wrong path), not a prediction of nothing
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        expected = f"image files, or folders holding some ({suffixes}); pass the folder with the images"
+        fail("images", expected, [str(path) for path in images])
     run_dir = Path(run_dir).expanduser().absolute()
     loaded = load_run(run_dir, device=device)
     config, method = loaded.config, loaded.method
@@ -102,7 +108,7 @@ def predict_images(
         raise ValueError("Expected at least one class name, got none.")
     method.set_classnames(names)
 
-    good, errors = _readable(collect_images(images))
+    good, errors = _readable(collected)
     result = PredictionResult(names, "none", errors=errors)
     if not good:
         return result
