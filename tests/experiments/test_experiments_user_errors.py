@@ -95,3 +95,50 @@ def test_folder_with_only_train_is_refused_before_training(toy_weights, tmp_path
     line = one_line_error(args)
     assert str(tmp_path / "data") in line and "no test/" in line and "Add test images" in line
     assert not (tmp_path / "run").exists()  # refused before anything was written, so not after training
+
+
+def _zero_shot_sweep(tmp_path, weights: str):
+    import yaml
+
+    sections = {
+        "name": "zs",
+        "base": {"pretrained": weights, "method": "zeroshot", "calibration": "none", "epochs": 0, "recipe": "fast"},
+        "matrix": {"dataset": ["toy"], "seed": [1, 2]},
+    }
+    path = tmp_path / "zs.yaml"
+    path.write_text(yaml.safe_dump(sections), encoding="utf-8")
+    return path
+
+
+def test_a_run_busy_in_another_process_is_running_elsewhere_not_failed(toy_weights, tmp_path, cache_env):
+    """Two sweeps on one store: a run the other sweep holds is skipped and listed, and the exit code stays 0."""
+    from calprompt.experiments.rundir import run_lock
+    from calprompt.experiments.store import iter_failures
+    from calprompt.experiments.sweep import load_sweep, plan_sweep
+
+    sweep_file = _zero_shot_sweep(tmp_path, toy_weights)
+    store = tmp_path / "store"
+    held = plan_sweep(load_sweep(sweep_file), store).runs[0]
+    with run_lock(held.run_dir):  # the other sweep's process: an flock on its own open file conflicts with ours
+        result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--store", str(store), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "done 1, failed 0, skipped 0 (finished before), 1 running elsewhere" in result.output
+    assert f"running elsewhere (skipped) {held.label}" in result.output and "FAILED" not in result.output
+    assert list(iter_failures(store)) == []
+    again = plan_sweep(load_sweep(sweep_file), store)
+    assert [run.finished for run in again.runs] == [False, True] and again.failed_before == set()
+
+
+def test_sweep_force_runs_finished_runs_again(toy_weights, tmp_path, cache_env):
+    sweep_file = _zero_shot_sweep(tmp_path, toy_weights)
+    store = tmp_path / "store"
+    args = ["sweep", str(sweep_file), "--store", str(store), "--quiet"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first = {path.parent.name: path.stat().st_mtime_ns for path in store.glob("runs/*/finished.json")}
+    skipped = CliRunner().invoke(app, args)
+    assert "done 0, failed 0, skipped 2" in skipped.output
+    forced = CliRunner().invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "2 to run (--force)" in forced.output and "done 2, failed 0, skipped 0" in forced.output
+    after = {path.parent.name: path.stat().st_mtime_ns for path in store.glob("runs/*/finished.json")}
+    assert after.keys() == first.keys() and all(after[name] > first[name] for name in first)

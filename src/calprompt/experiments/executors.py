@@ -33,6 +33,7 @@ class RunTask:
     label: str
     cpus: float = 1.0
     gpus: float = 0.0
+    force: bool = False  # start the run over, replacing what its directory holds (`sweep --force`)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Outcome:
     ok: bool
     error: str | None = None
     seconds: float = 0.0
+    busy: bool = False  # another process holds the run's directory (another sweep runs it): not a failure
 
 
 def _backbone(config: Any) -> Any:
@@ -56,13 +58,17 @@ def _backbone(config: Any) -> Any:
 def execute(task: RunTask) -> Outcome:
     """Run ``task`` into its store directory; a failure is recorded in the store and returned, never raised."""
     from calprompt.experiments.config import RunConfig
+    from calprompt.experiments.rundir import RunDirectoryBusyError
     from calprompt.experiments.runner import run_experiment
     from calprompt.experiments.store import ResultsStore, clear_failure, record_failure
 
     started = time.perf_counter()
     try:
         config = RunConfig.from_dict(task.config).resolved()  # once: the store and the runner take it as it is
-        run_experiment(config, ResultsStore(task.store_root).run_dir(config), backbone=_backbone(config))
+        run_dir = ResultsStore(task.store_root).run_dir(config)
+        run_experiment(config, run_dir, backbone=_backbone(config), force=task.force)
+    except RunDirectoryBusyError as error:  # running elsewhere: that process records how it ends, not this one
+        return Outcome(task.run_id, task.label, False, str(error), time.perf_counter() - started, busy=True)
     except Exception as error:  # the sweep goes on; the record keeps the traceback
         failure = record_failure(task.store_root, task.run_id, task.config, error)
         return Outcome(task.run_id, task.label, False, failure.error, time.perf_counter() - started)

@@ -296,6 +296,7 @@ class SweepSummary:
     failed: int = 0
     skipped: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # run label -> error
+    elsewhere: list[str] = field(default_factory=list)  # labels of runs another process was running (not failures)
 
 
 def run_sweep(
@@ -303,22 +304,29 @@ def run_sweep(
     executor: Any = None,
     *,
     on_outcome: Callable[[Any, SweepSummary], None] | None = None,
+    force: bool = False,
 ) -> SweepSummary:
-    """Run the plan's unfinished runs with ``executor`` (default: serial), recording failures and going on.
+    """Run the plan's unfinished runs with ``executor`` (default: serial), recording failures and going on;
+    ``force`` runs every run of the plan again, finished ones included (each starts over).
 
-    ``on_outcome(outcome, summary)`` is called after each run (for a progress bar).
+    A run whose directory another process holds (another sweep running it) is skipped and listed in
+    ``summary.elsewhere``, not counted as failed. ``on_outcome(outcome, summary)`` is called after each run (for a
+    progress bar).
     """
     from calprompt.experiments.executors import RunTask, SerialExecutor
 
     executor = executor or SerialExecutor()
-    summary = SweepSummary(skipped=len(plan.finished))
+    summary = SweepSummary(skipped=0 if force else len(plan.finished))
     tasks = [
-        RunTask(run.config.to_dict(), str(plan.store.root), run.run_id, run.label, run.cpus, run.gpus)
-        for run in plan.pending
+        RunTask(run.config.to_dict(), str(plan.store.root), run.run_id, run.label, run.cpus, run.gpus, force)
+        for run in (plan.runs if force else plan.pending)
     ]
     for outcome in executor.map(tasks):
         if outcome.ok:
             summary.done += 1
+        elif outcome.busy:
+            summary.elsewhere.append(outcome.label)
+            logger.info("Run %s is running in another process: skipped.", outcome.label)
         else:
             summary.failed += 1
             summary.errors[outcome.label] = outcome.error or ""
