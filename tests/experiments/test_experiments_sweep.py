@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -146,3 +149,60 @@ def test_killed_sweep_restarts_without_recomputing_and_gives_identical_results(t
     killed = {run.path.name: comparable(run.metrics) for run in ResultsStore(store).iter_runs()}
     uninterrupted = {run.path.name: comparable(run.metrics) for run in reference.iter_runs()}
     assert killed == uninterrupted
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live processes below ``pid`` (from /proc; zombies count as gone: they only wait to be reaped)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_killed_pool_sweep_leaves_no_process_behind(toy_weights, tmp_path, cache_env):
+    """SIGKILL a `--executor pool` sweep while its workers run: its workers and the resource tracker end too."""
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(yaml.safe_dump(tiny_sweep(toy_weights)), encoding="utf-8")
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "calprompt.cli", "sweep", str(sweep_file), "--store", str(store)]
+    command += ["--executor", "pool", "--workers", "2", "--quiet"]
+    process = subprocess.Popen(
+        command, env=cache_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline, children = time.time() + 300, set()
+        while process.poll() is None and time.time() < deadline:
+            children = _descendants(process.pid)
+            if len(children) >= 3 and list(store.glob("runs/*")):  # 2 workers + the resource tracker, runs started
+                break
+            time.sleep(0.1)
+        assert process.poll() is None and len(children) >= 3, process.stderr.read().decode()[-2000:]
+        time.sleep(1.0)  # the workers are inside their runs
+        children = _descendants(process.pid)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(map(_alive, children)):
+            time.sleep(0.2)
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:  # whatever failed above: end what this test started (its own session; nothing else is in it)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -84,9 +84,33 @@ class SerialExecutor:
             yield execute(task)
 
 
-def _limit_threads(threads: int) -> None:
+def _die_with_parent(parent: int, interval: float = 0.5) -> None:
+    """End this worker process when ``parent`` (the sweep) is gone, even when it was SIGKILLed and could not stop
+    its pool: on Linux the kernel sends SIGKILL at once (``PR_SET_PDEATHSIG``); everywhere a daemon thread sees the
+    worker re-parented within ``interval`` seconds. The workers gone, the resource tracker reads EOF and exits too."""
+    import contextlib
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: the thread below does it
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)  # the parent died before or while the signal was set up: nothing left to report to
+
+    threading.Thread(target=watch, name="calprompt-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int) -> None:
     import torch
 
+    _die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -108,7 +132,7 @@ class PoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         context = multiprocessing.get_context("spawn")  # torch and fork do not mix
         with ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(threads, os.getpid())
         ) as pool:
             futures = {pool.submit(execute, task): task for task in tasks}
             for future in as_completed(futures):
