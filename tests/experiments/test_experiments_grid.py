@@ -66,3 +66,19 @@ def test_temperature_scaling_never_fits_on_a_test_split():
     assert calibration_split(splits, RunConfig(shots=16, seed=1)) == chosen  # seeded
     regular = DatasetSplits("pets", splits.classnames, test[:6], test[:5], test)
     assert calibration_split(regular, RunConfig(shots=16, seed=1)) == test[:5]
+
+
+def test_grid_with_a_seed_asked_twice_runs_and_counts_it_once(toy_weights, tmp_path, cache_env):
+    import json
+
+    from typer.testing import CliRunner
+
+    from calprompt.cli import app
+
+    args = ["grid", "--run", "zeroshot", "--seed", "1", "--seed", "1", "--pretrained", toy_weights, "--recipe", "fast"]
+    result = CliRunner().invoke(app, [*args, "--quiet", "--out", str(tmp_path / "grid")])
+    assert result.exit_code == 0, result.output
+    [finished] = (tmp_path / "grid").glob("runs/*/finished.json")
+    base = json.loads((finished.parent / "metrics.json").read_text())["base"]
+    tables = (tmp_path / "grid" / "tables.md").read_text()
+    assert f"| zeroshot | {100 * base['accuracy']:.1f} | {100 * base['ece']:.1f} |" in tables and "±" not in tables

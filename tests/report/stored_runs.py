@@ -40,7 +40,8 @@ def stored_run(
         **config,
     }
     row = {k: v for k, v in full.items() if k not in ("dataset", "seed", "method_options", *from_recipe)}
-    return SimpleNamespace(path=Path(f"/store/runs/{key:05d}"), config=full, metrics=metrics, row=row)
+    run_id = zlib.crc32(repr(sorted(full.items())).encode())  # one directory per config, as a store keys its runs
+    return SimpleNamespace(path=Path(f"/store/runs/{run_id:08x}"), config=full, metrics=metrics, row=row)
 
 
 def grid_runs(datasets=("toy", "toy-texture"), seeds=(1, 2, 3)) -> list[SimpleNamespace]:

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from calprompt.report.tables import collect, paper_tables, quantity_table, summary_table, tables_csv
+from calprompt.report.tables import collect, grid_tables, paper_tables, quantity_table, summary_table, tables_csv
 from tests.report.stored_runs import grid_runs, stored_run
 
 
@@ -91,3 +91,35 @@ def test_transfer_targets_get_their_own_tables():
     assert titles[-2:] == ["transfer accuracy", "transfer ECE"]
     table = paper_tables(collect(runs))[-1]
     assert table.columns == ("toy -> toy-domain",)
+
+
+def _on_root(root: str, seed: int):
+    """A run on the data folder ``root``: like every run, it does not record its root among its row settings."""
+    run = stored_run("folder", "coop", "ours", seed, root=root)
+    del run.row["root"]
+    return run
+
+
+@pytest.mark.parametrize("seeds", [(1, 2), (1, 1)])
+def test_runs_on_two_data_roots_are_two_rows_never_seeds_of_one(seeds):
+    runs = [_on_root("/data/a", seeds[0]), _on_root("/data/b", seeds[1])]
+    results = collect(runs)
+    assert [key.label for key in results.rows] == ["coop + ours (root=/data/a)", "coop + ours (root=/data/b)"]
+    for key, run in zip(results.rows, runs, strict=True):
+        assert results.cells[key] == {
+            "folder": {run.config["seed"]: {"base": run.metrics["base"], "novel": run.metrics["novel"]}}
+        }
+
+
+def test_a_setting_that_differs_between_seeds_still_splits_the_row():
+    runs = [stored_run("toy", "coop", "none", 1, shots=4), stored_run("toy", "coop", "none", 2, shots=16)]
+    rows = [key.label for key in collect(runs).rows if not key.posthoc]
+    assert rows == ["coop (shots=16)", "coop (shots=4)"]
+
+
+def test_a_run_listed_twice_counts_once():
+    run = stored_run("toy", "coop", "ours", 1)
+    table = summary_table(collect([run, run]))
+    assert _cell(table, "coop + ours", "novel ECE").values == pytest.approx([run.metrics["novel"]["ece"]])
+    grid = grid_tables([run, run])
+    assert "±" not in grid and f"| coop + ours | {100 * run.metrics['base']['accuracy']:.1f} |" in grid

@@ -161,11 +161,13 @@ def grid(
     spec = grid_spec(base, datasets, parse_runs(run or ["zeroshot", "coop:none", "coop:ours"]), seeds)
     plan = plan_sweep(spec, out)
     summary = run_with_progress(plan, SerialExecutor(), quiet=quiet)
+    for label in summary.elsewhere:
+        console.print(f"running elsewhere (left out of the tables) {label}", highlight=False, soft_wrap=True)
     for label, error in summary.errors.items():
         console.print(f"FAILED {label}: {error}", highlight=False, soft_wrap=True)
     if summary.failed:
         raise typer.Exit(code=1)
-    tables = grid_tables([_stored(run) for run in plan.runs])
+    tables = grid_tables([stored for run in plan.runs if (stored := _stored(run)) is not None])
     out.mkdir(parents=True, exist_ok=True)
     (out / "tables.md").write_text(tables, encoding="utf-8")
     console.print(tables)
@@ -173,10 +175,12 @@ def grid(
 
 
 def _stored(run: Any) -> Any:
+    """The finished run of a planned one (``None`` while another process still runs it)."""
     from calprompt.experiments.rundir import read_finished
     from calprompt.experiments.store import read_stored_run
 
-    return read_stored_run(run.run_dir, read_finished(run.run_dir) or {})
+    metrics = read_finished(run.run_dir)
+    return None if metrics is None else read_stored_run(run.run_dir, metrics)
 
 
 def upgrade(

@@ -111,11 +111,13 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
 
     Each run gives its raw row and, for calibration ``none`` (or every calibration with ``posthoc_all``), one row per
     post-hoc variant it has (``+ TS``, ``+ DAC``, ``+ TS + DAC``). Settings other than method and calibration that
-    differ between runs (shots, protocol, method options, ...) are appended to the row label, so runs of different
-    settings are never averaged together.
+    differ between runs (shots, protocol, method options, the data root, ...) are appended to the row label, so runs
+    of different settings are never averaged together. A run given twice (the same directory) counts once.
     """
-    runs = list(runs)
-    requested = [dict(run.row) for run in runs]
+    runs = list({_identity(run): run for run in runs}.values())
+    # The data root is not among the settings a run records as its row (it says where, not how), but runs on two
+    # roots are runs on two data sets: never seeds of one row.
+    requested = [{**run.row, "root": run.config.get("root")} for run in runs]
     varying = _varying_settings(runs, requested)
     results = Results()
     for run, settings in zip(runs, requested, strict=True):
@@ -147,8 +149,15 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
     return results
 
 
+def _identity(run: Any) -> Any:
+    """What makes two stored runs the same run: their directory (a run listed twice is still one run)."""
+    path = getattr(run, "path", None)
+    return str(path) if path is not None else id(run)
+
+
 def _varying_settings(runs: list[Any], requested: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Per method, the settings that tell apart runs of the same method, calibration, dataset and seed.
+    """Per method, the settings that tell apart runs of the same method, calibration and dataset (whatever their
+    seeds: a setting that differs between seed 1 and seed 2 makes two rows, not two seeds of one).
 
     Only those go into row labels: a setting that differs between methods (zero-shot trains 0 epochs) never
     splits a row.
@@ -156,7 +165,7 @@ def _varying_settings(runs: list[Any], requested: list[dict[str, Any]]) -> dict[
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for run, settings in zip(runs, requested, strict=True):
         c = run.config
-        groups.setdefault((c["method"], c["calibration"], c["dataset"], c["seed"]), []).append(settings)
+        groups.setdefault((c["method"], c["calibration"], c["dataset"]), []).append(settings)
     varying: dict[str, set[str]] = {}
     for (method, *_), members in groups.items():
         keys = {key for settings in members for key in settings} - {"method", "calibration"}
@@ -323,7 +332,7 @@ def grid_tables(runs: Sequence[Any]) -> str:
     objects with ``config`` and ``metrics``), each cell mean ± std over its seeds; then the average over datasets
     (per-seed averages, then mean ± std)."""
     results: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-    for run in runs:
+    for run in {_identity(run): run for run in runs}.values():  # a run listed twice is one run, not two seeds
         method, calibration = run.config["method"], run.config["calibration"]
         label = method if calibration == "none" else f"{method} + {calibration}"
         results.setdefault(run.config["dataset"], {}).setdefault(label, []).append(run.metrics)
