@@ -142,3 +142,19 @@ def test_sweep_force_runs_finished_runs_again(toy_weights, tmp_path, cache_env):
     assert "2 to run (--force)" in forced.output and "done 2, failed 0, skipped 0" in forced.output
     after = {path.parent.name: path.stat().st_mtime_ns for path in store.glob("runs/*/finished.json")}
     assert after.keys() == first.keys() and all(after[name] > first[name] for name in first)
+
+
+def test_every_calibrator_the_readme_names_is_exported_by_calprompt_calibration():
+    import re
+    from pathlib import Path
+
+    import calprompt.calibration
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("Post-hoc calibrators (", 1)[1].split("\n\n", 2)[1]  # the bullet list after the heading line
+    named = re.findall(r"^- `([A-Z]\w+)\(", section, flags=re.MULTILINE)
+    named += re.findall(r" and `([A-Z]\w+)\(", section)
+    assert set(named) >= {"TemperatureScaling", "DistanceAwareCalibration", "HistogramBinning", "SplitConformal"}
+    assert [name for name in named if name not in calprompt.calibration.__all__] == []
+    for name in named:
+        assert getattr(calprompt.calibration, name).__name__ == name

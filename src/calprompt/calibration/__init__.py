@@ -1,7 +1,8 @@
-"""Calibration: train-time loss components, the composable objective and its presets.
+"""Calibration: train-time loss components, the composable objective and its presets, and post-hoc calibrators.
 
 ``from calprompt.calibration import margin_mean_variance, text_moment_matching`` gives the paper's regularizers as
-plain tensor functions; :func:`build_objective` gives whole training objectives by name.
+plain tensor functions; :func:`build_objective` gives whole training objectives by name; every post-hoc calibrator
+the README names (``TemperatureScaling``, ``DistanceAwareCalibration``, ...) is importable from here too.
 """
 
 from calprompt.calibration.baselines import (
@@ -12,8 +13,16 @@ from calprompt.calibration.baselines import (
     zs_norm_logits,
     zs_range_penalty,
 )
+from calprompt.calibration.conformal import SplitConformal
 from calprompt.calibration.objective import CalibrationObjective, ObjectiveInputs, Term
+from calprompt.calibration.posthoc import (
+    DistanceAwareCalibration,
+    NotFittedError,
+    TemperatureScaling,
+    ZeroShotLogitScaling,
+)
 from calprompt.calibration.presets import OBJECTIVE_PRESETS, build_objective, describe_presets, register_preset
+from calprompt.calibration.recalibration import HistogramBinning, IsotonicCalibration
 from calprompt.calibration.registry import INPUT_NAMES, TERMS, register_term
 from calprompt.calibration.terms import (
     TextMoments,
@@ -29,9 +38,16 @@ __all__ = [
     "OBJECTIVE_PRESETS",
     "TERMS",
     "CalibrationObjective",
+    "DistanceAwareCalibration",
+    "HistogramBinning",
+    "IsotonicCalibration",
+    "NotFittedError",
     "ObjectiveInputs",
+    "SplitConformal",
+    "TemperatureScaling",
     "Term",
     "TextMoments",
+    "ZeroShotLogitScaling",
     "build_objective",
     "cross_entropy",
     "describe_presets",
