@@ -158,3 +158,25 @@ def test_every_calibrator_the_readme_names_is_exported_by_calprompt_calibration(
     assert [name for name in named if name not in calprompt.calibration.__all__] == []
     for name in named:
         assert getattr(calprompt.calibration, name).__name__ == name
+
+
+@pytest.mark.parametrize("kind", ["typer", "click"])
+def test_a_usage_error_raised_inside_a_command_is_one_line_and_exit_1(kind):
+    """The wrapper of every command: typer's own (vendored click) and click's usage errors are user errors too."""
+    import click
+    import typer
+
+    from calprompt.cli.main import friendly_errors
+
+    error = typer.BadParameter if kind == "typer" else click.BadParameter
+    probe = typer.Typer()
+
+    @probe.command()
+    @friendly_errors
+    def command() -> None:
+        raise error("Expected `--out` to be a folder, got a file.", param_hint="'--out'")
+
+    result = CliRunner().invoke(probe, [])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and "Internal error" not in result.output
+    assert lines == ["Error: Invalid value for '--out': Expected `--out` to be a folder, got a file."]
