@@ -44,7 +44,7 @@ def batch() -> dict[str, object]:
     }
 
 
-# Each preset's loss, written out with the reference constants of the papers (README, the method).
+# Each preset's loss, written out with the reference constants of the papers (docs/objectives.md).
 EXPECTED: dict[str, tuple[frozenset[str], Callable[[dict], torch.Tensor]]] = {
     "none": (frozenset({"logits", "labels"}), lambda b: F.cross_entropy(b["logits"], b["labels"])),
     "ours": (

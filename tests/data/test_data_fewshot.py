@@ -134,7 +134,7 @@ def test_few_shot_rejects_non_integer_seed():
         sample_few_shot(synthetic_splits(3, 0), shots=1, seed="1")
 
 
-# Class counts and base/new sizes as published with the CoOp splits (README, Data).
+# Class counts and base/new sizes as published with the CoOp splits (docs/data.md lists the benchmarks).
 BASE_NOVEL_TABLE = [
     ("imagenet", 1000, 500, 500),
     ("caltech101", 100, 50, 50),

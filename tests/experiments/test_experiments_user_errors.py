@@ -144,13 +144,13 @@ def test_sweep_force_runs_finished_runs_again(toy_weights, tmp_path, cache_env):
     assert after.keys() == first.keys() and all(after[name] > first[name] for name in first)
 
 
-def test_every_calibrator_the_readme_names_is_exported_by_calprompt_calibration():
+def test_every_calibrator_the_docs_name_is_exported_by_calprompt_calibration():
     import re
     from pathlib import Path
 
     import calprompt.calibration
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[2] / "docs" / "objectives.md").read_text(encoding="utf-8")
     section = readme.split("Post-hoc calibrators (", 1)[1].split("\n\n", 2)[1]  # the bullet list after the heading line
     named = re.findall(r"^- `([A-Z]\w+)\(", section, flags=re.MULTILINE)
     named += re.findall(r" and `([A-Z]\w+)\(", section)

@@ -1,9 +1,9 @@
 """Train-time calibration baselines: MbLS, ZS-Norm, Penalty, label smoothing and focal loss.
 
 Definitions: MbLS (Liu et al., CVPR 2022), ZS-Norm and Penalty (Murugesan et al., ECCV 2024), label smoothing,
-focal loss (Lin et al., 2017); the README states each formula. ``z`` is (B, C) tuned scaled logits and ``z0``
-the frozen zero-shot CLIP logits of the same images. Computed in float32 (float64 stays float64) with autocast
-disabled; 0-dim results.
+focal loss (Lin et al., 2017); each function states its formula (docs/objectives.md lists the presets and their
+constants). ``z`` is (B, C) tuned scaled logits and ``z0`` the frozen zero-shot CLIP logits of the same images.
+Computed in float32 (float64 stays float64) with autocast disabled; 0-dim results.
 """
 
 from __future__ import annotations

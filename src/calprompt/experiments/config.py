@@ -12,7 +12,7 @@ derives from these declarations what a run writes for reports to group it by.
 
 Recipes: ``paper`` follows the published ViT-B/16 base-to-novel recipes; ``fast`` is a short schedule for smoke runs,
 sweeps on CPUs and the toy world. Toy datasets (names starting with ``toy``) use their own entries because the tiny
-backbone's logit scale and feature statistics differ from real CLIP's (see the README's toy-world section).
+backbone's logit scale and feature statistics differ from real CLIP's (see docs/toy-world.md).
 """
 
 from __future__ import annotations

@@ -153,6 +153,8 @@ class BootstrapIntervals:
 class EvaluationReport:
     """All metrics of one evaluation. Fractions in [0, 1] unless stated; see each metric function for its formula.
 
+    The fields with a default are ``None`` in reports stored before they existed.
+
     Attributes:
         n, n_classes, n_bins: number of samples, classes and equal-width / equal-mass bins.
         accuracy: top-1 accuracy. ece, adaptive_ece, mce, classwise_ece: calibration errors.
@@ -162,7 +164,6 @@ class EvaluationReport:
         smooth_ece, smooth_ece_bandwidth: smooth ECE and its automatic bandwidth (:mod:`calprompt.metrics.smooth`).
         debiased_ece, ece_sweep, ece_sweep_bins: the bias-reduced binned estimators (:mod:`calprompt.metrics.debiased`).
         smooth_reliability: the smoothed reliability curve. intervals: bootstrap intervals, when asked for.
-        The fields with a default are ``None`` in reports stored before they existed.
     """
 
     n: int

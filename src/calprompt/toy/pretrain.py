@@ -75,7 +75,7 @@ def _fade(p_inverted: float) -> dict[str, float]:
     return {**dict.fromkeys(STYLES, 0.85), "inverted": p_inverted}
 
 
-# The recipe of two throwaway prototypes (README, toy world), with twice the photo stage (shape was still the
+# The recipe of two throwaway prototypes (docs/toy-world.md), with twice the photo stage (shape was still the
 # factor being learnt): photos first, then the style mix with styles usually named, then the inverted style named
 # less and less, so that "a photo of a {}." misdescribes inverted images while "an inverted image of a {}." fits.
 DEFAULT_RECIPE: tuple[Stage, ...] = (
