@@ -14,6 +14,8 @@ from calprompt.cli.config_options import GROUPED
 from calprompt.experiments.config import RunConfig
 
 CHOICES = {"protocol": "all", "recipe": "fast", "precision": "bf16", "method": "zeroshot", "calibration": "none"}
+# A backbone name is checked up front (without loading): a known open_clip architecture.
+CHOICES["backbone"] = "ViT-B-16"
 # Names are checked against the registries before any work (a dry run included): known ones.
 CHOICES.update({"dataset": "toy-texture", "eval_datasets": ["toy-domain"]})
 

@@ -95,13 +95,12 @@ def train(
 
     Every run config field is an option below; `-c FILE` reads them from YAML, `--set` overrides any of them.
     """
-    from calprompt.experiments.identity import run_id
     from calprompt.experiments.settings import run_config
 
     flags = {**flags, **option_flags(method_option, calibration_option)}
     config = run_config(config_file, flags, assignments or ())
-    if dry_run:
-        console.print_json(data={**config.to_dict(), "run_id": run_id(config)})
+    if dry_run:  # a run's checks before its run id (see `dry_run_record`)
+        console.print_json(data=dry_run_record(config))
         return
     if out is None:
         raise typer.BadParameter("Missing option: the run directory to write.", param_hint="--out")
@@ -111,6 +110,20 @@ def train(
     title = f"{config.method} + {config.calibration} on {config.dataset} (seed {config.seed})"
     console.print(metrics_table(result.metrics, title))
     console.print(f"Wrote {out / 'metrics.json'}")
+
+
+def dry_run_record(config: Any) -> dict[str, Any]:
+    """The resolved config and run id of ``config`` after the checks of `plan_run` (data read and checked by the
+    protocol, with what it would adapt) when its data is on this machine; the machine checks (device, precision)
+    are left to the run, as a dry run is often made elsewhere than the run."""
+    from calprompt.experiments.identity import run_id
+    from calprompt.experiments.runner import plan_run
+    from calprompt.experiments.settings import missing_data
+
+    record = {**config.to_dict(), "run_id": run_id(config)}
+    if not any(missing_data(name, config.root) for name in (config.dataset, *config.eval_datasets)):
+        record["adapted"] = plan_run(config, machine=False).adapted
+    return record
 
 
 def evaluate(
