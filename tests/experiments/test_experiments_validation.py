@@ -120,19 +120,17 @@ def test_two_classes_train_with_ours_under_the_all_class_protocol(tmp_path, back
 # What the data makes a run adapt is recorded in metrics.json["adapted"]
 
 
-def test_fewer_images_than_shots_are_recorded_and_a_run_that_adapts_nothing_records_nothing(
-    tmp_path, backbone, toy_weights, shared_cache
-):
+def test_fewer_training_images_than_shots_are_recorded(tmp_path, backbone, toy_weights, shared_cache):
     root = image_folder(tmp_path / "data", six_classes())  # 2 training images per class
     config = RunConfig(dataset="folder", backbone="toy", root=str(root), shots=2, epochs=1, warmup_epochs=0)
     config = dataclasses.replace(config, batch_size=4, pretrained=toy_weights)
     exact = run_experiment(config, tmp_path / "exact", backbone=backbone, cache_dir=shared_cache).metrics
-    assert "adapted" not in exact
+    assert "shots" not in exact.get("adapted", {})  # (random pixels: near chance, so TS may be recorded as adapted)
     asked = dataclasses.replace(config, shots=1000)
     metrics = run_experiment(asked, tmp_path / "asked", backbone=backbone, cache_dir=shared_cache).metrics
-    assert metrics["adapted"] == {
-        "shots": "6 of 6 classes have fewer training images than the 1000 asked for, so each trained on all it has (2)"
-    }
+    assert metrics["adapted"]["shots"] == (
+        "6 of 6 classes have fewer training images than the 1000 asked for, so each trained on all it has (2)"
+    )
 
 
 def test_skip_missing_records_how_many_images_each_split_dropped(tmp_path, backbone, toy_weights, shared_cache):
@@ -146,10 +144,9 @@ def test_skip_missing_records_how_many_images_each_split_dropped(tmp_path, backb
     config = RunConfig(dataset="csv", backbone="toy", root=str(tmp_path), shots=2, epochs=1, warmup_epochs=0)
     config = dataclasses.replace(config, batch_size=4, pretrained=toy_weights, skip_missing=True)
     metrics = run_experiment(config, tmp_path / "run", backbone=backbone, cache_dir=shared_cache).metrics
-    assert metrics["adapted"] == {
-        "skip_missing": "dropped 2 listed image file(s) of csv that do not exist (train 1, val 0, test 1); "
-        f"first: {gone['train']}"
-    }
+    assert metrics["adapted"]["skip_missing"] == (
+        f"dropped 2 listed image file(s) of csv that do not exist (train 1, val 0, test 1); first: {gone['train']}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
