@@ -88,7 +88,7 @@ def test_a_relative_root_in_a_file_is_relative_to_the_file(tmp_path, monkeypatch
         ("", ["--set", "lr=nan"], "lr"),
         ("text_memory_mb: 0\n", [], "text_memory_mb"),
         ("- a list\n", [], "mapping"),
-        ("dataset: oxford_pets\n", [], "root"),  # a dataset with files and no root
+        ("dataset: oxford_pets\nbackbone: ViT-B-16\n", [], "root"),  # a dataset with files and no root
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, content, args, named):

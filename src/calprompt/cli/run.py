@@ -113,16 +113,17 @@ def train(
 
 
 def dry_run_record(config: Any) -> dict[str, Any]:
-    """The resolved config and run id of ``config`` after the checks of `plan_run` (data read and checked by the
-    protocol, with what it would adapt) when its data is on this machine; the machine checks (device, precision)
-    are left to the run, as a dry run is often made elsewhere than the run."""
+    """The resolved config and run id of ``config`` after the checks of `plan_run`: the data read and checked by
+    the protocol, with what the run would adapt, where the data is on this machine (``"data"`` says why not
+    otherwise). The machine checks (device, precision) are left to the run: a dry run is often made elsewhere."""
     from calprompt.experiments.identity import run_id
     from calprompt.experiments.runner import plan_run
-    from calprompt.experiments.settings import missing_data
 
     record = {**config.to_dict(), "run_id": run_id(config)}
-    if not any(missing_data(name, config.root) for name in (config.dataset, *config.eval_datasets)):
+    try:
         record["adapted"] = plan_run(config, machine=False).adapted
+    except FileNotFoundError as error:  # data (or weights) that live elsewhere: the run checks them before writing
+        record["data"] = f"not checked here: {str(error).splitlines()[0]}"
     return record
 
 

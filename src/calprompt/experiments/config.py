@@ -49,10 +49,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CALPROMPT_CACHE", Path.home() / ".cache" / "calprompt")).expanduser()
 
 
-def setting(default: Any, help: str, *flags: str, mechanics: bool = False) -> Any:
+def setting(default: Any, help: str, *flags: str, mechanics: bool = False, shown: str | None = None) -> Any:
     """A `RunConfig` field with its command-line help and flags (default flag: ``--field-name``); ``mechanics``
-    fields change how a run computes, not what, and are left out of its identity."""
-    return field(default=default, metadata={"help": help, "flags": flags, "mechanics": mechanics})
+    fields change how a run computes, not what, and are left out of its identity; ``shown`` words the default in
+    the help where the value alone would mislead."""
+    return field(default=default, metadata={"help": help, "flags": flags, "mechanics": mechanics, "shown": shown})
 
 
 #: Fields that the training loop's `TrainConfig` takes under the same names; ``None`` means the loop's default.
@@ -80,7 +81,9 @@ class RunConfig:
     shots: int = setting(16, "Training images per class.")
     seed: int = setting(1, "Run seed (few-shot subset, initialisation, batch order, views).")
     backbone: str | None = setting(
-        None, "open_clip architecture, hf-hub:/local-dir: name, or toy (default: toy for the toy datasets only)."
+        None,
+        "open_clip architecture (ViT-B-16, with --pretrained openai), hf-hub:/local-dir: name, or toy.",
+        shown="toy for the toy world's datasets; any other dataset must name one",
     )
     pretrained: str | None = setting(None, "Hub tag (openai, ...) or weights file.")
     protocol: str = setting("base2novel", "base2novel, or all (train/test on every class).")

@@ -1,9 +1,11 @@
 """The one runner: every run, whatever its protocol, goes data -> backbone -> protocol -> transfer targets -> files.
 
-`run_experiment` resolves the config once, reads the data and fingerprints it, asks the protocol what cannot run,
-claims the run directory (`calprompt.experiments.rundir`: refused if another run's, returned as stored if finished,
-resumed if interrupted), then lets the protocol tune and evaluate, evaluates the tuned prompts on the transfer targets
-(``eval_datasets``), and writes ``prompt.safetensors``, ``method.json``, ``predictions.safetensors``,
+`run_experiment` first makes every check that needs no writing (`plan_run`, shared with ``train --dry-run``): it
+resolves the config once, checks the machine, reads the data and fingerprints it, asks the protocol what cannot run
+and notes what the data makes the run adapt (``metrics.json["adapted"]``). Then it claims the run directory
+(`calprompt.experiments.rundir`: refused if another run's, returned as stored if finished, resumed if interrupted),
+lets the protocol tune and evaluate, evaluates the tuned prompts on the transfer targets (``eval_datasets``), and
+writes ``prompt.safetensors``, ``method.json``, ``predictions.safetensors``,
 ``metrics.json`` and ``run.json`` before the finished marker. `load_run` rebuilds a finished run's method from its
 directory alone; `evaluate_run` re-evaluates it, or evaluates it on another dataset.
 """
