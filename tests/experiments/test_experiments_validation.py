@@ -69,6 +69,15 @@ def test_every_epoch_warm_up_is_refused_naming_both_settings_and_the_fix(tmp_pat
     assert "--epochs 2 or more" in output
 
 
+def test_a_finished_run_of_an_all_warm_up_schedule_still_reads_back():
+    """The schedule is refused for runs to come (producer and runner), not when an older run's config is read."""
+    from calprompt.experiments.settings import run_config
+
+    assert RunConfig(epochs=1).resolved().warmup_epochs == 1
+    with pytest.raises(ValueError, match="`warmup_epochs`"):
+        run_config(flags={"epochs": 1})
+
+
 @pytest.mark.parametrize("flags", [["--precision", "fp16"], ["--precision", "bf16"], ["--device", "cuda"]])
 def test_half_precision_on_a_cpu_and_a_missing_gpu_are_refused_up_front(tmp_path, toy_weights, cache_env, flags):
     if flags[0] == "--device" and torch.cuda.is_available():

@@ -189,7 +189,6 @@ class RunConfig:
             changes["backbone"] = default_backbone(self.dataset)
         resolved = replace(self, **changes)
         _check_names(resolved)
-        _check_schedule(resolved)
         object.__setattr__(resolved, _RESOLVED, True)
         return resolved
 
@@ -267,9 +266,11 @@ def default_backbone(dataset: str) -> str:
     return "toy"
 
 
-def _check_schedule(config: RunConfig) -> None:
+def check_schedule(config: RunConfig) -> None:
     """A schedule whose every epoch is warm-up never uses ``lr``: refused rather than silently trained at
-    ``warmup_lr`` (the run would record a learning rate it never used)."""
+    ``warmup_lr`` (the run would record a learning rate it never used). Checked for runs to come (the producer
+    `calprompt.experiments.settings.run_config` and the runner), not when a finished run is read back."""
+    config = config.resolved()
     if config.epochs >= 1 and config.warmup_epochs >= config.epochs:
         fail(
             "warmup_epochs",

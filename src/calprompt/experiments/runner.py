@@ -28,7 +28,7 @@ from calprompt.conventions import target_key
 from calprompt.data import FeatureCache, ImageTransformConfig, load_dataset
 from calprompt.data.items import DatasetSplits
 from calprompt.engine.evaluate import Predictions
-from calprompt.experiments.config import RunConfig, check_machine, default_cache_dir, row_settings
+from calprompt.experiments.config import RunConfig, check_machine, check_schedule, default_cache_dir, row_settings
 from calprompt.experiments.identity import (
     RunIdentity,
     data_fingerprint,
@@ -174,6 +174,7 @@ def plan_run(config: RunConfig, *, machine: bool = True) -> PlannedRun:
     config resolved (names, schedule, backbone), the machine (device, precision), the data read and checked by the
     protocol, and what the data makes the run adapt (`data_adaptations`); ``machine=False`` leaves out the machine."""
     config = config.resolved()
+    check_schedule(config)
     if machine:
         check_machine(config)
     protocol = get_protocol(config.protocol)

@@ -30,7 +30,7 @@ from typing import Any
 
 from calprompt._parsing import parse_assignments, parse_value
 from calprompt._validation import fail
-from calprompt.experiments.config import RunConfig
+from calprompt.experiments.config import RunConfig, check_schedule
 
 _OPTION_GROUPS = {"method": "method_options", "calibration": "calibration_options"}
 _OPTION_GROUPS.update({group: group for group in _OPTION_GROUPS.values()})
@@ -111,6 +111,7 @@ def run_config(
 
     config = RunConfig(**merged_settings(file, flags, sets, base=base, source=source)).resolved()
     get_protocol(config.protocol)
+    check_schedule(config)
     return config
 
 
