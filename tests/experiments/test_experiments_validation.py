@@ -76,6 +76,7 @@ def test_a_finished_run_of_an_all_warm_up_schedule_still_reads_back():
     assert RunConfig(epochs=1).resolved().warmup_epochs == 1
     with pytest.raises(ValueError, match="`warmup_epochs`"):
         run_config(flags={"epochs": 1})
+    assert run_config(flags={"epochs": 1, "method": "zeroshot"}).epochs == 1  # trains nothing: no lr to lose
 
 
 @pytest.mark.parametrize("flags", [["--precision", "fp16"], ["--precision", "bf16"], ["--device", "cuda"]])

@@ -271,6 +271,9 @@ def check_schedule(config: RunConfig) -> None:
     ``warmup_lr`` (the run would record a learning rate it never used). Checked for runs to come (the producer
     `calprompt.experiments.settings.run_config` and the runner), not when a finished run is read back."""
     config = config.resolved()
+    entry = recipe_table().get(config.method)
+    if entry is not None and int(entry["paper"]["epochs"]) == 0:
+        return  # a method that does not train (zero-shot CLIP): no learning rate to lose
     if config.epochs >= 1 and config.warmup_epochs >= config.epochs:
         fail(
             "warmup_epochs",
