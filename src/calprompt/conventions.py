@@ -11,6 +11,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Activations (MB) a gradient pass of the text encoder may keep before its prompts are encoded in chunks that are
 # recomputed during backward (`calprompt.clip.text_plan`; the run setting ``text_memory_mb``).
 DEFAULT_TEXT_MEMORY_MB = 2048
+# Numeric precisions of a run: float32, or bf16/fp16 autocast (GPU only; the calibration terms stay in float32).
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def clean_classname(classname: str) -> str:

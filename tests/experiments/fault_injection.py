@@ -50,7 +50,9 @@ def job(kind: str, out: Path, data: Path, weights: str, cache: Path) -> None:
     torch.set_num_threads(1)
     from calprompt.experiments.config import RunConfig
 
-    config = RunConfig(dataset="folder", root=str(data), shots=2, epochs=4, batch_size=2, pretrained=weights)
+    config = RunConfig(
+        dataset="folder", backbone="toy", root=str(data), shots=2, epochs=4, batch_size=2, pretrained=weights
+    )
     if kind == "train":
         from calprompt.experiments.runner import run_experiment
 

@@ -13,7 +13,9 @@ from tests.report.test_report_html import CHROMIUM, _blue_pixels, _open, _page_r
 def test_quick_demo_prints_the_table_and_writes_a_report_chromium_renders(toy_weights, tmp_path, cache_env):
     out = tmp_path / "demo"
     args = ["demo", "--quick", "--executor", "serial", "--quiet", "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1"])
+    result = CliRunner().invoke(
+        app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1", "--set", "warmup_epochs=0"]
+    )
     assert result.exit_code == 0, result.output
     for label in ("zeroshot", "coop", "coop + ours", "coop + TS", "base acc", "novel ECE", "toy -> toy-domain"):
         assert label in result.output
@@ -30,7 +32,9 @@ def test_quick_demo_prints_the_table_and_writes_a_report_chromium_renders(toy_we
     assert dom.count("<table") >= 6 and len(re.findall(r"<img src=\"data:image/png;base64,", dom)) == len(figures)
     assert _blue_pixels(shot) > 1000 and _page_requests(netlog) == set()
 
-    again = CliRunner().invoke(app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1"])
+    again = CliRunner().invoke(
+        app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1", "--set", "warmup_epochs=0"]
+    )
     assert again.exit_code == 0 and "skipped 3" in again.output  # a second demo reuses the finished runs
 
     # `calprompt report` on the demo's store writes the same tables elsewhere

@@ -28,7 +28,7 @@ def _grid(base, out):
 
 
 def test_grid_runs_once_and_tabulates(toy_weights, tmp_path, cache_env, monkeypatch):
-    base = {"shots": 1, "epochs": 1, "batch_size": 8, "pretrained": toy_weights}
+    base = {"shots": 1, "epochs": 1, "warmup_epochs": 0, "batch_size": 8, "pretrained": toy_weights}
     plan, summary, runs = _grid(base, tmp_path)
     assert summary.done == 8 and not summary.failed
     cells = [

@@ -40,7 +40,7 @@ def backbone(toy_weights):
 
 @pytest.fixture(scope="module")
 def base_config(toy_weights):
-    return RunConfig(shots=1, epochs=1, batch_size=8, pretrained=toy_weights)
+    return RunConfig(shots=1, epochs=1, warmup_epochs=0, batch_size=8, pretrained=toy_weights)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,16 @@ def test_a_folder_of_no_run_is_refused(tmp_path, backbone, base_config, shared_c
 def test_leftovers_of_a_killed_first_write_do_not_block_the_restart(tmp_path, backbone, toy_weights, shared_cache):
     """Found by the fault injection: a kill while identity.json was written left only its temporary file."""
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(dataset="folder", root=str(root), shots=2, epochs=1, batch_size=4, pretrained=toy_weights)
+    config = RunConfig(
+        dataset="folder",
+        backbone="toy",
+        root=str(root),
+        shots=2,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        pretrained=toy_weights,
+    )
     out = tmp_path / "run"
     out.mkdir()
     (out / LOCK_FILE).touch()
@@ -137,7 +146,16 @@ def test_rerunning_a_finished_run_keeps_it_and_its_evaluations(tmp_path, backbon
 
 def test_evaluation_refuses_a_run_whose_data_changed(tmp_path, backbone, toy_weights, shared_cache):
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(dataset="folder", root=str(root), shots=2, epochs=1, batch_size=4, pretrained=toy_weights)
+    config = RunConfig(
+        dataset="folder",
+        backbone="toy",
+        root=str(root),
+        shots=2,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        pretrained=toy_weights,
+    )
     out = tmp_path / "run"
     run_experiment(config, out, backbone=backbone, cache_dir=shared_cache)
     write_images(root / "test" / "red_star", 3, seed=99)  # replaced in place: other pixels, same names
@@ -154,7 +172,13 @@ def test_a_changed_transfer_target_is_never_served_from_a_finished_run(tmp_path,
 
     root = image_folder(tmp_path / "data", six_classes(), train=0, val=0)
     config = RunConfig(
-        shots=1, epochs=1, batch_size=8, pretrained=toy_weights, root=str(root), eval_datasets=("folder",)
+        shots=1,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=8,
+        pretrained=toy_weights,
+        root=str(root),
+        eval_datasets=("folder",),
     )
     store = ResultsStore(tmp_path / "store")
     metrics = store.run(config, backbone=backbone, cache_dir=shared_cache).metrics
@@ -170,7 +194,16 @@ def test_the_store_reuses_only_the_same_identity(tmp_path, backbone, toy_weights
     from calprompt.experiments.store import ResultsStore
 
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(dataset="folder", root=str(root), shots=2, epochs=1, batch_size=4, pretrained=toy_weights)
+    config = RunConfig(
+        dataset="folder",
+        backbone="toy",
+        root=str(root),
+        shots=2,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        pretrained=toy_weights,
+    )
     store = ResultsStore(tmp_path / "store")
     assert store.finished(config) is None
     metrics = store.run(config, backbone=backbone, cache_dir=shared_cache).metrics
@@ -184,7 +217,23 @@ def test_the_store_reuses_only_the_same_identity(tmp_path, backbone, toy_weights
 def test_relative_root_is_stored_absolute_and_eval_works_from_elsewhere(tmp_path, monkeypatch, toy_weights, cache_env):
     image_folder(tmp_path / "data", six_classes())
     monkeypatch.chdir(tmp_path)
-    args = ["train", "-d", "folder", "--root", "data", "--shots", "2", "--epochs", "1", "--batch-size", "4"]
+    args = [
+        "train",
+        "-d",
+        "folder",
+        "--backbone",
+        "toy",
+        "--root",
+        "data",
+        "--shots",
+        "2",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "4",
+    ]
     result = CliRunner().invoke(app, [*args, "--pretrained", toy_weights, "--quiet", "--out", "run"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["root"] == str(tmp_path / "data")
@@ -215,7 +264,7 @@ def test_a_concurrent_cli_writer_exits_1_with_the_reason(tmp_path, toy_weights, 
     with (out / LOCK_FILE).open("a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # another process "is training" into out
         command = [sys.executable, "-m", "calprompt.cli", "train", "--pretrained", toy_weights, "--shots", "1"]
-        command += ["--epochs", "1", "--quiet", "--out", str(out)]
+        command += ["--epochs", "1", "--warmup-epochs", "0", "--quiet", "--out", str(out)]
         result = subprocess.run(command, env=cache_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "Another calprompt process" in result.stderr and "Traceback" not in result.stderr
@@ -255,7 +304,16 @@ def test_a_corrupt_checkpoint_is_named(tmp_path, backbone, base_config, shared_c
 
 def test_a_zero_byte_feature_cache_entry_is_recomputed_with_a_warning(tmp_path, backbone, toy_weights):
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(dataset="folder", root=str(root), shots=2, epochs=1, batch_size=4, pretrained=toy_weights)
+    config = RunConfig(
+        dataset="folder",
+        backbone="toy",
+        root=str(root),
+        shots=2,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        pretrained=toy_weights,
+    )
     cache = tmp_path / "cache"
     first = run_experiment(config, tmp_path / "a", backbone=backbone, cache_dir=cache).metrics
     entries = sorted((cache / "features").rglob("*.npy"))
@@ -270,7 +328,20 @@ def test_a_zero_byte_feature_cache_entry_is_recomputed_with_a_warning(tmp_path, 
 
 
 def test_a_false_boolean_option_is_false(tmp_path, toy_weights, cache_env):
-    args = ["train", "--pretrained", toy_weights, "--shots", "1", "--epochs", "1", "--batch-size", "8", "--quiet"]
+    args = [
+        "train",
+        "--pretrained",
+        toy_weights,
+        "--shots",
+        "1",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ]
     option = ["--method-option", "class_specific_context=False"]
     result = CliRunner().invoke(app, [*args, *option, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
@@ -294,7 +365,16 @@ def test_a_non_finite_number_is_refused_naming_the_setting(tmp_path, toy_weights
 
 def test_six_classes_train_and_evaluate_with_dac_on_three_base_classes(tmp_path, backbone, toy_weights, shared_cache):
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(dataset="folder", root=str(root), shots=2, epochs=1, batch_size=4, pretrained=toy_weights)
+    config = RunConfig(
+        dataset="folder",
+        backbone="toy",
+        root=str(root),
+        shots=2,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        pretrained=toy_weights,
+    )
     metrics = run_experiment(config, tmp_path / "run", backbone=backbone, cache_dir=shared_cache).metrics
     assert metrics["base"]["n_classes"] == 3 and metrics["novel"]["n_classes"] == 3
     assert metrics["novel+dac"]["n"] == 9
@@ -305,7 +385,16 @@ def test_no_validation_split_records_that_temperature_scaling_was_skipped(
     tmp_path, backbone, toy_weights, shared_cache
 ):
     root = image_folder(tmp_path / "data", six_classes(), val=0)
-    config = RunConfig(dataset="folder", root=str(root), shots=2, epochs=1, batch_size=4, pretrained=toy_weights)
+    config = RunConfig(
+        dataset="folder",
+        backbone="toy",
+        root=str(root),
+        shots=2,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        pretrained=toy_weights,
+    )
     metrics = run_experiment(config, tmp_path / "run", backbone=backbone, cache_dir=shared_cache).metrics
     assert "base+ts" not in metrics and "validation" in metrics["skipped"]["ts"]
 
@@ -315,7 +404,23 @@ def _check(root: Path, name: str = "folder"):
 
 
 def _train(root: Path, out: Path, toy_weights: str, name: str = "folder"):
-    args = ["train", "-d", name, "--root", str(root), "--shots", "2", "--epochs", "1", "--batch-size", "4"]
+    args = [
+        "train",
+        "-d",
+        name,
+        "--backbone",
+        "toy",
+        "--root",
+        str(root),
+        "--shots",
+        "2",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "4",
+    ]
     return CliRunner().invoke(app, [*args, "--pretrained", toy_weights, "--quiet", "--out", str(out)])
 
 

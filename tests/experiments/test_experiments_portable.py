@@ -40,7 +40,9 @@ def trained(tmp_path, cache_env):
     data = make_dataset(tmp_path / "data")
     torch.manual_seed(0)
     weights = save_toy_checkpoint(build_toy_clip(), tmp_path / "weights.safetensors")  # a file this test may replace
-    config = RunConfig(dataset="folder", root=str(data), shots=2, epochs=2, batch_size=4, pretrained=str(weights))
+    config = RunConfig(
+        dataset="folder", backbone="toy", root=str(data), shots=2, epochs=2, batch_size=4, pretrained=str(weights)
+    )
     run_dir = tmp_path / "run"
     run_experiment(config, run_dir)
     images = tmp_path / "images"

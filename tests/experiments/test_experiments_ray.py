@@ -28,7 +28,9 @@ def local_ray(cache_env):
 def test_ray_sweep_matches_serial_and_records_a_failing_task(local_ray, toy_weights, tmp_path, cache_env):
     (tmp_path / "empty").mkdir()
     sections = tiny_sweep(toy_weights)
-    sections["include"].append({"dataset": "folder", "root": str(tmp_path / "empty"), "calibration": "none"})
+    sections["include"].append(
+        {"dataset": "folder", "backbone": "toy", "root": str(tmp_path / "empty"), "calibration": "none"}
+    )
     spec = SweepSpec.from_dict(sections, "ray.yaml")
 
     on_ray = ResultsStore(tmp_path / "ray")

@@ -14,6 +14,8 @@ from calprompt.cli.config_options import GROUPED
 from calprompt.experiments.config import RunConfig
 
 CHOICES = {"protocol": "all", "recipe": "fast", "precision": "bf16", "method": "zeroshot", "calibration": "none"}
+# A backbone name is checked up front (without loading): a known open_clip architecture.
+CHOICES["backbone"] = "ViT-B-16"
 # Names are checked against the registries before any work (a dry run included): known ones.
 CHOICES.update({"dataset": "toy-texture", "eval_datasets": ["toy-domain"]})
 
@@ -86,7 +88,7 @@ def test_a_relative_root_in_a_file_is_relative_to_the_file(tmp_path, monkeypatch
         ("", ["--set", "lr=nan"], "lr"),
         ("text_memory_mb: 0\n", [], "text_memory_mb"),
         ("- a list\n", [], "mapping"),
-        ("dataset: oxford_pets\n", [], "root"),  # a dataset with files and no root
+        ("dataset: oxford_pets\nbackbone: ViT-B-16\n", [], "root"),  # a dataset with files and no root
     ],
 )
 def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, content, args, named):

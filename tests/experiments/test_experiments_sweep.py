@@ -104,7 +104,9 @@ def test_shipped_sweeps_plan(tmp_path):
 def test_failing_run_is_recorded_and_the_sweep_goes_on_in_a_process_pool(toy_weights, tmp_path, cache_env):
     (tmp_path / "empty").mkdir()
     sections = tiny_sweep(toy_weights)
-    sections["include"] = [{"dataset": "folder", "root": str(tmp_path / "empty"), "calibration": "none"}]
+    sections["include"] = [
+        {"dataset": "folder", "backbone": "toy", "root": str(tmp_path / "empty"), "calibration": "none"}
+    ]
     plan = plan_sweep(_spec(**sections), tmp_path / "store")
     assert len(plan.pending) == 3
     summary = run_sweep(plan, PoolExecutor(workers=2))

@@ -78,29 +78,69 @@ def fit_temperature(logits: Tensor, labels: Tensor, init_temperature: float = 1.
     return math.exp(log_t.item())
 
 
+#: The temperatures a fit may end at and still be used. CLIP's logits are ``logit_scale`` (100) times a cosine in
+#: [-1, 1]: beyond T = 100 they are divided below the cosine scale itself, within a factor ``e**2`` of uniform
+#: probabilities, and below T = 0.01 the smallest cosine gap that matters is blown up ten-thousandfold. A fit outside
+#: these bounds is the flat end of an NLL without a finite minimiser in reach (validation logits near chance, all
+#: wrong, or all right), not a calibration, so the run falls back to T = 1 and records why.
+TEMPERATURE_BOUNDS = (0.01, 100.0)
+
+
+def degenerate_temperature(logits: Tensor, labels: Tensor, fitted: float, bounds: tuple[float, float]) -> str | None:
+    """Why a fitted temperature must not be used, or None. The NLL is convex in ``1 / T``, with slope
+    ``mean(mean_c z_c - z_y)`` at ``1 / T = 0``: when the true class's logit is on average no higher than the row's
+    mean, the minimum is at ``T = inf`` whatever the optimiser returned."""
+    scores = logits.to(torch.float64)
+    margin = (scores.gather(1, labels[:, None]).squeeze(1) - scores.mean(dim=1)).mean().item()
+    if margin <= 0:
+        return (
+            "the validation logits rank the true class no higher than average (near chance or all wrong), so the "
+            "NLL keeps falling as T grows (no finite optimum)"
+        )
+    if not bounds[0] <= fitted <= bounds[1]:
+        return f"the fitted T {fitted:.4g} is outside [{bounds[0]:g}, {bounds[1]:g}] (no finite optimum in reach)"
+    return None
+
+
 class TemperatureScaling:
     """Temperature scaling (Guo et al., 2017): ``transform(z) = z / T`` with one ``T`` fitted by minimising NLL.
 
-    Fit it on the few-shot validation split of the base classes and apply it to any logits (base or novel).
+    Fit it on the few-shot validation split of the base classes and apply it to any logits (base or novel). A
+    degenerate fit (`degenerate_temperature`: no finite optimum, or T outside ``bounds``) is not used: ``T = 1`` (no
+    scaling) instead, with the reason in ``degenerate_``; ``bounds=None`` uses any fit.
 
     Attributes:
-        temperature_: the fitted temperature (float > 0); present only after ``fit``.
+        temperature_: the temperature ``transform`` divides by (float > 0); present only after ``fit``.
+        fitted_temperature_: where the NLL fit ended (equal to ``temperature_`` unless the fit was degenerate).
+        degenerate_: why the fit was not used (str), or None.
     """
 
     transfers_to_novel: ClassVar[bool] = True  # one scalar, class-agnostic
     preserves_top1: ClassVar[bool] = True
 
-    def __init__(self, init_temperature: float = 1.0, max_iter: int = 100) -> None:
+    def __init__(
+        self,
+        init_temperature: float = 1.0,
+        max_iter: int = 100,
+        bounds: tuple[float, float] | None = TEMPERATURE_BOUNDS,
+    ) -> None:
         if check_non_negative(init_temperature, "init_temperature") == 0:
             fail("init_temperature", "a number > 0", init_temperature)
         self.init_temperature = float(init_temperature)
         self.max_iter = check_positive_int(max_iter, "max_iter")
+        if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] < bounds[1] < math.inf):
+            fail("bounds", "(low, high) with 0 < low < high < inf, or None", bounds)
+        self.bounds = bounds
 
     def fit(self, logits: ArrayLike, labels: ArrayLike) -> Self:
         """Learn ``temperature_`` from validation logits (N, C) and labels (N,)."""
         logits = check_logits(logits)
         labels = check_labels(labels, logits.shape[0], logits.shape[1], logits.device)
-        self.temperature_ = fit_temperature(logits, labels, self.init_temperature, self.max_iter)
+        self.fitted_temperature_ = fit_temperature(logits, labels, self.init_temperature, self.max_iter)
+        self.degenerate_ = None
+        if self.bounds is not None:
+            self.degenerate_ = degenerate_temperature(logits, labels, self.fitted_temperature_, self.bounds)
+        self.temperature_ = 1.0 if self.degenerate_ else self.fitted_temperature_
         return self
 
     def transform(self, logits: ArrayLike) -> Tensor:

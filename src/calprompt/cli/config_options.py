@@ -43,7 +43,7 @@ def run_config_parameters(repeatable: tuple[str, ...] = ()) -> list[inspect.Para
         if kind is bool:
             flags = (f"--{flag}/--no-{flag}",)
         default = spec.default if spec.default is not dataclasses.MISSING else None
-        shown = "the recipe's / loop's" if default is None else repr(default)
+        shown = spec.metadata.get("shown") or ("the recipe's / loop's" if default is None else repr(default))
         text = spec.metadata.get("help", "")
         if spec.name in repeatable:
             kind, text = list[kind], f"{text} Repeat the option for several."

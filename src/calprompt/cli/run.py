@@ -96,13 +96,12 @@ def train(
     Every run config field is an option below; `-c FILE` reads them from YAML, `--set` overrides any of them.
     """
     from calprompt._validation import fail
-    from calprompt.experiments.identity import run_id
     from calprompt.experiments.settings import run_config
 
     flags = {**flags, **option_flags(method_option, calibration_option)}
     config = run_config(config_file, flags, assignments or ())
-    if dry_run:
-        console.print_json(data={**config.to_dict(), "run_id": run_id(config)})
+    if dry_run:  # a run's checks before its run id (see `dry_run_record`)
+        console.print_json(data=dry_run_record(config))
         return
     if out is None:
         fail("--out", "the run directory to write (e.g. --out runs/first), or pass --dry-run", None)
@@ -112,6 +111,21 @@ def train(
     title = f"{config.method} + {config.calibration} on {config.dataset} (seed {config.seed})"
     console.print(metrics_table(result.metrics, title))
     console.print(f"Wrote {out / 'metrics.json'}")
+
+
+def dry_run_record(config: Any) -> dict[str, Any]:
+    """The resolved config and run id of ``config`` after the checks of `plan_run`: the data read and checked by
+    the protocol, with what the run would adapt, where the data is on this machine (``"data"`` says why not
+    otherwise). The machine checks (device, precision) are left to the run: a dry run is often made elsewhere."""
+    from calprompt.experiments.identity import run_id
+    from calprompt.experiments.runner import plan_run
+
+    record = {**config.to_dict(), "run_id": run_id(config)}
+    try:
+        record["adapted"] = plan_run(config, machine=False).adapted
+    except FileNotFoundError as error:  # data (or weights) that live elsewhere: the run checks them before writing
+        record["data"] = f"not checked here: {str(error).splitlines()[0]}"
+    return record
 
 
 def evaluate(

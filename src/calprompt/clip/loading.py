@@ -115,6 +115,22 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_backbone_name(name: str) -> str:
+    """Refuse an unknown backbone name without loading anything: embedded models, ``hf-hub:`` / ``local-dir:``
+    names (a ``local-dir:`` folder must exist) and open_clip architectures pass."""
+    if name in EMBEDDED_BACKBONES or name.startswith("hf-hub:"):
+        return name
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:")).expanduser()
+        if not folder.is_dir():
+            fail("backbone", f"'local-dir:' and an existing folder ({folder} does not exist)", name)
+        return name
+    try:
+        return _resolve_architecture(name)
+    except ValueError as error:
+        raise ValueError(str(error).replace("`name`", "`backbone`", 1)) from None
+
+
 def _resolve_architecture(name: str) -> str:
     cleaned = name.replace("/", "-")
     known = open_clip.list_models()

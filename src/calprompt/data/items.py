@@ -59,6 +59,8 @@ class DatasetSplits:
     val_is_test: bool = False
     # Listed image files that were absent and skipped; only ever non-empty with an explicit `skip_missing=True`.
     missing_files: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # How many of `missing_files` each split listed: ((split, count), ...) for train, val and test.
+    missing_counts: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
     # Files found beside the images but not read as items (e.g. notes.txt in a class folder), "path (why)".
     skipped_files: tuple[str, ...] = field(default=(), compare=False, repr=False)
 

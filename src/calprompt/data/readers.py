@@ -166,11 +166,13 @@ def assemble(
     """Build `DatasetSplits`, first checking that every listed image exists (see `keep_existing`)."""
     checked: dict[str, tuple[Item, ...]] = {}
     missing: list[str] = []
+    counts: list[tuple[str, int]] = []
     for split in SPLIT_NAMES:
         items = list(splits.get(split, ()))
         if check_files and not (val_is_test and split == "val"):
             items, absent = keep_existing(items, skip_missing=skip_missing, context=f"{context}, {split}")
             missing.extend(absent)
+            counts.append((split, len(absent)))
         checked[split] = tuple(items)
     if val_is_test:
         checked["val"] = checked["test"]
@@ -187,4 +189,5 @@ def assemble(
         template=template,
         val_is_test=val_is_test,
         missing_files=tuple(missing),
+        missing_counts=tuple(counts) if missing else (),
     )

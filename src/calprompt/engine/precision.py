@@ -6,7 +6,9 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from calprompt.conventions import PRECISIONS
+
+__all__ = ["PRECISIONS", "autocast"]
 
 
 def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:

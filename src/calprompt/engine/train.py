@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from calprompt._io import CorruptFileError
 from calprompt._validation import fail
 from calprompt.calibration import CalibrationObjective, TextMoments, text_moments
 from calprompt.calibration.registry import OUTLIER_INPUTS
@@ -278,6 +279,12 @@ class Trainer:
             raise ValueError(
                 f"The checkpoint in {self.checkpoint_dir} belongs to a different run (method, objective, data or "
                 "settings differ). Use another output directory, or delete the checkpoint to start over."
+            )
+        if not 0 <= state.epoch < self.config.epochs:
+            raise CorruptFileError(
+                f"The checkpoint in {self.checkpoint_dir} is of epoch {state.epoch + 1}, beyond this run's "
+                f"{self.config.epochs} epochs. Delete {self.checkpoint_dir} to restart training from the first epoch "
+                "(or rerun with --force)."
             )
         self.method.load_trainable_state_dict(state.parameters)
         self.method.load_extra_state(state.method_state)

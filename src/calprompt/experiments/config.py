@@ -36,7 +36,7 @@ from calprompt._validation import (
     check_positive_int,
     fail,
 )
-from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB
+from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB, PRECISIONS
 
 RECIPE_NAMES = ("paper", "fast")
 _RECIPE_FIELDS = ("epochs", "batch_size", "lr", "options")
@@ -49,10 +49,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CALPROMPT_CACHE", Path.home() / ".cache" / "calprompt")).expanduser()
 
 
-def setting(default: Any, help: str, *flags: str, mechanics: bool = False) -> Any:
+def setting(default: Any, help: str, *flags: str, mechanics: bool = False, shown: str | None = None) -> Any:
     """A `RunConfig` field with its command-line help and flags (default flag: ``--field-name``); ``mechanics``
-    fields change how a run computes, not what, and are left out of its identity."""
-    return field(default=default, metadata={"help": help, "flags": flags, "mechanics": mechanics})
+    fields change how a run computes, not what, and are left out of its identity; ``shown`` words the default in
+    the help where the value alone would mislead."""
+    return field(default=default, metadata={"help": help, "flags": flags, "mechanics": mechanics, "shown": shown})
 
 
 #: Fields that the training loop's `TrainConfig` takes under the same names; ``None`` means the loop's default.
@@ -79,7 +80,11 @@ class RunConfig:
     calibration_options: dict[str, float] = field(default_factory=dict, metadata={"help": "Objective constants."})
     shots: int = setting(16, "Training images per class.")
     seed: int = setting(1, "Run seed (few-shot subset, initialisation, batch order, views).")
-    backbone: str = setting("toy", "open_clip architecture, hf-hub:/local-dir: name, or toy.")
+    backbone: str | None = setting(
+        None,
+        "open_clip architecture (ViT-B-16, with --pretrained openai), hf-hub:/local-dir: name, or toy.",
+        shown="toy for the toy world's datasets; any other dataset must name one",
+    )
     pretrained: str | None = setting(None, "Hub tag (openai, ...) or weights file.")
     protocol: str = setting("base2novel", "base2novel, or all (train/test on every class).")
     eval_datasets: tuple[str, ...] = field(
@@ -128,9 +133,21 @@ class RunConfig:
         memory = self.text_memory_mb
         if isinstance(memory, bool) or not isinstance(memory, int | float) or not memory > 0:
             fail("text_memory_mb", "a number of megabytes > 0", memory)
-        for name in ("warmup_epochs", "grad_accumulation"):
-            if getattr(self, name) is not None:
-                check_non_negative_int(getattr(self, name), name)
+        if self.warmup_epochs is not None:
+            check_non_negative_int(self.warmup_epochs, "warmup_epochs")
+        if self.grad_accumulation is not None:
+            check_positive_int(self.grad_accumulation, "grad_accumulation")
+        if self.distinct_views is not None and (
+            isinstance(self.distinct_views, bool) or not isinstance(self.distinct_views, int) or self.distinct_views < 1
+        ):
+            fail(
+                "distinct_views",
+                "a positive integer (--views: augmented views to cycle through), or unset",
+                self.distinct_views,
+            )
+        check_choice(self.precision, "precision", PRECISIONS)
+        if self.backbone is not None and (not isinstance(self.backbone, str) or not self.backbone.strip()):
+            fail("backbone", "a backbone name (toy, ViT-B-16, hf-hub:..., local-dir:...)", self.backbone)
 
     @property
     def is_resolved(self) -> bool:
@@ -168,6 +185,8 @@ class RunConfig:
         changes["calibration_options"] = coerce_options(
             self.calibration_options, calibration_option_types(self.calibration), self.calibration
         )
+        if self.backbone is None:
+            changes["backbone"] = default_backbone(self.dataset)
         resolved = replace(self, **changes)
         _check_names(resolved)
         object.__setattr__(resolved, _RESOLVED, True)
@@ -192,9 +211,11 @@ NOT_ROW_FIELDS = frozenset({*MECHANICS, "dataset", "seed", "root", "eval_dataset
 def _check_names(config: RunConfig) -> None:
     """Unknown dataset, method, calibration or target names fail here, not hours later in a worker (the protocol is
     looked up by whoever runs it: protocols build on this module)."""
+    from calprompt.clip.loading import check_backbone_name
     from calprompt.data import get_dataset_spec
 
     get_dataset_spec(config.dataset)
+    check_backbone_name(config.backbone)
     for name in config.eval_datasets:
         spec = get_dataset_spec(name)  # unknown names raise with the known ones
         if spec.name == get_dataset_spec(config.dataset).name:
@@ -202,6 +223,64 @@ def _check_names(config: RunConfig) -> None:
                 f"Expected `eval_datasets` to name other datasets than the training one, got {name!r}: its test "
                 "split is already evaluated (base and novel classes)."
             )
+
+
+def check_machine(config: RunConfig, *, precision: bool = True) -> None:
+    """Refuse, before any work, a device this machine lacks, and (``precision``) bf16/fp16 on a CPU, where autocast
+    would only change the numbers."""
+    import torch
+
+    try:
+        device = torch.device(config.device)
+    except (RuntimeError, TypeError):
+        fail("device", "cpu, cuda, cuda:N or mps", config.device)
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(device.type, False):
+        fail("device", f"a device of this machine (it has no {config.device!r}); pass --device cpu", config.device)
+    if precision and device.type == "cpu" and config.precision != "fp32":
+        fail(
+            "precision",
+            "fp32 on a CPU (bf16/fp16 autocast is for GPUs; on a CPU it only changes the numbers); pass "
+            "--precision fp32, or --device cuda on a machine with a GPU",
+            config.precision,
+        )
+
+
+def default_backbone(dataset: str) -> str:
+    """The backbone of a run that names none: the toy CLIP for the toy world's datasets (generated, no data root);
+    any other dataset must name one, since the toy CLIP knows only the toy world's words and pictures."""
+    from calprompt.data import get_dataset_spec
+
+    spec = get_dataset_spec(dataset)
+    if spec.needs_root:
+        fail(
+            "backbone",
+            f"given for dataset {spec.name!r} (the default, the toy CLIP, knows only the toy world): pass "
+            "--backbone ViT-B-16 --pretrained openai (or another CLIP), or --backbone toy to tune the toy CLIP on it",
+            None,
+        )
+    return "toy"
+
+
+def check_schedule(config: RunConfig) -> None:
+    """A schedule whose every epoch is warm-up never uses ``lr``: refused rather than silently trained at
+    ``warmup_lr`` (the run would record a learning rate it never used). Checked for runs to come (the producer
+    `calprompt.experiments.settings.run_config` and the runner), not when a finished run is read back."""
+    config = config.resolved()
+    entry = recipe_table().get(config.method)
+    if entry is not None and int(entry["paper"]["epochs"]) == 0:
+        return  # a method that does not train (zero-shot CLIP): no learning rate to lose
+    if config.epochs >= 1 and config.warmup_epochs >= config.epochs:
+        fail(
+            "warmup_epochs",
+            f"below `epochs` ({config.epochs}) so that lr {config.lr} is ever used (every epoch would be warm-up at "
+            f"warmup_lr {config.warmup_lr}); pass --warmup-epochs 0, or --epochs {config.warmup_epochs + 1} or more",
+            config.warmup_epochs,
+        )
 
 
 def row_settings(config: RunConfig) -> dict[str, Any]:

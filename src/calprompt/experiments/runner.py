@@ -1,9 +1,11 @@
 """The one runner: every run, whatever its protocol, goes data -> backbone -> protocol -> transfer targets -> files.
 
-`run_experiment` resolves the config once, reads the data and fingerprints it, asks the protocol what cannot run,
-claims the run directory (`calprompt.experiments.rundir`: refused if another run's, returned as stored if finished,
-resumed if interrupted), then lets the protocol tune and evaluate, evaluates the tuned prompts on the transfer targets
-(``eval_datasets``), and writes ``prompt.safetensors``, ``method.json``, ``predictions.safetensors``,
+`run_experiment` first makes every check that needs no writing (`plan_run`, shared with ``train --dry-run``): it
+resolves the config once, checks the machine, reads the data and fingerprints it, asks the protocol what cannot run
+and notes what the data makes the run adapt (``metrics.json["adapted"]``). Then it claims the run directory
+(`calprompt.experiments.rundir`: refused if another run's, returned as stored if finished, resumed if interrupted),
+lets the protocol tune and evaluate, evaluates the tuned prompts on the transfer targets (``eval_datasets``), and
+writes ``prompt.safetensors``, ``method.json``, ``predictions.safetensors``,
 ``metrics.json`` and ``run.json`` before the finished marker. `load_run` rebuilds a finished run's method from its
 directory alone; `evaluate_run` re-evaluates it, or evaluates it on another dataset.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +28,9 @@ from calprompt.conventions import target_key
 from calprompt.data import FeatureCache, ImageTransformConfig, load_dataset
 from calprompt.data.items import DatasetSplits
 from calprompt.engine.evaluate import Predictions
-from calprompt.experiments.config import RunConfig, default_cache_dir, row_settings
+from calprompt.experiments.config import RunConfig, check_machine, check_schedule, default_cache_dir, row_settings
 from calprompt.experiments.identity import (
+    RunIdentity,
     data_fingerprint,
     few_shot_splits,
     items_fingerprint,
@@ -94,15 +98,11 @@ def run_experiment(
     checkpoint. One process writes at a time (another waits ``wait`` seconds, then is refused). Pass a loaded
     ``backbone`` to share it across runs.
     """
-    config = config.resolved()
+    started = time.perf_counter()
+    plan = plan_run(config)
+    config, splits, targets, identity, skipped = plan.config, plan.splits, plan.targets, plan.identity, plan.skipped
     protocol = get_protocol(config.protocol)
     out = Path(out_dir).expanduser().absolute()
-    started = time.perf_counter()
-    splits = few_shot_splits(config)
-    targets = load_targets(config)
-    fingerprints = {name: target_fingerprint(target) for name, target in targets.items()}
-    identity = run_identity(config, data_fingerprint(splits), fingerprints)
-    skipped = protocol.check(config, splits)
     if not force and not is_empty(out):
         claim_check(out, identity)  # refuse another identity before taking the lock (nothing written)
     with run_lock(out, wait=wait):
@@ -130,6 +130,9 @@ def run_experiment(
         method.set_classnames(tuned.classnames)
         metrics["train"] = {**tuned.train, "trainable_parameters": method.num_trainable_parameters()}
         metrics["skipped"] = {**skipped, **metrics.get("skipped", {})}
+        adapted = {**plan.adapted, **metrics.pop("adapted", {})}
+        if adapted:  # absent when the run used every setting as given
+            metrics["adapted"] = adapted
         metrics["run"] = {
             "run_id": identity.run_id,
             "calprompt": __version__,
@@ -151,6 +154,61 @@ def run_experiment(
         write_record(out, record)
         mark_finished(out, identity)
     return RunResult(out, metrics)
+
+
+@dataclass
+class PlannedRun:
+    """A run checked before anything is written: its resolved config, data, transfer targets and identity, what
+    its protocol will skip and what the data made it adapt (setting -> what was used and why)."""
+
+    config: RunConfig
+    splits: DatasetSplits
+    targets: dict[str, DatasetSplits]
+    identity: RunIdentity
+    skipped: dict[str, str]
+    adapted: dict[str, str]
+
+
+def plan_run(config: RunConfig, *, machine: bool = True) -> PlannedRun:
+    """Every check a run makes before it writes anything (`run_experiment` and ``train --dry-run`` share it): the
+    config resolved (names, schedule, backbone), the machine (device, precision), the data read and checked by the
+    protocol, and what the data makes the run adapt (`data_adaptations`); ``machine=False`` leaves out the machine."""
+    config = config.resolved()
+    check_schedule(config)
+    if machine:
+        check_machine(config)
+    protocol = get_protocol(config.protocol)
+    splits = few_shot_splits(config)
+    targets = load_targets(config)
+    fingerprints = {name: target_fingerprint(target) for name, target in targets.items()}
+    identity = run_identity(config, data_fingerprint(splits), fingerprints)
+    skipped = protocol.check(config, splits)
+    return PlannedRun(config, splits, targets, identity, skipped, data_adaptations(config, splits, targets))
+
+
+def data_adaptations(
+    config: RunConfig, splits: DatasetSplits, targets: dict[str, DatasetSplits] | None = None
+) -> dict[str, str]:
+    """What a run uses other than asked because of its data, for ``metrics.json["adapted"]``: fewer training images
+    per class than ``shots`` (each class trains on all it has), and listed images dropped by ``skip_missing``."""
+    adapted: dict[str, str] = {}
+    counts = Counter(item.label for item in splits.train)
+    short = sorted(count for count in counts.values() if count < config.shots)
+    if short:
+        used = f"{short[0]}" if short[0] == short[-1] else f"{short[0]} to {short[-1]}"
+        adapted["shots"] = (
+            f"{len(short)} of {len(counts)} classes have fewer training images than the {config.shots} asked for, "
+            f"so each trained on all it has ({used})"
+        )
+    for name, data in ((config.dataset, splits), *(targets or {}).items()):
+        if data.missing_files:
+            per_split = ", ".join(f"{split} {count}" for split, count in data.missing_counts)
+            key = "skip_missing" if name == config.dataset else f"skip_missing:{name}"
+            adapted[key] = (
+                f"dropped {len(data.missing_files)} listed image file(s) of {name} that do not exist ({per_split}); "
+                f"first: {data.missing_files[0]}"
+            )
+    return adapted
 
 
 def transfer_predictions(context: RunContext, method: PromptMethod, target: DatasetSplits, name: str) -> Predictions:
@@ -203,6 +261,7 @@ def load_run(
     if device is not None:
         data["device"] = device
     config = RunConfig.from_dict(data).resolved()
+    check_machine(config, precision=False)  # a GPU run may be evaluated on a CPU (`device`)
     protocol = get_protocol(config.protocol)
     record = read_record(run_dir)
     splits = None

@@ -30,7 +30,7 @@ from typing import Any
 
 from calprompt._parsing import parse_assignments, parse_value
 from calprompt._validation import fail, fail_unknown
-from calprompt.experiments.config import RunConfig
+from calprompt.experiments.config import RunConfig, check_schedule
 
 _OPTION_GROUPS = {"method": "method_options", "calibration": "calibration_options"}
 _OPTION_GROUPS.update({group: group for group in _OPTION_GROUPS.values()})
@@ -119,6 +119,7 @@ def run_config(
         fail_unknown("calibration", settings["calibration"], OBJECTIVE_PRESETS)
     config = RunConfig(**settings).resolved()
     get_protocol(config.protocol)
+    check_schedule(config)
     return config
 
 

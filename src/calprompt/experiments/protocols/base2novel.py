@@ -72,8 +72,22 @@ class BaseToNovel(Protocol):
                 f"see them (and base-to-novel would evaluate them nowhere): {untrained[:10]}. Add training images "
                 "for them, or fix their names if they are typos."
             )
-        if novel is not None and len(trained) < 2:
-            fail("protocol", "'all' for a dataset with fewer than 2 classes (base-to-novel needs two halves)", 1)
+        tested = {item.label for item in splits.test}
+        unevaluated = [name for label, name in enumerate(splits.classnames) if label in trained - tested]
+        if unevaluated:
+            raise ValueError(
+                f"{len(unevaluated)} class(es) of {config.dataset!r} have training items but no test items, so they "
+                f"would be evaluated on nothing (0 test images): {unevaluated[:10]}. Add test images for them, or "
+                "remove their training images."
+            )
+        for half, classes in (("tuned", base), ("novel", novel)):
+            if classes is not None and len(classes.classnames) < 2:
+                fail(
+                    f"{half} classes of {config.dataset!r} under protocol {self.name!r}",
+                    "at least 2 (a softmax over one class is always 1: there is nothing to calibrate); use a dataset "
+                    f"with more classes{', or --protocol all' if novel is not None else ''}",
+                    len(classes.classnames),
+                )
         skipped = {}
         if not base.val:
             skipped["ts"] = "no validation items to fit the temperature on (the dataset has no val split)"
@@ -166,6 +180,11 @@ def evaluate_base_novel(
         ts = TemperatureScaling().fit(base_val.logits, base_val.labels)
         reports["base+ts"] = split_report(ts.transform(base_test.logits), base_test.labels, config)
         reports["temperature"] = ts.temperature_
+        if ts.degenerate_:  # the rows +ts are the raw ones then: said, not passed off as a calibration
+            reports["adapted"] = {
+                "ts": f"degenerate fit ({ts.degenerate_}): the fit ended at T = {ts.fitted_temperature_:.4g}; "
+                "used T = 1 (no scaling)"
+            }
 
     novel_scored = None
     if novel is not None:
