@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from calprompt._validation import fail
-
 # Importing the component modules registers them.
-from calprompt.calibration import baselines as _baselines  # noqa: F401
-from calprompt.calibration import outliers as _outliers  # noqa: F401
-from calprompt.calibration import terms as _terms  # noqa: F401
+import calprompt.calibration.baselines
+import calprompt.calibration.outliers
+import calprompt.calibration.terms  # noqa: F401
+from calprompt._validation import fail
 from calprompt.calibration.registry import INPUT_NAMES, TermSpec, get_term
 from calprompt.calibration.terms import TextMoments
 

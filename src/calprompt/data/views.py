@@ -22,8 +22,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+import calprompt.data.augment as augment
 from calprompt._validation import check_non_negative_int, check_positive_int, fail
-from calprompt.data import augment
 from calprompt.data.items import ImageLoader, Item, open_rgb_image
 from calprompt.data.transforms import ImageTransformConfig
 
