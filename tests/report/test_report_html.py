@@ -108,3 +108,17 @@ def test_chromium_renders_tables_and_images_and_makes_no_request(report, tmp_pat
     _, control_shot, control_log = _open(control, tmp_path / "control")
     assert _blue_pixels(control_shot) == 0
     assert "http://127.0.0.1:9/x.png" in _page_requests(control_log)
+
+
+def test_a_run_that_adapted_a_setting_is_named_under_the_tables(tmp_path):
+    """A degenerate temperature fit (T = 1 used instead) is listed in report.md and report.html with its reason,
+    and a report of runs that adapted nothing has no such section."""
+    runs = grid_runs(datasets=("toy",), seeds=(1,))
+    plain = write_report(runs, tmp_path / "plain")
+    assert "Adapted settings" not in plain.markdown.read_text() and "Adapted settings" not in plain.html.read_text()
+    why = "degenerate fit (no finite optimum): the fit ended at T = 3.1e+10; T = 1 used (no scaling)"
+    runs[1].metrics["adapted"] = {"ts": why}
+    files = write_report(runs, tmp_path / "adapted")
+    name = f"{runs[1].path.name}: toy / {runs[1].config['method']} + {runs[1].config['calibration']} / seed 1"
+    assert f"### Adapted settings\n\n- {name}: ts: {why}\n" in files.markdown.read_text()
+    assert "<h2>Adapted settings (1)</h2>" in files.html.read_text() and "T = 3.1e+10" in files.html.read_text()

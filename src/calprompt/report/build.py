@@ -85,13 +85,30 @@ def write_report(
     results = collect(runs, posthoc_all=posthoc_all)
     tables = paper_tables(results)
     markdown, csv = out / "report.md", out / "report.csv"
-    write_atomic(markdown, lambda tmp: tmp.write_text(f"# {title}\n\n{tables_markdown(tables)}", encoding="utf-8"))
+    adapted = adapted_notes(runs)
+    notes = "".join(f"- {name}: {note}\n" for name, note in adapted)
+    notes = f"\n### Adapted settings\n\n{notes}" if notes else ""
+    text = f"# {title}\n\n{tables_markdown(tables)}{notes}"
+    write_atomic(markdown, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     write_atomic(csv, lambda tmp: tmp.write_text(tables_csv(tables), encoding="utf-8"))
     figures = reliability_figures(results, out / "figures")
     configs = [(f"{run.path.name}: {_describe(run.config)}", run.config) for run in runs]
     failed = [(f"{failure.run_id}: {_describe(failure.config)}", failure.error) for failure in failures]
-    html = write_html_report(out / "report.html", tables, figures, configs, title=title, failures=failed)
+    html = write_html_report(
+        out / "report.html", tables, figures, configs, title=title, failures=failed, adapted=adapted
+    )
     return ReportFiles(markdown, csv, html, [path for _, path in figures], tables, len(runs), len(failures))
+
+
+def adapted_notes(runs: Sequence[Any]) -> list[tuple[str, str]]:
+    """(run name, note) for every setting a run recorded as adapted (``metrics.json["adapted"]``): a degenerate
+    temperature fit and its fallback, fewer shots than asked, dropped images. Reports list them under the tables, so
+    a row whose TS is no scaling is never read as a fitted result."""
+    return [
+        (f"{run.path.name}: {_describe(run.config)}", f"{key}: {why}")
+        for run in runs
+        for key, why in sorted(run.metrics.get("adapted", {}).items())
+    ]
 
 
 def _describe(config: dict[str, Any]) -> str:

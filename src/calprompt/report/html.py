@@ -70,10 +70,12 @@ def render_html_report(
     *,
     title: str = "calprompt report",
     failures: Sequence[tuple[str, str]] = (),
+    adapted: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The report page: tables, then reliability diagrams (PNG files embedded as base64), then every run config.
 
-    ``configs`` are (run name, config dict) pairs; ``failures`` (run name, error message) pairs of runs that failed.
+    ``configs`` are (run name, config dict) pairs; ``failures`` (run name, error message) pairs of runs that failed;
+    ``adapted`` (run name, what the run used other than asked and why, e.g. a temperature-scaling fallback).
     """
     parts = [
         "<!DOCTYPE html>",
@@ -92,6 +94,9 @@ def render_html_report(
     if failures:
         items = "".join(f"<li><b>{html.escape(n)}</b>: <code>{html.escape(e)}</code></li>" for n, e in failures)
         parts += [f"<h2 class='failed'>Failed runs ({len(failures)})</h2><ul>{items}</ul>"]
+    if adapted:
+        items = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(note)}</li>" for n, note in adapted)
+        parts += [f"<h2>Adapted settings ({len(adapted)})</h2><ul>{items}</ul>"]
     parts += [f"<h2>Run configs ({len(configs)})</h2>", _config_html(configs), "</body></html>"]
     return "\n".join(parts) + "\n"
 
