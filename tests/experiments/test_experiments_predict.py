@@ -128,6 +128,7 @@ def test_predict_new_classes_on_a_run_with_fewer_base_classes_than_dac_k(toy_wei
         calibration="none",
         shots=1,
         epochs=1,
+        warmup_epochs=0,  # one epoch of training, none of warm-up
         batch_size=4,
         lr=0.002,
         pretrained=toy_weights,

@@ -25,7 +25,7 @@ def test_report_on_a_missing_store_is_one_line(tmp_path):
 
 
 def test_train_without_out_is_one_line():
-    line = one_line_error(["train", "--dataset", "toy", "--epochs", "1"])
+    line = one_line_error(["train", "--dataset", "toy", "--epochs", "1", "--warmup-epochs", "0"])
     assert "`--out`" in line and "--dry-run" in line
 
 
@@ -82,6 +82,8 @@ def test_folder_with_only_train_is_refused_before_training(toy_weights, tmp_path
     args += [
         "--epochs",
         "1",
+        "--warmup-epochs",
+        "0",
         "--batch-size",
         "4",
         "--lr",
