@@ -90,7 +90,7 @@ def test_transfer_targets_get_their_own_tables():
     titles = [t.title for t in paper_tables(collect(runs))]
     assert titles[-2:] == ["transfer accuracy", "transfer ECE"]
     table = paper_tables(collect(runs))[-1]
-    assert table.columns == ("toy -> toy-domain",)
+    assert table.columns == ("toy -> toy-domain", "Δ toy -> toy-domain")
 
 
 def _on_root(root: str, seed: int):
