@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._io import write_atomic
+from calprompt.conventions import BASE, NOVEL
 from calprompt.metrics import EvaluationReport
 from calprompt.report.beside_published import beside_published, load_published
 from calprompt.report.headline import headline_figures
@@ -96,6 +97,7 @@ def write_report(
     if published is not None:
         table, extra_notes = beside_published(results, load_published(published), runs)
         extra = [table]
+    notes = [*notes, *interval_notes(runs)]
     markdown, csv = out / "report.md", out / "report.csv"
     adapted = adapted_notes(runs)
     write_atomic(
@@ -139,6 +141,21 @@ def _markdown(
     if adapted:
         text += "\n### Adapted settings\n\n" + "".join(f"- {name}: {note}\n" for name, note in adapted)
     return text
+
+
+def interval_notes(runs: Sequence[Any]) -> list[str]:
+    """How the runs' bootstrap intervals were computed (resamples and level, as each run's metrics.json records
+    them), so an interval from fewer resamples (the demo's 200) is never read as one from a run's default 1,000."""
+    settings = {
+        (report["intervals"]["n_resamples"], report["intervals"]["level"])
+        for run in runs
+        for report in (run.metrics.get(BASE), run.metrics.get(NOVEL))
+        if isinstance(report, dict) and report.get("intervals")
+    }
+    if not settings:
+        return ["No run holds bootstrap intervals: cells show the values alone."]
+    listed = "; ".join(f"{100 * level:.0f}% from {n} resamples" for n, level in sorted(settings))
+    return [f"Bootstrap intervals (percentile, per run, raw base and novel test): {listed}."]
 
 
 def adapted_notes(runs: Sequence[Any]) -> list[tuple[str, str]]:

@@ -131,20 +131,27 @@ def plot_reliability_diagrams(
     n_columns = len(reports) if columns is None else min(check_positive_int(columns, "columns"), len(reports))
     n_rows = -(-len(reports) // n_columns)
     shared = len(reports) > 1
-    figure = Figure(figsize=(width * n_columns, height * n_rows), dpi=dpi, layout="constrained")
-    grid = figure.subplots(2 * n_rows, n_columns, squeeze=False, gridspec_kw={"height_ratios": _HEIGHT_RATIOS * n_rows})
-    for index, (name, report) in enumerate(reports.items()):
-        row, column = 2 * (index // n_columns), index % n_columns
-        _draw_reliability(grid[row, column], report, smooth, legend=not shared)
-        _draw_histogram(grid[row + 1, column], report, legend=not shared)
-        headline = _headline(report).replace("  smECE", "\nsmECE") if shared else _headline(report)
-        grid[row, column].set_title(f"{name}\n{headline}", fontsize=8 if shared else 9)
-    for index in range(len(reports), n_rows * n_columns):  # the last row's unused cells
-        row, column = 2 * (index // n_columns), index % n_columns
-        grid[row, column].set_visible(False)
-        grid[row + 1, column].set_visible(False)
     if shared:
-        _figure_legend(figure, grid[0, 0], grid[1, 0], n_columns)
+        figure, cells = _grid_figure(width, height, n_columns, n_rows, dpi, bool(title))
+    else:
+        figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+        cells = [figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": _HEIGHT_RATIOS})]
+    for index, (name, report) in enumerate(reports.items()):
+        top, bottom = cells[index]
+        _draw_reliability(top, report, smooth, legend=not shared)
+        _draw_histogram(bottom, report, legend=not shared)
+        headline = _headline(report).replace("  smECE", "\nsmECE") if shared else _headline(report)
+        top.set_title(f"{name}\n{headline}", fontsize=8 if shared else 9)
+        if shared:
+            top.tick_params(labelbottom=False)
+            if index % n_columns:  # the first column names the y axes for its row
+                top.set_ylabel("")
+                bottom.set_ylabel("")
+    for unused in cells[len(reports) :]:
+        for axes in unused:
+            axes.set_visible(False)
+    if shared:
+        _figure_legend(figure, *cells[0], n_columns)
     if title:
         figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,14 +159,46 @@ def plot_reliability_diagrams(
     return path
 
 
+# Fixed margins of a grid, in inches: above it (title), below it (legend), left (y labels), around each panel
+# (its three-line title above, the histogram's x labels below). A grid of 20+ axes is laid out by hand: matplotlib's
+# constrained layout measures every text several times, which made drawing a report's grids take twice as long.
+_TOP, _TOP_TITLED, _LEGEND, _LEFT, _RIGHT, _PANEL_TOP, _PANEL_BOTTOM = 0.05, 0.35, 0.5, 0.5, 0.1, 0.6, 0.5
+
+
+def _grid_figure(width: float, height: float, n_columns: int, n_rows: int, dpi: int, titled: bool) -> tuple[Any, list]:
+    """A figure of ``n_rows`` x ``n_columns`` panels, each a reliability axes over a histogram axes: (figure, [(top,
+    bottom) per panel, row by row]). Unused cells of the last row stay empty."""
+    from matplotlib.figure import Figure
+
+    fig_w, fig_h = width * n_columns, height * n_rows
+    figure = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    top = 1 - ((_TOP_TITLED if titled else _TOP) + _PANEL_TOP) / fig_h
+    outer = figure.add_gridspec(
+        n_rows,
+        n_columns,
+        left=_LEFT / fig_w,
+        right=1 - _RIGHT / fig_w,
+        top=top,
+        bottom=(_LEGEND + _PANEL_BOTTOM) / fig_h,
+        wspace=0.28,
+        hspace=(_PANEL_TOP + _PANEL_BOTTOM) / (height - _PANEL_TOP - _PANEL_BOTTOM),
+    )
+    cells = []
+    for index in range(n_rows * n_columns):
+        inner = outer[index // n_columns, index % n_columns].subgridspec(
+            2, 1, height_ratios=_HEIGHT_RATIOS, hspace=0.08
+        )
+        reliability = figure.add_subplot(inner[0])
+        cells.append((reliability, figure.add_subplot(inner[1], sharex=reliability)))
+    return figure, cells
+
+
 def _figure_legend(figure: Any, reliability: Axes, histogram: Axes, n_columns: int) -> None:
     """One legend for every panel, from the first panel's artists (the same in each), above the grid."""
     handles, labels = reliability.get_legend_handles_labels()
     more = histogram.get_legend_handles_labels()
     handles, labels = handles + more[0], labels + more[1]
-    figure.legend(
-        handles, labels, loc="outside lower center", ncol=min(len(labels), 4 if n_columns > 2 else 2), fontsize=8
-    )
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4 if n_columns > 2 else 2), fontsize=8)
 
 
 def plot_reliability_diagram(

@@ -138,11 +138,12 @@ def predict_split(
 
 
 def split_report(logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False) -> dict[str, Any]:
-    """One split's metrics; the main splits (``intervals``) also get seeded bootstrap intervals."""
-    from calprompt.calibration.suite import RUN_BOOTSTRAP_RESAMPLES
+    """One split's metrics; the main splits (``intervals``) also get seeded bootstrap intervals, from the run's
+    ``bootstrap`` resamples (unset: `calprompt.calibration.suite.RUN_BOOTSTRAP_RESAMPLES`)."""
+    from calprompt.calibration import suite
     from calprompt.metrics import evaluate
 
-    resamples = RUN_BOOTSTRAP_RESAMPLES if intervals else 0
+    resamples = (suite.RUN_BOOTSTRAP_RESAMPLES if config.bootstrap is None else config.bootstrap) if intervals else 0
     return evaluate(logits, labels, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed).to_dict()
 
 
