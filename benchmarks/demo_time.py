@@ -12,7 +12,7 @@ cumulative seconds of each part: training, image/text prediction, bootstrap inte
 calibrators, the transfer (domain-shift) evaluation, the report (tables, headline figures, reliability grids) and
 what is left (imports, data, planning). Seconds under a profiler are inflated; the shares are what it is for.
 
-Usage: python benchmarks/demo_time.py [--old COMMIT] [--repeat N] [--executor pool|serial] [--profile]
+Usage: python benchmarks/demo_time.py [--old COMMIT] [--src PATH] [--repeat N] [--executor pool|serial] [--profile]
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def time_report(src: Path, work: Path) -> float:
     return time.perf_counter() - started
 
 
-def compare(old: str | None, repeat: int, executor: str) -> None:
+def compare(old: str | None, repeat: int, executor: str, src: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="demo-time-") as tmp:
-        sides = {"this checkout": REPO / "src"}
+        sides = {"this checkout": src}
         if old:
             sides[f"commit {old}"] = export_sources(old, Path(tmp) / "old")
         results: dict[str, list[tuple[float, float, int, float]]] = {name: [] for name in sides}
@@ -123,11 +123,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--executor", default="pool", choices=("pool", "serial"))
     parser.add_argument("--profile", action="store_true", help="profile one serial demo instead of timing")
+    parser.add_argument("--src", type=Path, default=REPO / "src", help="the new side's sources (a copy: edit freely)")
     args = parser.parse_args()
     if args.profile:
         profile("serial")
     else:
-        compare(args.old, args.repeat, args.executor)
+        compare(args.old, args.repeat, args.executor, args.src.resolve())
 
 
 if __name__ == "__main__":
