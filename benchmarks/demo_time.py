@@ -7,12 +7,18 @@ after the other in this one script run, alternating when ``--repeat`` > 1, so a 
 compare the ratio, not the seconds. Printed per side: wall seconds, CPU seconds of the child (user + system, all its
 worker processes), runs, and the seconds of re-drawing the report alone (``calprompt report`` on the finished store).
 
+``--parts STORE`` times, side by side on a finished demo store, the two parts this checkout changed: the report
+(``calprompt report STORE`` with each side's code, alternating) and one main split's metrics with 1,000 bootstrap
+resamples (a run's default) against 200 (the demo's), on the stored logits of the store's runs (in this process).
+On a machine too busy for two whole demos this gives the ratios of the parts; the rest of a run is unchanged.
+
 ``--profile`` instead runs the demo once in this process with the serial executor under cProfile and prints the
 cumulative seconds of each part: training, image/text prediction, bootstrap intervals, the other metrics, post-hoc
 calibrators, the transfer (domain-shift) evaluation, the report (tables, headline figures, reliability grids) and
 what is left (imports, data, planning). Seconds under a profiler are inflated; the shares are what it is for.
 
-Usage: python benchmarks/demo_time.py [--old COMMIT] [--src PATH] [--repeat N] [--executor pool|serial] [--profile]
+Usage: python benchmarks/demo_time.py [--old COMMIT] [--src PATH] [--repeat N] [--executor pool|serial]
+                                     [--parts STORE] [--profile]
 """
 
 from __future__ import annotations
@@ -94,6 +100,50 @@ def compare(old: str | None, repeat: int, executor: str, src: Path) -> None:
             )
 
 
+def time_parts(store: Path, old: str | None, repeat: int, src: Path) -> None:
+    """The report of ``store`` with each side's code, and one split's metrics at 1,000 vs 200 resamples."""
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory(prefix="demo-parts-") as tmp:
+        sides = {"this checkout": src, **({f"commit {old}": export_sources(old, Path(tmp) / "old")} if old else {})}
+        reports: dict[str, list[float]] = {name: [] for name in sides}
+        for attempt in range(repeat):
+            for name, code in sides.items():
+                env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
+                out = Path(tmp) / f"report-{name.replace(' ', '-')}-{attempt}"
+                command = [sys.executable, "-m", "calprompt.cli", "report", str(store), "--out", str(out)]
+                started = time.perf_counter()
+                subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+                reports[name].append(time.perf_counter() - started)
+        print(f"report of {store} ({len(list((store / 'runs').iterdir()))} runs), best of {repeat}:")
+        for name, seconds in reports.items():
+            print(f"  {name:<28}{min(seconds):>8.1f} s")
+        if old:
+            print(f"  this checkout vs {old}: x{min(reports['this checkout']) / min(reports[f'commit {old}']):.2f}")
+
+    sys.path.insert(0, str(src))
+    from calprompt.metrics import evaluate
+
+    splits = []
+    for run in sorted((store / "runs").iterdir())[:4]:
+        tensors = load_file(str(run / "predictions.safetensors"))
+        splits += [
+            (tensors[f"{s}/logits"], tensors[f"{s}/labels"]) for s in ("base", "novel") if f"{s}/logits" in tensors
+        ]
+    times: dict[int, list[float]] = {1000: [], 200: []}
+    for _ in range(repeat):
+        for resamples in times:
+            started = time.perf_counter()
+            for logits, labels in splits:
+                evaluate(logits, labels, bootstrap=resamples, seed=1)
+            times[resamples].append(time.perf_counter() - started)
+    n = splits[0][0].shape[0]
+    print(f"metrics of {len(splits)} main splits ({n} images each, first 4 runs), best of {repeat}:")
+    for resamples, seconds in times.items():
+        print(f"  {resamples:>5} resamples {min(seconds):>8.2f} s")
+    print(f"  200 vs 1000 resamples: x{min(times[200]) / min(times[1000]):.2f}")
+
+
 def profile(executor: str) -> None:
     """One serial demo under cProfile in this process: the seconds of each part (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="demo-profile-") as tmp:
@@ -124,8 +174,11 @@ def main() -> None:
     parser.add_argument("--executor", default="pool", choices=("pool", "serial"))
     parser.add_argument("--profile", action="store_true", help="profile one serial demo instead of timing")
     parser.add_argument("--src", type=Path, default=REPO / "src", help="the new side's sources (a copy: edit freely)")
+    parser.add_argument("--parts", type=Path, help="a finished demo store: time the report and the bootstrap only")
     args = parser.parse_args()
-    if args.profile:
+    if args.parts:
+        time_parts(args.parts.resolve(), args.old, args.repeat, args.src.resolve())
+    elif args.profile:
         profile("serial")
     else:
         compare(args.old, args.repeat, args.executor, args.src.resolve())

@@ -38,6 +38,7 @@ figcaption { font-size: 0.85em; color: #555; }
 img { max-width: 100%; height: auto; }
 nav.toc { background: #f7f7f7; padding: 0.5em 1.5em; margin-bottom: 1.5em; display: inline-block; }
 nav.toc ul { margin: 0.2em 0; }
+nav.toc ul ul { columns: 2; column-gap: 2em; }
 pre { background: #f7f7f7; padding: 0.5em; font-size: 0.8em; overflow-x: auto; }
 .failed { color: #a00; }
 """
@@ -135,7 +136,7 @@ def render_html_report(tables: Sequence[Table], parts: PageParts, *, title: str 
     if parts.published:
         toc.append(("published", "Measured beside published", []))
         body.append("<h2 id='published'>Measured beside published</h2>")
-        body += [f"<p>{html.escape(note)}</p>" for note in parts.published_notes]
+        body.append("<ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in parts.published_notes) + "</ul>")
         body += [table_html(table, anchor("published", i)) for i, table in enumerate(parts.published)]
     if parts.reliability:
         children = [(anchor("reliability", i), caption) for i, (caption, _) in enumerate(parts.reliability)]

@@ -162,7 +162,7 @@ def plot_reliability_diagrams(
 # Fixed margins of a grid, in inches: above it (title), below it (legend), left (y labels), around each panel
 # (its three-line title above, the histogram's x labels below). A grid of 20+ axes is laid out by hand: matplotlib's
 # constrained layout measures every text several times, which made drawing a report's grids take twice as long.
-_TOP, _TOP_TITLED, _LEGEND, _LEFT, _RIGHT, _PANEL_TOP, _PANEL_BOTTOM = 0.05, 0.35, 0.5, 0.5, 0.1, 0.6, 0.5
+_TOP, _TOP_TITLED, _LEGEND, _LEFT, _RIGHT, _PANEL_TOP, _PANEL_BOTTOM = 0.05, 0.35, 0.5, 0.7, 0.1, 0.6, 0.5
 
 
 def _grid_figure(width: float, height: float, n_columns: int, n_rows: int, dpi: int, titled: bool) -> tuple[Any, list]:
@@ -194,11 +194,11 @@ def _grid_figure(width: float, height: float, n_columns: int, n_rows: int, dpi: 
 
 
 def _figure_legend(figure: Any, reliability: Axes, histogram: Axes, n_columns: int) -> None:
-    """One legend for every panel, from the first panel's artists (the same in each), above the grid."""
+    """One legend for every panel, from the first panel's artists (the same in each), under the grid."""
     handles, labels = reliability.get_legend_handles_labels()
     more = histogram.get_legend_handles_labels()
     handles, labels = handles + more[0], labels + more[1]
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4 if n_columns > 2 else 2), fontsize=8)
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8 if n_columns > 2 else 7)
 
 
 def plot_reliability_diagram(

@@ -267,9 +267,10 @@ def transfer_table(results: Results, field_name: str) -> Table:
 
 
 def paper_tables(results: Results) -> list[Table]:
-    """Every non-empty table: the summary, one per quantity, and the transfer tables when targets were evaluated."""
+    """Every non-empty table: the summary, one per quantity (when there are several datasets: with one, the summary
+    holds every number of them), and the transfer tables when targets were evaluated; each with its differences."""
     tables = [with_differences(summary_table(results))]
-    for title, split, field_name in QUANTITIES:
+    for title, split, field_name in QUANTITIES if len(results.datasets) > 1 else ():  # one dataset: the summary
         table = quantity_table(results, title, split, field_name)
         tables.append(with_differences(table, [len(table.columns) - 1]))  # beside the average (or the one dataset)
     if results.targets:
