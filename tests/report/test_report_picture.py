@@ -70,10 +70,11 @@ def test_best_values_differences_and_published_rows_render_without_requests(repo
     n_value_columns = sum(1 for direction in summary.better if direction)
     first = dom[dom.index("<table") : dom.index("</table>")]
     assert len(re.findall(r'<td class="best">', first)) >= n_value_columns
-    assert all(
-        f"<th>Δ {column}</th>" in first or f'<th class="delta">Δ {column}</th>' in first
-        for column in ("base acc", "novel ECE")
-    )
+    for column in summary.columns:  # each quantity, then its difference column
+        assert f'<th class="delta">{column}</th>' in first if column.startswith("Δ ") else f"<th>{column}</th>" in first
+    assert [c for c in summary.columns if c.startswith("Δ ")] == [
+        f"Δ {c}" for c in ("base acc", "base ECE", "novel acc", "novel ECE", "HM")
+    ]
     assert "coop + ours (paper)" in dom and "coop + ours: measured − paper" in dom
     assert "backbone differs" in dom and "shots differ" not in dom  # the runs use 16 shots, as the paper
 
@@ -137,3 +138,25 @@ def test_an_unknown_published_table_is_refused_naming_the_shipped_ones(runs, tmp
     expected = r"Expected `--published` to be the name of a shipped published table \(paper\), got 'papr'"
     with pytest.raises(ValueError, match=expected + r". Did you mean 'paper'\?"):
         write_report(runs, tmp_path, published="papr")
+
+
+def test_the_all_protocol_gets_the_single_split_headline(tmp_path):
+    """Runs of the `all` protocol (no novel classes) get ECE against accuracy on their one split, beside the
+    base-to-novel headline of the same dataset; each figure is 580 x 500 px (two fit side by side at 1,280 px)."""
+    from PIL import Image
+
+    from calprompt.report.headline import headline_figures, scopes
+
+    runs = grid_runs(datasets=("toy",), seeds=(1,))
+    for run in grid_runs(datasets=("toy",), seeds=(1,)):
+        run.config["protocol"] = run.row["protocol"] = "all"
+        run.metrics = {key: value for key, value in run.metrics.items() if not key.startswith("novel")}
+        run.path = run.path.with_name(run.path.name + "-all")
+        runs.append(run)
+    results = collect(runs)
+    assert sorted((s.title, s.has_novel) for s in scopes(results)) == [("toy · all", False), ("toy · base2novel", True)]
+    drawn = headline_figures(results, tmp_path)
+    assert len(drawn) == 4
+    for _, _, path in drawn:
+        with Image.open(path) as image:
+            assert image.size == (580, 500)

@@ -38,7 +38,7 @@ def report(
         posthoc_all=posthoc_all,
         published=published,
     )
-    console.print(Markdown(files.tables[0].to_markdown()))
+    console.print(Markdown(files.tables[0].without_differences().to_markdown(intervals=False)))
     console.print(
         f"{files.n_runs} runs" + (f", {files.n_failed} failed (listed in the HTML)" if files.n_failed else "")
     )

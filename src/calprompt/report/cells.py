@@ -74,6 +74,8 @@ class Cell:
         return f"{100 * statistics.fmean(self.values):.1f}" if self.values else ""
 
 
+DELTA = "Δ "  # prefix of a difference column's title: "Δ novel ECE" beside "novel ECE"
+
 #: Which way is better for each report field (higher accuracy, lower calibration error).
 HIGHER, LOWER = "higher", "lower"
 
@@ -105,10 +107,23 @@ class Table:
                 marked |= {(i, column) for i, value in shown.items() if value == top}
         return marked
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, intervals: bool = True) -> str:
+        """The table in Markdown, best values in bold (``intervals=False``: the values alone, for a terminal)."""
         best = self.best()
         lines = [f"| {self.title} | " + " | ".join(self.columns) + " |", "|---" * (len(self.columns) + 1) + "|"]
         for i, (label, cells) in enumerate(self.rows):
-            texts = [f"**{c.text}**" if (i, j) in best else c.text for j, c in enumerate(cells)]
+            texts = [c.text if intervals or c.delta or not c.values else format_cell(c.values) for c in cells]
+            texts = [f"**{t}**" if (i, j) in best else t for j, t in enumerate(texts)]
             lines.append(f"| {label} | " + " | ".join(texts) + " |")
         return "\n".join(lines)
+
+    def without_differences(self) -> Table:
+        """The same table without its difference columns (what a terminal has room for)."""
+        keep = [j for j, title in enumerate(self.columns) if not title.startswith(DELTA)]
+        return Table(
+            self.title,
+            tuple(self.columns[j] for j in keep),
+            tuple((label, tuple(cells[j] for j in keep)) for label, cells in self.rows),
+            tuple(self.better[j] for j in keep) if self.better else (),
+            self.keys,
+        )

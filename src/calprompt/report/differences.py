@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from calprompt.report.cells import Cell, RowKey, Table
-
-DELTA = "Δ "  # prefix of a difference column's title: "Δ novel ECE" beside "novel ECE"
+from calprompt.report.cells import DELTA, Cell, RowKey, Table
 
 
 def baseline_key(key: RowKey) -> RowKey:

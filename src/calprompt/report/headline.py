@@ -89,16 +89,11 @@ def _marker(calibration: str, others: list[str]) -> str:
 
 def _point(results: Results, scope: Scope, key: RowKey) -> tuple[float, float] | None:
     """(accuracy, ECE) in %: HM and novel ECE under base-to-novel, accuracy and ECE of the one split otherwise."""
-    if scope.has_novel:
-        x, y = (
-            mean_value(results, key, scope.dataset, "hm", "accuracy"),
-            mean_value(results, key, scope.dataset, NOVEL, "ece"),
-        )
-    else:
-        x, y = (
-            mean_value(results, key, scope.dataset, BASE, "accuracy"),
-            mean_value(results, key, scope.dataset, BASE, "ece"),
-        )
+    (x_split, x_field), (y_split, y_field) = (
+        (("hm", "accuracy"), (NOVEL, "ece")) if scope.has_novel else ((BASE, "accuracy"), (BASE, "ece"))
+    )
+    x = mean_value(results, key, scope.dataset, x_split, x_field)
+    y = mean_value(results, key, scope.dataset, y_split, y_field)
     return None if x is None or y is None else (100 * x, 100 * y)
 
 

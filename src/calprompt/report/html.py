@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._io import write_atomic
-from calprompt.report.cells import Cell, Table, format_cell
+from calprompt.report.cells import DELTA, Cell, Table, format_cell
 from calprompt.report.tables import TABLE_LEGEND
 
 # Everything is inline: no request may leave the page (images are data: URIs, the style sheet is a <style> block).
@@ -64,8 +64,7 @@ def table_html(table: Table, anchor_id: str) -> str:
     bootstrap intervals under their values."""
     best = table.best()
     head = "".join(
-        f"<th{' class=delta' if not direction else ''}>{html.escape(column)}</th>"
-        for column, direction in zip(table.columns, table.better or ("x",) * len(table.columns), strict=True)
+        f"<th{' class=delta' if title.startswith(DELTA) else ''}>{html.escape(title)}</th>" for title in table.columns
     )
     body = []
     for i, (label, cells) in enumerate(table.rows):
