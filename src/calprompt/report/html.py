@@ -130,7 +130,8 @@ def render_html_report(tables: Sequence[Table], parts: PageParts, *, title: str 
             shown = "".join(_figure_html(caption, png, "headline") for caption, png in figures)
             body.append(f"<h3 id='{anchor('headline', i)}'>{html.escape(group)}</h3><div class='row'>{shown}</div>")
     toc.append(("tables", "Tables", [(anchor("table", i), t.title) for i, t in enumerate(tables)]))
-    body += ["<h2 id='tables'>Tables</h2>", f"<p>{html.escape(TABLE_LEGEND).replace('**bold**', 'green')}</p>"]
+    legend = TABLE_LEGEND.replace("**bold**", "green").replace("`", "")  # Markdown's marks, said in HTML's words
+    body += ["<h2 id='tables'>Tables</h2>", f"<p>{html.escape(legend)}</p>"]
     body += [table_html(table, anchor("table", i)) for i, table in enumerate(tables)]
     if parts.published:
         toc.append(("published", "Measured beside published", []))
