@@ -4,7 +4,7 @@ Per dataset and protocol (and for the average over datasets when there are sever
 
 - *movement*: novel ECE against the harmonic mean of base and novel accuracy, one point per method and objective, an
   arrow from each method's ``none`` point to the same method with each objective (down and to the right is better);
-  under the ``all`` protocol (no novel classes) ECE against accuracy on the one test split;
+  for runs without novel classes (the few-shot protocol) ECE against accuracy on their one test split;
 - *ECE bars*: base and novel ECE of none / ours / TS / DAC, grouped by method (DAC only on novel classes, where it
   acts), zero-shot CLIP as a dashed line.
 
@@ -40,23 +40,21 @@ ZERO_SHOT = "zeroshot"
 
 @dataclass(frozen=True)
 class Scope:
-    """One headline: a dataset (None: the average over datasets) under one protocol, and the rows it covers."""
+    """One headline: a dataset (None: the average over datasets) under one protocol, the rows it covers, and whether
+    they were evaluated on novel classes (read from the runs' files, never from the protocol's name)."""
 
     dataset: str | None
     protocol: str
     keys: tuple[RowKey, ...]
     title: str
-
-    @property
-    def has_novel(self) -> bool:
-        return self.protocol != "all"
+    has_novel: bool
 
 
 def scopes(results: Results) -> list[Scope]:
-    """Every (dataset, protocol) with at least one trained row, then the averages when there are several datasets."""
+    """Every (dataset, protocol) with at least one row, then the averages when there are several datasets."""
     by_protocol: dict[str, list[RowKey]] = {}
     for key in results.rows:
-        protocol = str(results.configs.get(key.train_key, {}).get("protocol", "base2novel"))
+        protocol = str(results.configs.get(key.train_key, {}).get("protocol", ""))
         by_protocol.setdefault(protocol, []).append(key)
     datasets: list[str | None] = list(results.datasets) + ([None] if len(results.datasets) > 1 else [])
     out = []
@@ -65,7 +63,8 @@ def scopes(results: Results) -> list[Scope]:
             held = tuple(k for k in keys if dataset is None or dataset in results.cells[k])
             if held:
                 where = dataset or f"average over {len(results.datasets)} datasets"
-                out.append(Scope(dataset, protocol, held, f"{where} · {protocol}"))
+                novel = any(mean_value(results, k, dataset, NOVEL, "ece") is not None for k in held)
+                out.append(Scope(dataset, protocol, held, f"{where} · {protocol}" if protocol else where, novel))
     return out
 
 
