@@ -123,3 +123,34 @@ def test_a_run_listed_twice_counts_once():
     assert _cell(table, "coop + ours", "novel ECE").values == pytest.approx([run.metrics["novel"]["ece"]])
     grid = grid_tables([run, run])
     assert "±" not in grid and f"| coop + ours | {100 * run.metrics['base']['accuracy']:.1f} |" in grid
+
+
+def test_a_one_run_cell_shows_the_run_bootstrap_interval_and_csv_carries_it():
+    """The interval is the run's own (metrics.json), in %; cells of several seeds show none (a per-run interval says
+    nothing about the spread over seeds); CSV's low / high hold the same numbers."""
+    import torch
+
+    from calprompt.metrics import evaluate
+    from calprompt.report.build import interval_notes
+
+    runs = grid_runs(datasets=("toy",), seeds=(1,))
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 8, (300,), generator=generator)
+    logits = 3 * torch.randn(300, 8, generator=generator)
+    for run in runs:
+        run.metrics["novel"] = evaluate(logits, labels, bootstrap=50, seed=1).to_dict()
+    table = summary_table(collect(runs))
+    low, high = runs[0].metrics["novel"]["intervals"]["ece"]
+    cell = _cell(table, "coop", "novel ECE")
+    assert cell.text == f"{100 * runs[0].metrics['novel']['ece']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+    assert _cell(table, "coop", "base ECE").interval_text == ""  # this split was stored without intervals
+    rows = list(csv.DictReader(io.StringIO(tables_csv([table]))))
+    row = next(r for r in rows if r["row"] == "coop" and r["column"] == "novel ECE")
+    assert (float(row["low"]), float(row["high"])) == (low, high)
+    assert interval_notes(runs) == [
+        "Bootstrap intervals (percentile, per run, raw base and novel test): 95% from 50 resamples."
+    ]
+    two_seeds = grid_runs(datasets=("toy",), seeds=(1, 2))
+    for run in two_seeds:
+        run.metrics["novel"] = evaluate(logits, labels, bootstrap=50, seed=1).to_dict()
+    assert _cell(summary_table(collect(two_seeds)), "coop", "novel ECE").interval_text == ""
