@@ -132,9 +132,9 @@ def test_batched_adamw_is_per_image_adamw() -> None:
 
 
 def test_cocoop_and_class_specific_context_are_refused(tiny_backbone) -> None:
-    with pytest.raises(ValueError, match="`method`.*CoCoOp's prompts depend on the image"):
+    with pytest.raises(ValueError, match=r"`method`.*CoCoOp's prompts depend on the image"):
         check_tunable(build_method("cocoop", tiny_backbone, CLASSES))
-    with pytest.raises(ValueError, match="`method`.*only parameter is a context"):
+    with pytest.raises(ValueError, match=r"`method`.*only parameter is a context"):
         check_tunable(build_method("coop", tiny_backbone, CLASSES, class_specific_context=True))
 
 
