@@ -35,7 +35,7 @@ def image_view_seed(run_seed: int, image_index: int) -> int:
     return stable_seed("test-time views", run_seed, image_index)
 
 
-def test_time_views(
+def tuning_views(
     image: Tensor,
     views: int,
     seed: int,

@@ -32,7 +32,7 @@ from calprompt.calibration.terms import text_moments
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.conventions import BASE
 from calprompt.data.items import DatasetSplits
-from calprompt.data.test_views import image_view_seed, test_time_views
+from calprompt.data.test_views import image_view_seed, tuning_views
 from calprompt.data.views import ImageViews
 from calprompt.engine.precision import autocast
 from calprompt.engine.test_time import BatchedTestTimeTuner, TestTimeSettings
@@ -66,6 +66,8 @@ def test_time_objective(config: RunConfig) -> CalibrationObjective:
     """TPT's entropy plus the regularizers of the ``calibration`` preset; a term that needs labels is refused."""
     preset = build_objective(config.calibration, **config.calibration_options)
     labelled = [term.name for term, _ in preset.terms if "labels" in term.needs]
+    if preset.base_loss.name != "cross_entropy":  # its own labelled loss (ls, focal, zs-norm): no TPT entropy for it
+        labelled.insert(0, preset.base_loss.name)
     if labelled:
         fail(
             "calibration",
@@ -181,7 +183,7 @@ def encode_views(images: ImageViews, batch: list[int], config: RunConfig, contex
     features = []
     with torch.no_grad(), autocast(config.device, config.precision):
         for index, image in zip(batch, images.images(batch), strict=True):
-            views = test_time_views(
+            views = tuning_views(
                 image,
                 config.tta_views,
                 image_view_seed(config.seed, index),
