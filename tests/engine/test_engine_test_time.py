@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calprompt.calibration import build_objective
+from calprompt.calibration import build_objective, text_moments
 from calprompt.calibration.objective import CalibrationObjective, Term
 from calprompt.engine.test_time import BatchedTestTimeTuner, TestTimeSettings, check_tunable
 from calprompt.methods import build_method
@@ -151,3 +151,23 @@ def test_cocoop_and_class_specific_context_are_refused(tiny_backbone) -> None:
 def test_bad_settings_are_refused_naming_them(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TestTimeSettings(**settings)
+
+
+def test_moment_matching_regularizes_each_image_like_the_one_image_loop(coop, tiny_backbone) -> None:
+    """TPT + the paper's text moment matching (lambda 5) against the loop with the moments written out."""
+    zero_shot = F.normalize(torch.randn(len(CLASSES), tiny_backbone.embed_dim), dim=-1)
+    mean0 = zero_shot.mean(0)
+    cov0 = (zero_shot - mean0).T @ (zero_shot - mean0) / len(CLASSES)
+
+    def matching(text: torch.Tensor) -> torch.Tensor:
+        mean = text.mean(0)
+        cov = (text - mean).T @ (text - mean) / len(CLASSES)
+        return 5.0 * ((mean - mean0).square().sum() + (cov - cov0).square().sum())
+
+    features = view_features(tiny_backbone, seed=6)[:3]
+    initial = coop.ctx.detach().clone()
+    expected = torch.stack([reference_one_image(coop, initial, f, SETTINGS, matching) for f in features])
+    with torch.no_grad():
+        coop.ctx.copy_(initial)
+    tuner = BatchedTestTimeTuner(coop, objective("moments"), SETTINGS, zs_text_moments=text_moments(zero_shot))
+    torch.testing.assert_close(tuner.tune(features).logits, expected, rtol=0, atol=1e-5)

@@ -86,7 +86,7 @@ class RunConfig:
         shown="toy for the toy world's datasets; any other dataset must name one",
     )
     pretrained: str | None = setting(None, "Hub tag (openai, ...) or weights file.")
-    protocol: str = setting("base2novel", "base2novel, or all (train/test on every class).")
+    protocol: str = setting("base2novel", "base2novel, all (train/test on every class) or test-time (per test image).")
     eval_datasets: tuple[str, ...] = field(
         default=(), metadata={"help": "Other datasets to evaluate the tuned prompts on (transfer, domain shift)."}
     )
