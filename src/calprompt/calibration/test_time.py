@@ -12,8 +12,8 @@ class text features of its prompts:
   reflection ``H_i = I - 2 v_i v_i^T`` with ``v_i = u_i / ||u_i||`` and ``u_i = W_i - ||W_i|| e_i``; the value is
   ``mean_i ||H_i W_i - e_i||_2`` (`householder_orthogonality`). The reflection maps ``W_i`` onto ``||W_i|| e_i``, so
   the value equals ``mean_i | ||W_i||_2 - 1 |``: it pulls each row norm of the Gram matrix to 1 and only indirectly
-  the off-diagonal cosines to 0. The paper states the constraint as orthogonality of the class text features; its
-  Gram form ``||T T^T - I||_F^2`` (the sum of squared off-diagonal cosines) is `gram_orthogonality` (preset
+  the off-diagonal cosines to 0. The paper states the constraint as orthogonality of the class text features; the
+  usual Gram form ``||T T^T - I||_F^2`` (the sum of squared off-diagonal cosines) is `gram_orthogonality` (preset
   ``o-tpt-gram``). docs/test-time.md says which is which.
 
 Every term needs no labels, so a test-time run can use it. All compute in float32 (float64 stays float64) with
