@@ -93,6 +93,31 @@ EXPECTED: dict[str, tuple[frozenset[str], Callable[[dict], torch.Tensor]]] = {
             + 8.0 * (1 - F.cosine_similarity(b["outlier_text_features"], b["zs_outlier_text_features"], dim=1).mean())
         ),
     ),
+    # The test-time regularizers, written out independently (the Householder value through its closed form).
+    "c-tpt": (
+        frozenset({"logits", "labels", "text_features"}),
+        lambda b: (
+            F.cross_entropy(b["logits"], b["labels"])
+            - 50.0 * (b["text_features"] - b["text_features"].mean(0)).norm(dim=1).mean()
+        ),
+    ),
+    "o-tpt": (
+        frozenset({"logits", "labels", "text_features"}),
+        lambda b: (
+            F.cross_entropy(b["logits"], b["labels"])
+            + 18.0 * ((b["text_features"] @ b["text_features"].T).norm(dim=1) - 1).abs().mean()
+        ),
+    ),
+    "o-tpt-gram": (
+        frozenset({"logits", "labels", "text_features"}),
+        lambda b: (
+            F.cross_entropy(b["logits"], b["labels"])
+            + 18.0
+            * ((F.normalize(b["text_features"], dim=1) @ F.normalize(b["text_features"], dim=1).T) - torch.eye(5))
+            .square()
+            .sum()
+        ),
+    ),
 }
 
 

@@ -1,8 +1,8 @@
 """Fault injection: SIGKILL a training run (or a grid of runs) at seeded random moments, restart, compare.
 
-Run as ``python -m tests.experiments.fault_injection WORKDIR WEIGHTS --kind train|grid --points N --seed S``. The
-driver imports calprompt once and forks one child per attempt (so a kill point costs no interpreter start-up); the
-parent computes nothing with torch, so forking is safe. For each point it
+Run as ``python -m tests.experiments.fault_injection WORKDIR WEIGHTS --kind train|grid|test-time --points N
+--seed S``. The driver imports calprompt once and forks one child per attempt (so a kill point costs no interpreter
+start-up); the parent computes nothing with torch, so forking is safe. For each point it
 
 1. starts the job into a fresh directory and SIGKILLs it after a random delay in [0, 1.1 x the job's duration with
    a warm feature cache],
@@ -53,7 +53,12 @@ def job(kind: str, out: Path, data: Path, weights: str, cache: Path) -> None:
     config = RunConfig(
         dataset="folder", backbone="toy", root=str(data), shots=2, epochs=4, batch_size=2, pretrained=weights
     )
-    if kind == "train":
+    if kind == "test-time":  # C-TPT on every test image, 4 images at a time
+        from dataclasses import replace
+
+        config = replace(config, protocol="test-time", calibration="c-tpt", tta_views=8, tta_confident=0.25)
+        config = replace(config, tta_batch=4, tta_augmix=False)
+    if kind in ("train", "test-time"):
         from calprompt.experiments.runner import run_experiment
 
         run_experiment(config, out, cache_dir=cache)
@@ -100,7 +105,7 @@ def without_timings(value: Any) -> Any:
 
 
 def run_dirs(out: Path, kind: str) -> list[Path]:
-    if kind == "train":
+    if kind in ("train", "test-time"):
         return [out] if out.exists() else []
     runs = out / "runs"
     return sorted(runs.iterdir()) if runs.exists() else []
@@ -124,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir", type=Path)
     parser.add_argument("weights")
-    parser.add_argument("--kind", choices=("train", "grid"), default="train")
+    parser.add_argument("--kind", choices=("train", "grid", "test-time"), default="train")
     parser.add_argument("--points", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()

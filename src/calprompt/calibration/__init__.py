@@ -1,7 +1,8 @@
 """Calibration: train-time loss components, the composable objective and its presets, and post-hoc calibrators.
 
 ``from calprompt.calibration import margin_mean_variance, text_moment_matching`` gives the paper's regularizers as
-plain tensor functions; :func:`build_objective` gives whole training objectives by name; every post-hoc calibrator
+plain tensor functions (and the label-free test-time terms of TPT, C-TPT and O-TPT);
+:func:`build_objective` gives whole training objectives by name; every post-hoc calibrator
 the README names (``TemperatureScaling``, ``DistanceAwareCalibration``, ...) is importable from here too.
 """
 
@@ -32,6 +33,13 @@ from calprompt.calibration.terms import (
     text_moment_matching,
     text_moments,
 )
+from calprompt.calibration.test_time import (
+    confident_views,
+    gram_orthogonality,
+    householder_orthogonality,
+    marginal_entropy,
+    text_feature_dispersion,
+)
 
 __all__ = [
     "INPUT_NAMES",
@@ -49,15 +57,20 @@ __all__ = [
     "TextMoments",
     "ZeroShotLogitScaling",
     "build_objective",
+    "confident_views",
     "cross_entropy",
     "describe_presets",
     "focal_loss",
+    "gram_orthogonality",
+    "householder_orthogonality",
     "label_smoothing_cross_entropy",
     "logit_margins",
     "margin_mean_variance",
+    "marginal_entropy",
     "mbls_penalty",
     "register_preset",
     "register_term",
+    "text_feature_dispersion",
     "text_moment_matching",
     "text_moments",
     "zs_norm_cross_entropy",

@@ -19,7 +19,8 @@ from torch import Tensor
 # Importing the component modules registers them.
 import calprompt.calibration.baselines
 import calprompt.calibration.outliers
-import calprompt.calibration.terms  # noqa: F401
+import calprompt.calibration.terms
+import calprompt.calibration.test_time  # noqa: F401
 from calprompt._validation import fail
 from calprompt.calibration.registry import INPUT_NAMES, TermSpec, get_term
 from calprompt.calibration.terms import TextMoments

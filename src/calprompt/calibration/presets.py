@@ -1,4 +1,9 @@
-"""Named objectives (the paper's method, its ablations and the train-time baselines) with overridable constants.
+"""Named objectives (the paper's method, its ablations, the train-time baselines and the test-time regularizers of
+C-TPT and O-TPT) with overridable constants.
+
+A test-time run (`calprompt.experiments.protocols.test_time`) keeps a preset's regularizers and replaces its base
+loss (cross-entropy, which needs labels) by TPT's entropy: ``none`` is plain TPT there, ``moments`` TPT + text moment
+matching, ``c-tpt`` and ``o-tpt`` the published variants.
 
 ``build_objective("ours", lambda_mm=2.0)``. Each preset is a builder function registered here; its keyword
 defaults are the reference constants and the only overrides it accepts.
@@ -87,6 +92,24 @@ def _margin(alpha: float = 0.1, beta: float = 0.01) -> CalibrationObjective:
 def _moments(lambda_mm: float = 5.0) -> CalibrationObjective:
     """CE + lambda_mm * text moment matching only (ablation)."""
     return _ce_plus((Term("text_moment_matching"), lambda_mm))
+
+
+@register_preset("c-tpt")
+def _c_tpt(lambda_dispersion: float = 50.0) -> CalibrationObjective:
+    """Base loss - lambda_dispersion * text feature dispersion (C-TPT; 50 fine-grained, 20 under shift)."""
+    return _ce_plus((Term("negative_text_dispersion"), lambda_dispersion))
+
+
+@register_preset("o-tpt")
+def _o_tpt(lambda_orthogonality: float = 18.0) -> CalibrationObjective:
+    """Base loss + lambda_orthogonality * O-TPT's Householder orthogonality value (as its code computes it)."""
+    return _ce_plus((Term("householder_orthogonality"), lambda_orthogonality))
+
+
+@register_preset("o-tpt-gram")
+def _o_tpt_gram(lambda_orthogonality: float = 18.0) -> CalibrationObjective:
+    """Base loss + lambda_orthogonality * ||T T^T - I||_F^2 (orthogonality in its Gram-residual form)."""
+    return _ce_plus((Term("gram_orthogonality"), lambda_orthogonality))
 
 
 @register_preset("mbls")

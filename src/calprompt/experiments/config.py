@@ -86,7 +86,7 @@ class RunConfig:
         shown="toy for the toy world's datasets; any other dataset must name one",
     )
     pretrained: str | None = setting(None, "Hub tag (openai, ...) or weights file.")
-    protocol: str = setting("base2novel", "base2novel, or all (train/test on every class).")
+    protocol: str = setting("base2novel", "base2novel, all (train/test on every class) or test-time (per test image).")
     eval_datasets: tuple[str, ...] = field(
         default=(), metadata={"help": "Other datasets to evaluate the tuned prompts on (transfer, domain shift)."}
     )
@@ -116,6 +116,24 @@ class RunConfig:
         None, "Bootstrap resamples behind the intervals of raw base and novel test (default 1000; 0: no intervals)."
     )
     skip_missing: bool = setting(False, "Drop (and count) listed images that are missing instead of failing.")
+    # Test-time runs (--protocol test-time, `calprompt.experiments.protocols.test_time`); other protocols ignore
+    # these, and leave them out of their identity and table rows (`TEST_TIME_FIELDS`).
+    tta_views: int = setting(64, "Test-time: views per test image, the test view included (TPT: 64).")
+    tta_confident: float = setting(
+        0.1, "Test-time: fraction of the views kept as confident (lowest entropy; TPT: 0.1).", "--confident-fraction"
+    )
+    tta_steps: int = setting(1, "Test-time: optimisation steps per image (0: the initial prompt's predictions).")
+    tta_lr: float = setting(5e-3, "Test-time learning rate (TPT: 5e-3).")
+    tta_optimizer: str = setting("adamw", "Test-time optimizer: adamw (TPT's) or sgd.")
+    tta_augmix: bool | None = setting(
+        None,
+        "Test-time: AugMix on the random views.",
+        shown="as TPT: on, except for the ImageNet family",
+    )
+    tta_batch: int = setting(
+        16, "Test-time: images tuned at once, one context each (results do not depend on it).", mechanics=True
+    )
+    init_run: str | None = setting(None, "Test-time: start from this finished run's prompts (same backbone).")
 
     def __post_init__(self) -> None:
         check_positive_int(self.shots, "shots")
@@ -151,6 +169,11 @@ class RunConfig:
                 self.distinct_views,
             )
         check_choice(self.precision, "precision", PRECISIONS)
+        check_positive_int(self.tta_batch, "tta_batch")
+        if self.tta_augmix is not None and not isinstance(self.tta_augmix, bool):
+            fail("tta_augmix", "true, false or unset (as TPT: on except for the ImageNet family)", self.tta_augmix)
+        if self.init_run is not None and (not isinstance(self.init_run, str) or not self.init_run.strip()):
+            fail("init_run", "the directory of a finished run", self.init_run)
         if self.backbone is not None and (not isinstance(self.backbone, str) or not self.backbone.strip()):
             fail("backbone", "a backbone name (toy, ViT-B-16, hf-hub:..., local-dir:...)", self.backbone)
 
@@ -172,6 +195,12 @@ class RunConfig:
             absolute = os.path.abspath(os.path.expanduser(self.pretrained))  # a weights file, not a hub tag
             if absolute != self.pretrained:
                 changes["pretrained"] = absolute
+        if self.init_run is not None and os.path.abspath(os.path.expanduser(self.init_run)) != self.init_run:
+            changes["init_run"] = os.path.abspath(os.path.expanduser(self.init_run))
+        if self.protocol == TEST_TIME_PROTOCOL and self.tta_augmix is None:
+            from calprompt.data.test_views import uses_augmix
+
+            changes["tta_augmix"] = uses_augmix(self.dataset)
         options = dict(self.method_options)
         explicit = None not in (self.epochs, self.batch_size, self.lr)
         if not explicit or self.method in recipe_table():  # a method without a recipe runs on explicit settings
@@ -209,6 +238,20 @@ class RunConfig:
 
 #: RunConfig fields that change how a run computes, not what (left out of its identity).
 MECHANICS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("mechanics"))
+#: The settings of test-time runs: a run of another protocol ignores them, so its identity and row leave them out.
+TEST_TIME_FIELDS = (*(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("tta_")), "init_run")
+TEST_TIME_PROTOCOL = "test-time"
+
+
+def protocol_fields(config: RunConfig) -> dict[str, Any]:
+    """``config.to_dict()`` without the settings its protocol ignores (the test-time ones, for other protocols)."""
+    data = config.to_dict()
+    if config.protocol != TEST_TIME_PROTOCOL:
+        for name in TEST_TIME_FIELDS:
+            data.pop(name)
+    return data
+
+
 #: Fields that never tell table rows apart: the mechanics, and where and on what a run ran (the tables' axes).
 NOT_ROW_FIELDS = frozenset({*MECHANICS, "dataset", "seed", "root", "eval_datasets", "skip_missing", "feature_cache"})
 
@@ -293,7 +336,7 @@ def row_settings(config: RunConfig) -> dict[str, Any]:
     every field but `NOT_ROW_FIELDS`, without the epochs, batch size and learning rate the recipe gave it. A run
     writes them, so reports group runs without knowing the recipes."""
     config = config.resolved()
-    settings = {k: v for k, v in _flatten(config.to_dict()).items() if k not in NOT_ROW_FIELDS}
+    settings = {k: v for k, v in _flatten(protocol_fields(config)).items() if k not in NOT_ROW_FIELDS}
     try:
         recipe = resolve_recipe(config.recipe, config.method, config.dataset)
     except ValueError:

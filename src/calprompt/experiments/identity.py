@@ -22,13 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from calprompt._io import file_stamp
-from calprompt.experiments.config import MECHANICS, RunConfig
+from calprompt._io import file_sha256, file_stamp
+from calprompt.experiments.config import MECHANICS, RunConfig, protocol_fields
 
 if TYPE_CHECKING:
     from calprompt.data.items import DatasetSplits, Item
 
 IDENTITY_VERSION = 1
+# `rundir.PROMPT_FILE` (rundir builds on this module): the prompts of a test-time run's ``init_run`` are identity.
+INIT_PROMPTS = "prompt.safetensors"
 
 
 def canonical_hash(data: Any) -> str:
@@ -74,12 +76,15 @@ def weights_fingerprint(backbone: str, pretrained: str | None) -> str:
 def config_record(config: RunConfig) -> dict[str, Any]:
     """The fields of the resolved config that determine the results (the fields declared as mechanics, such as
     the device, the worker count and the text encoder's memory budget, are left out)."""
-    record = config.resolved().to_dict()
+    record = protocol_fields(config.resolved())
     for key in MECHANICS:
-        record.pop(key)
+        record.pop(key, None)
     for key in UNSET_NOT_IN_IDENTITY:  # settings added after runs were stored: unset, they keep those runs' ids
         if record.get(key) is None:
             record.pop(key, None)
+    if record.get("init_run") is not None:  # the prompts it starts from, not only where they were
+        prompts = Path(record["init_run"]) / INIT_PROMPTS
+        record["init_prompts"] = file_sha256(prompts) if prompts.is_file() else None
     return record
 
 

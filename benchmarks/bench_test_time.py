@@ -1,0 +1,197 @@
+"""Test-time prompt tuning (TPT, one step, 64 views): calprompt's batched tuner vs a reference-style loop.
+
+The reference side does what the public TPT code does, one image at a time: its 64 views through the image encoder,
+the C prompts through the text encoder at all 77 positions with a gradient, the 10 % most confident views'
+averaged entropy, one AdamW step on a fresh copy of the context, then the test view encoded *again* and the C prompts
+encoded again for the prediction. calprompt's side tunes all the images at once (`BatchedTestTimeTuner`): each
+image's views encoded once, the text passes truncated with each image's shared prefix computed once.
+
+Each (case, side) runs in its own process (peak memory is a process high-water mark on the CPU) on the same seeded
+views and prints per-image time, peak memory and arithmetic (GFLOP of view encoding and of text passes, counted by
+`torch.utils.flop_counter`); the parent prints the time ratio next to the FLOP ratio (its bound: both sides must
+encode the 64 views) and the max |logit| difference of the two sides' predictions. Usage::
+
+    python benchmarks/bench_test_time.py [--cases toy,vit100,vit1000] [--images 2] [--device cuda --precision bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from _common import (
+    add_device_arguments,
+    apply_threads,
+    autocast,
+    class_names,
+    describe,
+    memory_kind,
+    peak_memory_mb,
+    reset_peak,
+    run_child,
+    sync,
+)
+
+VIEWS, FRACTION, LR = 64, 0.1, 5e-3
+CASES = {"toy": ("toy", None), "vit100": ("ViT-B-16", 100), "vit1000": ("ViT-B-16", 1000)}
+
+
+def setup(case: str, device: str):
+    from calprompt.clip import load_clip
+    from calprompt.data import load_dataset
+    from calprompt.methods import build_method
+
+    backbone_name, classes = CASES[case]
+    torch.manual_seed(0)
+    backbone = load_clip(backbone_name, device=device)
+    names = list(load_dataset("toy").classnames) if classes is None else class_names(classes)
+    method = build_method("coop", backbone, names)
+    return backbone, method, names
+
+
+def seeded_views(backbone, images: int, device: str) -> torch.Tensor:
+    size = backbone.preprocess.image_size
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(images, VIEWS, 3, size, size, generator=g).to(device)  # (I, N, 3, S, S)
+
+
+def reference_side(backbone, method, names, views, device, precision, count) -> tuple[torch.Tensor, dict]:
+    """The public code's per-image loop, all 77 positions, the test view encoded again."""
+    from calprompt.conventions import clean_classname
+    from tests.test_time_oracles import tpt_avg_entropy, tpt_select_confident_samples
+
+    backbone.text_memory_budget_mb = 1e9  # the public code keeps every activation for backward
+    backbone.share_prefixes, backbone.length_buckets = False, False
+    n_ctx = method.ctx.shape[0]
+    ids = backbone.tokenize([f"{' '.join(['X'] * n_ctx)} {clean_classname(n)}." for n in names])  # (C, 77)
+    with torch.no_grad():
+        embedded = backbone.embed_tokens(ids)
+    prefix, suffix = embedded[:, :1], embedded[:, 1 + n_ctx :]
+    initial = method.ctx.detach().clone()
+
+    def encode_text(ctx: torch.Tensor) -> torch.Tensor:
+        prompts = torch.cat([prefix, ctx.to(prefix.dtype).expand(len(names), -1, -1), suffix], dim=1)
+        return F.normalize(backbone.encode_text_embeddings(prompts, ids, truncate=False).float(), dim=-1)
+
+    predictions = []
+    scale = backbone.logit_scale
+    for image_views in views:
+        ctx = torch.nn.Parameter(initial.clone())
+        optimizer = torch.optim.AdamW([ctx], lr=LR)
+        with count("views"), torch.no_grad(), autocast(device, precision):
+            features = F.normalize(backbone.encode_image(image_views).float(), dim=-1)
+        with count("text"), autocast(device, precision):
+            output = scale * features @ encode_text(ctx).t()
+        kept, _ = tpt_select_confident_samples(output, FRACTION)
+        loss = tpt_avg_entropy(kept)
+        with count("text"):
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with count("views"), torch.no_grad(), autocast(device, precision):
+            test_view = F.normalize(backbone.encode_image(image_views[:1]).float(), dim=-1)
+        with count("text"), torch.no_grad(), autocast(device, precision):
+            predictions.append((scale * test_view @ encode_text(ctx).t())[0])
+    return torch.stack(predictions), {}
+
+
+def calprompt_side(backbone, method, names, views, device, precision, count) -> tuple[torch.Tensor, dict]:
+    """All images at once: views encoded once each, the batched tuner."""
+    from calprompt.calibration.objective import CalibrationObjective, Term
+    from calprompt.engine.test_time import BatchedTestTimeTuner, TestTimeSettings
+
+    settings = TestTimeSettings(views=VIEWS, confident_fraction=FRACTION, lr=LR)
+    with count("text"):  # the initial prompt's features: once per class list
+        tuner = BatchedTestTimeTuner(method, CalibrationObjective(Term("tpt_entropy")), settings, precision=precision)
+    with count("views"), torch.no_grad(), autocast(device, precision):
+        features = torch.stack([F.normalize(backbone.encode_image(v).float(), dim=-1) for v in views])
+    with count("text"):
+        logits = tuner.tune(features).logits
+    return logits, {}
+
+
+def child(args: argparse.Namespace) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    backbone, method, names = setup(args.case, args.device)
+    views = seeded_views(backbone, args.images, args.device)
+    flops = {"views": 0, "text": 0}
+
+    class Count:
+        """``with count("views"):`` adds the FLOPs of the block to that part."""
+
+        def __call__(self, part: str):
+            class Phase:
+                def __enter__(self):
+                    self.mode = FlopCounterMode(display=False)
+                    self.mode.__enter__()
+
+                def __exit__(self, *exc):
+                    self.mode.__exit__(*exc)
+                    flops[part] += self.mode.get_total_flops()
+
+            return Phase()
+
+    side = reference_side if args.side == "reference" else calprompt_side
+    # One pass, timed and counted (the counter's overhead, the same per operation on both sides, is in the time).
+    reset_peak(args.device)
+    sync(args.device)
+    start = time.perf_counter()
+    logits, _ = side(backbone, method, names, views, args.device, args.precision, Count())
+    sync(args.device)
+    seconds = (time.perf_counter() - start) / args.images
+    counted = {part: value / args.images for part, value in flops.items()}
+    print(
+        json.dumps(
+            {
+                "seconds_per_image": seconds,
+                "peak_mb": peak_memory_mb(args.device),
+                "gflop_views": counted["views"] / 1e9,
+                "gflop_text": counted["text"] / 1e9,
+                "logits": logits.float().cpu().tolist(),
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_arguments(parser)
+    parser.add_argument("--cases", default="toy,vit100,vit1000", help=f"comma-separated among {list(CASES)}")
+    parser.add_argument("--images", type=int, default=2, help="test images per case (compared per image)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--case", default="toy", help=argparse.SUPPRESS)
+    parser.add_argument("--side", default="calprompt", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    passed = apply_threads(args)
+    if args.child:
+        child(args)
+        return
+    print(describe(args.device, args.precision), f"| {VIEWS} views, {args.images} images")
+    print(f"memory: {memory_kind(args.device)}; GFLOP per image; ratios: reference / calprompt")
+    print("case      side        s/image  peak MB  GFLOP views  GFLOP text  | time ratio  FLOP bound  of bound", end="")
+    print("  max|dlogit|")
+    for case in args.cases.split(","):
+        rows = {}
+        for side in ("reference", "calprompt"):
+            common = ["--device", args.device, "--precision", args.precision, "--images", str(args.images)]
+            rows[side] = run_child(__file__, ["--child", "--case", case, "--side", side, *common, *passed])
+        ref, ours = rows["reference"], rows["calprompt"]
+        time_ratio = ref["seconds_per_image"] / ours["seconds_per_image"]
+        bound = (ref["gflop_views"] + ref["gflop_text"]) / (ours["gflop_views"] + ours["gflop_text"])
+        difference = (torch.tensor(ref["logits"]) - torch.tensor(ours["logits"])).abs().max().item()
+        for side, row in rows.items():
+            line = (
+                f"{case:9s} {side:10s} {row['seconds_per_image']:8.3f} {row['peak_mb']:8.0f} "
+                f"{row['gflop_views']:12.2f} {row['gflop_text']:11.2f}"
+            )
+            if side == "calprompt":
+                line += f"  | {time_ratio:9.2f}x {bound:10.2f}x {time_ratio / bound:8.0%} {difference:12.2e}"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
