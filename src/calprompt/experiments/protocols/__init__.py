@@ -137,13 +137,17 @@ def predict_split(
     )
 
 
-def split_report(logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False) -> dict[str, Any]:
-    """One split's metrics; the main splits (``intervals``) also get seeded bootstrap intervals."""
+def split_report(
+    logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False, proximity: Tensor | None = None
+) -> dict[str, Any]:
+    """One split's metrics (PIECE with the images' ``proximity``); the main splits (``intervals``) also get seeded
+    bootstrap intervals."""
     from calprompt.calibration.suite import RUN_BOOTSTRAP_RESAMPLES
     from calprompt.metrics import evaluate
 
     resamples = RUN_BOOTSTRAP_RESAMPLES if intervals else 0
-    return evaluate(logits, labels, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed).to_dict()
+    report = evaluate(logits, labels, proximity=proximity, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed)
+    return report.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
