@@ -28,6 +28,7 @@ from calprompt._validation import fail_unknown
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from calprompt.calibration import CalibrationObjective
     from calprompt.clip import ClipBackbone
     from calprompt.data import FeatureCache, ImageTransformConfig
     from calprompt.data.items import DatasetSplits, ImageLoader, Item
@@ -135,6 +136,14 @@ def predict_split(
         cache_tag=cache_tag,
         num_workers=config.num_workers,
     )
+
+
+def run_objective(config: RunConfig) -> CalibrationObjective:
+    """The run's training objective: its calibration preset with the published constants of its method (DOR's weight
+    follows the method) and the run's own overrides (``calibration_options``)."""
+    from calprompt.calibration import build_objective
+
+    return build_objective(config.calibration, method=config.method, **config.calibration_options)
 
 
 def split_report(

@@ -22,7 +22,6 @@ from typing import Any
 from torch import Tensor
 
 from calprompt._validation import fail
-from calprompt.calibration import build_objective
 from calprompt.calibration.outliers import outlier_pool
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
 from calprompt.calibration.proximity import PROXIMITY_NEIGHBOURS, neighbours_available, proximity, self_proximity
@@ -44,6 +43,7 @@ from calprompt.experiments.protocols import (
     Tuned,
     predict_split,
     register_protocol,
+    run_objective,
     seed_everything,
     split_report,
 )
@@ -114,7 +114,7 @@ class BaseToNovel(Protocol):
         base, _ = self.halves(context.splits)
         seed_everything(config.seed)  # method initialisation draws from the run seed, whatever loading consumed
         method = build_method(config.method, backbone, base.classnames, template=base.template, **config.method_options)
-        objective = build_objective(config.calibration, **config.calibration_options)
+        objective = run_objective(config)
         zs_base = zero_shot_text_features(backbone, base.classnames, base.template)
         outliers = None
         if objective.needs & set(OUTLIER_INPUTS):
@@ -278,7 +278,7 @@ class Proximities:
 
     def tensors(self, base: Tensor | None, novel: Tensor | None) -> dict[str, Tensor]:
         named = {"base_val/proximity": self.fitting, "base/proximity": base, "novel/proximity": novel}
-        return {key: value.float() for key, value in named.items() if value is not None}
+        return {key: value for key, value in named.items() if value is not None}  # float64: PIECE recomputes exactly
 
 
 def calibration_split(splits: DatasetSplits, config: RunConfig) -> tuple[Item, ...]:
