@@ -123,3 +123,19 @@ def test_a_run_listed_twice_counts_once():
     assert _cell(table, "coop + ours", "novel ECE").values == pytest.approx([run.metrics["novel"]["ece"]])
     grid = grid_tables([run, run])
     assert "±" not in grid and f"| coop + ours | {100 * run.metrics['base']['accuracy']:.1f} |" in grid
+
+
+def test_multi_isotonic_and_procal_rows_and_the_tcpt_metrics_get_into_the_tables():
+    runs = [r for r in grid_runs(datasets=("toy",), seeds=(1, 2)) if r.config["method"] == "coop"]
+    for run in runs:
+        for key in ("multi_isotonic", "procal_density", "procal_isotonic"):
+            run.metrics[f"base+{key}"], run.metrics[f"novel+{key}"] = run.metrics["base+ts"], run.metrics["novel+ts"]
+        run.metrics["novel"] = {**run.metrics["novel"], "piece": 0.01 * run.config["seed"]}
+    results = collect(runs)
+    labels = [key.label for key in results.rows]
+    assert labels[-4:-1] == ["coop + multi-isotonic", "coop + ProCal density", "coop + ProCal isotonic"]
+    tables = {table.title: table for table in paper_tables(results)}
+    assert _cell(tables["novel PIECE"], "coop", "toy").values == (0.01, 0.02)
+    assert "base PIECE" not in tables  # no run measured it: no empty table
+    mce = [r.metrics["novel"]["sample_weighted_mce"] for r in runs if r.config["calibration"] == "none"]
+    assert _cell(tables["novel sample-weighted MCE"], "coop", "toy").values == pytest.approx(mce)

@@ -37,6 +37,17 @@ QUANTITIES: tuple[tuple[str, str, str], ...] = (
     ("HM", "hm", "accuracy"),
 )
 
+# Quantities with a table of their own but no column in the summary: the metrics the TCPT and DAC evaluators print
+# besides accuracy and ECE (PIECE only where a run measured its images' proximity).
+EXTRA_QUANTITIES: tuple[tuple[str, str, str], ...] = (
+    ("base PIECE", BASE, "piece"),
+    ("novel PIECE", NOVEL, "piece"),
+    ("base sample-weighted MCE", BASE, "sample_weighted_mce"),
+    ("novel sample-weighted MCE", NOVEL, "sample_weighted_mce"),
+    ("base macro-F1", BASE, "macro_f1"),
+    ("novel macro-F1", NOVEL, "macro_f1"),
+)
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
@@ -238,7 +249,7 @@ def _value(reports: Mapping[str, Any], split: str, field_name: str) -> float | N
         base, novel = reports.get(BASE), reports.get(NOVEL)
         return harmonic_mean(base["accuracy"], novel["accuracy"]) if base and novel else None
     report = reports.get(split)
-    return report[field_name] if report else None
+    return report.get(field_name) if report else None  # None: a field the run's report predates
 
 
 def _per_seed(results: Results, key: RowKey, dataset: str, split: str, field_name: str) -> dict[int, float]:
@@ -300,7 +311,7 @@ def transfer_table(results: Results, field_name: str) -> Table:
 def paper_tables(results: Results) -> list[Table]:
     """Every non-empty table: the summary, one per quantity, and the transfer tables when targets were evaluated."""
     tables = [summary_table(results)]
-    tables += [quantity_table(results, title, split, f) for title, split, f in QUANTITIES]
+    tables += [quantity_table(results, title, split, f) for title, split, f in (*QUANTITIES, *EXTRA_QUANTITIES)]
     if results.targets:
         tables += [transfer_table(results, "accuracy"), transfer_table(results, "ece")]
     return [table for table in tables if table.rows]
@@ -309,7 +320,7 @@ def paper_tables(results: Results) -> list[Table]:
 def tables_markdown(tables: Sequence[Table]) -> str:
     """Every table as Markdown, each under a heading (values in %, mean ± std over seeds)."""
     sections = [f"### {table.title}\n\n{table.to_markdown()}" for table in tables]
-    return "Accuracy and ECE in %, mean ± sample std over seeds.\n\n" + "\n\n".join(sections) + "\n"
+    return "Accuracy, ECE and the other metrics in %, mean ± sample std over seeds.\n\n" + "\n\n".join(sections) + "\n"
 
 
 def tables_csv(tables: Sequence[Table]) -> str:
