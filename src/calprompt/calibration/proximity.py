@@ -7,7 +7,7 @@ A validation image's own proximity leaves itself out (its K nearest *other* vali
 calibrators see the same kind of value on the split they are fitted on as on test images.
 
 The features are whatever the caller passes (the run passes the L2-normalised image features behind its logits);
-distances are taken in float64.
+distances are taken in the features' precision (at least float32), their means and the proximity in float64.
 """
 
 from __future__ import annotations
@@ -22,17 +22,23 @@ from calprompt.metrics.checks import ArrayLike, check_matrix
 PROXIMITY_NEIGHBOURS = 5
 
 
+def _working_precision(features: Tensor) -> Tensor:
+    """Distances in the features' own precision, at least float32 (a run's float32 features: as fast as the public
+    code, which takes them in float32; float64 input stays exact)."""
+    return features if features.dtype == torch.float64 else features.to(torch.float32)
+
+
 def knn_mean_distance(features: ArrayLike, reference: ArrayLike, k: int = PROXIMITY_NEIGHBOURS) -> Tensor:
     """Float64 mean of the ``k`` smallest Euclidean distances (N,) from each row of ``features`` (N, D) to the rows
     of ``reference`` (M, D); needs ``k <= M``."""
-    features = check_matrix(features, "features", "(N, D)").to(torch.float64)
-    reference = check_matrix(reference, "reference", "(M, D)").to(device=features.device, dtype=torch.float64)
+    features = _working_precision(check_matrix(features, "features", "(N, D)"))
+    reference = check_matrix(reference, "reference", "(M, D)").to(device=features.device, dtype=features.dtype)
     check_positive_int(k, "k")
     if reference.shape[1] != features.shape[1]:
         fail("reference", f"features of dimension {features.shape[1]}", f"dimension {reference.shape[1]}")
     if k > reference.shape[0]:
         fail("k", f"at most the {reference.shape[0]} reference images; lower `k`", k)
-    return torch.cdist(features, reference).topk(k, dim=1, largest=False).values.mean(dim=1)
+    return torch.cdist(features, reference).topk(k, dim=1, largest=False).values.to(torch.float64).mean(dim=1)
 
 
 def proximity(features: ArrayLike, reference: ArrayLike, k: int = PROXIMITY_NEIGHBOURS) -> Tensor:
@@ -42,12 +48,12 @@ def proximity(features: ArrayLike, reference: ArrayLike, k: int = PROXIMITY_NEIG
 
 def self_proximity(reference: ArrayLike, k: int = PROXIMITY_NEIGHBOURS) -> Tensor:
     """The proximity (M,) of each reference image to the *other* reference images (itself left out); ``k < M``."""
-    reference = check_matrix(reference, "reference", "(M, D)").to(torch.float64)
+    reference = _working_precision(check_matrix(reference, "reference", "(M, D)"))
     if k >= reference.shape[0]:
         fail("k", f"below the {reference.shape[0]} reference images (each leaves itself out); lower `k`", k)
     distances = torch.cdist(reference, reference)  # (M, M)
     # The k + 1 smallest include the image itself (distance 0, or a duplicate's 0): drop the smallest.
-    nearest = distances.topk(k + 1, dim=1, largest=False).values[:, 1:]
+    nearest = distances.topk(k + 1, dim=1, largest=False).values[:, 1:].to(torch.float64)
     return torch.exp(-nearest.mean(dim=1))
 
 

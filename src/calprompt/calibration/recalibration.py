@@ -109,9 +109,17 @@ def pool_adjacent_violators(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
 
 
 def fit_isotonic(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Knots (K,) and fitted values (K,) of the isotonic regression of ``y`` on ``x`` (1-D), float64, on x's device."""
+    """Knots (K,) and fitted values (K,) of the isotonic regression of ``y`` on ``x`` (1-D), float64, on x's device.
+
+    Only the first and last knot of each run of equal fitted values are kept (as scikit-learn does): linear
+    interpolation between the rest is the same map, and a multi-class fit on N x C points keeps a few thousand knots
+    instead of up to N x C, which is what makes its lookups fast.
+    """
     knots, values = pool_adjacent_violators(x.to(torch.float64).cpu().numpy(), y.to(torch.float64).cpu().numpy())
-    return torch.from_numpy(knots).to(x.device), torch.from_numpy(np.clip(values, 0.0, 1.0)).to(x.device)
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:-1] = (values[1:-1] != values[:-2]) | (values[1:-1] != values[2:])
+    knots, values = knots[keep], np.clip(values[keep], 0.0, 1.0)
+    return torch.from_numpy(knots).to(x.device), torch.from_numpy(values).to(x.device)
 
 
 def interpolate_knots(knots: Tensor, values: Tensor, x: Tensor) -> Tensor:
