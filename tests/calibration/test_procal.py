@@ -155,3 +155,16 @@ def test_density_ratio_refuses_a_split_without_errors_and_use_before_fit():
         DensityRatioCalibration().predict_proba(logits, np.ones(12))
     with pytest.raises(ValueError, match="`proximity`"):
         ProximityIsotonicRegression().fit(logits, np.arange(12) % 4, np.ones(5))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pool_adjacent_violators_equals_scikit_learn_on_ties_runs_and_real_targets(seed):
+    from calprompt.calibration.recalibration import fit_isotonic, interpolate_knots
+
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.uniform(0, 1, 400), 2)  # many tied x
+    y = np.r_[np.round(rng.uniform(0, 1, 200), 1), np.repeat(rng.uniform(0, 1, 20), 10)]  # runs of equal targets
+    knots, values = fit_isotonic(torch.from_numpy(x), torch.from_numpy(y))
+    at = rng.uniform(-0.1, 1.1, 300)
+    expected = IsotonicRegression(out_of_bounds="clip").fit(x, y).predict(at)
+    np.testing.assert_allclose(interpolate_knots(knots, values, torch.from_numpy(at)).numpy(), expected, atol=1e-12)

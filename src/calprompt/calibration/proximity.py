@@ -12,6 +12,9 @@ distances are taken in the features' precision (at least float32), their means a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -60,3 +63,38 @@ def self_proximity(reference: ArrayLike, k: int = PROXIMITY_NEIGHBOURS) -> Tenso
 def neighbours_available(n_reference: int, k: int = PROXIMITY_NEIGHBOURS) -> int:
     """The K a split of ``n_reference`` validation images allows (each leaves itself out): ``min(k, n - 1)``."""
     return min(k, n_reference - 1)
+
+
+@dataclass(frozen=True)
+class Proximities:
+    """A run's proximity reference: the base validation images' features, the K they allow and their own
+    leave-one-out proximity, so that every split's proximity is measured against the same images, once."""
+
+    reference: Tensor | None  # (M, D) validation image features, or None without (enough) validation images
+    k: int
+    fitting: Tensor | None  # (M,) the validation images' leave-one-out proximity (what calibrators are fitted on)
+
+    @classmethod
+    def of(cls, val_features: Tensor | None) -> Proximities:
+        if val_features is None or val_features.shape[0] < 2:
+            return cls(None, 0, None)
+        k = neighbours_available(val_features.shape[0])
+        return cls(val_features, k, self_proximity(val_features, k))
+
+    def of_features(self, features: Tensor | None) -> Tensor | None:
+        """The proximity (N,) of images with these features (None without a reference or features)."""
+        if self.reference is None or features is None:
+            return None
+        return proximity(features, self.reference, self.k)
+
+    def notes(self) -> dict[str, Any]:
+        """What ``metrics.json`` records: K, and an ``adapted`` note when the validation split is too small for it."""
+        if self.reference is None:
+            return {"skipped": {"proximity": "fewer than 2 validation images: no proximity (ProCal, PIECE)"}}
+        out: dict[str, Any] = {"proximity_k": self.k}
+        if self.k < PROXIMITY_NEIGHBOURS:
+            out["adapted"] = {
+                "proximity_k": f"kNN proximity's K lowered from {PROXIMITY_NEIGHBOURS} to {self.k} "
+                f"(the {self.reference.shape[0]} validation images less the image itself)"
+            }
+        return out

@@ -87,18 +87,23 @@ def pool_adjacent_violators(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
     """The non-decreasing least-squares fit of ``y`` on ``x``: its distinct ``x`` values and fitted values.
 
     Tied ``x`` are first merged into their mean ``y`` (weighted by count), then adjacent blocks that violate the
-    order are pooled into their weighted mean (Ayer et al., 1955). O(N) after sorting.
+    order are pooled into their weighted mean (Ayer et al., 1955). O(N) after sorting. The pooling starts from runs
+    of equal merged values, never split by the fit (a block boundary inside a run of value c would need
+    c <= left block mean < right block mean <= c), so 0/1 targets loop over label changes, not over every point.
     """
     order = np.argsort(x, kind="stable")
     x, y = x[order], y[order]
     unique, first = np.unique(x, return_index=True)
     weight = np.diff(np.append(first, len(x))).astype(np.float64)
-    total = np.add.reduceat(y, first)
+    merged = np.add.reduceat(y, first) / weight
+    starts = np.flatnonzero(np.r_[True, merged[1:] != merged[:-1]])  # runs of equal merged values
+    run_weights = np.add.reduceat(weight, starts)
+    run_sizes = np.diff(np.append(starts, len(merged)))
     means, weights, sizes = [], [], []  # a stack of pooled blocks
-    for value, w in zip(total / weight, weight, strict=True):
+    for value, w, size in zip(merged[starts], run_weights, run_sizes, strict=True):
         means.append(value)
         weights.append(w)
-        sizes.append(1)
+        sizes.append(size)
         while len(means) > 1 and means[-2] > means[-1]:
             w_last, m_last, s_last = weights.pop(), means.pop(), sizes.pop()
             pooled = weights[-1] + w_last

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
@@ -24,7 +23,7 @@ from torch import Tensor
 from calprompt._validation import fail
 from calprompt.calibration.outliers import outlier_pool
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
-from calprompt.calibration.proximity import PROXIMITY_NEIGHBOURS, neighbours_available, proximity, self_proximity
+from calprompt.calibration.proximity import Proximities
 from calprompt.calibration.registry import OUTLIER_INPUTS
 from calprompt.calibration.suite import Scored, posthoc_suite
 from calprompt.clip.zeroshot import zero_shot_text_features
@@ -170,14 +169,14 @@ def evaluate_base_novel(
     method.set_classnames(base.classnames)
     base_test = run(base, "test")
     base_val = run(base, "val") if base.val else None
-    near = Proximities.of(base_val)
+    near = Proximities.of(None if base_val is None else base_val.image_features)
     zero_shot = build_method("zeroshot", backbone, base.classnames, template=base.template)  # SaLS's reference
     base_zs = run(base, "test", zero_shot).logits
     tensors = {"base/logits": base_test.logits, "base/labels": base_test.labels, "base/zs_text": zs_base}
     tensors["base/zs_logits"] = base_zs
     if base_test.text_features is not None:
         tensors["base/tuned_text"] = base_test.text_features
-    base_near = near.to(base_test)
+    base_near = near.of_features(base_test.image_features)
     reports = {"base": split_report(base_test.logits, base_test.labels, config, intervals=True, proximity=base_near)}
     reports.update(near.notes())
 
@@ -205,7 +204,7 @@ def evaluate_base_novel(
             {"novel/logits": novel_test.logits, "novel/labels": novel_test.labels, "novel/zs_text": zs_novel}
         )
         tensors["novel/zs_logits"] = novel_zs
-        novel_near = near.to(novel_test)
+        novel_near = near.of_features(novel_test.image_features)
         novel_scored = Scored(novel_test.logits, novel_test.labels, novel_zs, novel_near)
 
         def novel_report(logits: Tensor, intervals: bool = False) -> dict[str, Any]:
@@ -238,47 +237,11 @@ def evaluate_base_novel(
     if "skipped" in suite:
         reports.setdefault("skipped", {}).update(suite.pop("skipped"))
     reports.update(suite)
-    tensors.update(near.tensors(base_near, novel_scored.proximity if novel_scored else None))
+    named = {"base_val/proximity": near.fitting, "base/proximity": base_near}
+    named.update({"novel/proximity": novel_scored.proximity} if novel_scored else {})
+    named["base_val/image_features"] = near.reference  # transfer targets' proximity (the runner, `eval --dataset`)
+    tensors.update({key: value for key, value in named.items() if value is not None})  # float64: PIECE recomputes
     return Evaluation(reports, tensors)
-
-
-@dataclass(frozen=True)
-class Proximities:
-    """Each image's kNN proximity to the base validation images (ProCal's input and PIECE's), computed once per run
-    from the image features behind the run's own logits (:mod:`calprompt.calibration.proximity`)."""
-
-    reference: Tensor | None  # (M, D) validation image features, or None without a validation split
-    k: int
-    fitting: Tensor | None  # (M,) the validation images' leave-one-out proximity
-
-    @classmethod
-    def of(cls, val: Predictions | None) -> Proximities:
-        if val is None or val.image_features is None or val.image_features.shape[0] < 2:
-            return cls(None, 0, None)
-        k = neighbours_available(val.image_features.shape[0])
-        return cls(val.image_features, k, self_proximity(val.image_features, k))
-
-    def to(self, predictions: Predictions) -> Tensor | None:
-        """The proximity (N,) of each image of ``predictions`` (None without validation features)."""
-        if self.reference is None or predictions.image_features is None:
-            return None
-        return proximity(predictions.image_features, self.reference, self.k)
-
-    def notes(self) -> dict[str, Any]:
-        """What ``metrics.json`` records: K, and an ``adapted`` note when the validation split is too small for it."""
-        if self.reference is None:
-            return {"skipped": {"proximity": "fewer than 2 validation images: no proximity (ProCal, PIECE)"}}
-        out: dict[str, Any] = {"proximity_k": self.k}
-        if self.k < PROXIMITY_NEIGHBOURS:
-            out["adapted"] = {
-                "proximity_k": f"kNN proximity's K lowered from {PROXIMITY_NEIGHBOURS} to {self.k} "
-                f"(the {self.reference.shape[0]} validation images less the image itself)"
-            }
-        return out
-
-    def tensors(self, base: Tensor | None, novel: Tensor | None) -> dict[str, Tensor]:
-        named = {"base_val/proximity": self.fitting, "base/proximity": base, "novel/proximity": novel}
-        return {key: value for key, value in named.items() if value is not None}  # float64: PIECE recomputes exactly
 
 
 def calibration_split(splits: DatasetSplits, config: RunConfig) -> tuple[Item, ...]:
