@@ -41,4 +41,7 @@ case "$where" in "$work/venv/"*) ;; *) echo "calprompt imported from $where, exp
 step "calprompt demo --quick"
 CALPROMPT_CACHE="$work/cache" "$work/venv/bin/calprompt" demo --quick --out "$work/demo"
 [ -f "$work/demo/report/report.html" ] || { echo "expected $work/demo/report/report.html after the demo" >&2; exit 1; }
+step "calprompt report --published paper (the published table ships in the wheel)"
+"$work/venv/bin/calprompt" report "$work/demo" --published paper --out "$work/published" >/dev/null
+grep -q "coop + ours (paper)" "$work/published/report.md" || { echo "expected the paper's rows in $work/published/report.md" >&2; exit 1; }
 step "done"

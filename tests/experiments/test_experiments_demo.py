@@ -7,7 +7,9 @@ import re
 from typer.testing import CliRunner
 
 from calprompt.cli import app
-from tests.report.test_report_html import CHROMIUM, _blue_pixels, _open, _page_requests, pytestmark  # noqa: F401
+from tests.report.chromium import blue_pixels, needs_chromium, open_page, page_requests
+
+pytestmark = needs_chromium
 
 
 def test_quick_demo_prints_the_table_and_writes_a_report_chromium_renders(toy_weights, tmp_path, cache_env):
@@ -23,14 +25,19 @@ def test_quick_demo_prints_the_table_and_writes_a_report_chromium_renders(toy_we
     assert f"HTML report: {html}" in result.output
     figures = sorted((out / "report" / "figures").glob("*.png"))
     assert [f.name for f in figures] == [
+        "headline-0-ece.png",
+        "headline-0-movement.png",
         "reliability-toy-coop-base.png",
         "reliability-toy-coop-novel.png",
         "reliability-toy-zeroshot-base.png",
         "reliability-toy-zeroshot-novel.png",
     ]
-    dom, shot, netlog = _open(html, tmp_path / "chromium")
-    assert dom.count("<table") >= 6 and len(re.findall(r"<img src=\"data:image/png;base64,", dom)) == len(figures)
-    assert _blue_pixels(shot) > 1000 and _page_requests(netlog) == set()
+    dom, shot, netlog = open_page(html, tmp_path / "chromium")
+    assert dom.count("<table") == 3 and len(re.findall(r"<img class=\"\w+\" src=\"data:image/png;base64,", dom)) == len(
+        figures
+    )
+    assert blue_pixels(shot) > 1000 and page_requests(netlog) == set()
+    assert "200 resamples" in dom  # the demo's intervals come from fewer resamples than a run's default: said
 
     again = CliRunner().invoke(
         app, [*args, "--set", f"pretrained={toy_weights}", "--set", "epochs=1", "--set", "warmup_epochs=0"]

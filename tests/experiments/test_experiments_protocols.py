@@ -15,6 +15,7 @@ import calprompt.experiments.runner
 import calprompt.experiments.store
 import calprompt.experiments.sweep
 import calprompt.report.build
+import calprompt.report.headline
 import calprompt.report.tables
 from calprompt.cli import app
 from calprompt.conventions import BASE
@@ -107,6 +108,7 @@ def test_a_protocol_of_the_tests_runs_through_runner_sweep_store_and_report(tmp_
         calprompt.experiments.rundir,
         calprompt.report.tables,
         calprompt.report.build,
+        calprompt.report.headline,
     ],
     ids=lambda module: module.__name__,
 )

@@ -100,6 +100,15 @@ def test_bad_configs_fail_before_any_work_naming_the_key(tmp_path, content, args
     assert not out.exists()
 
 
+def test_bootstrap_unset_is_left_out_of_the_identity_and_set_changes_it():
+    """Runs stored before the setting existed keep their ids: unset, it is not in the record the id hashes."""
+    from calprompt.experiments.identity import config_record, run_id
+
+    assert "bootstrap" not in config_record(RunConfig())
+    assert config_record(RunConfig(bootstrap=200))["bootstrap"] == 200
+    assert run_id(RunConfig(bootstrap=200)) != run_id(RunConfig()) != run_id(RunConfig(bootstrap=0))
+
+
 def test_mechanics_do_not_change_the_run_id():
     """Where and how a run computes (device, workers, the text encoder's memory budget) names the same run."""
     from calprompt.experiments.identity import run_id

@@ -14,66 +14,13 @@ Statically, the page carries a Content-Security-Policy of ``default-src 'none'``
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
-from collections import defaultdict
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from calprompt.report.build import write_report
+from tests.report.chromium import blue_pixels, needs_chromium, open_page, page_requests
 from tests.report.stored_runs import grid_runs
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CI"),
-    reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it in CI)",
-)
-TAB_BLUE = np.array([31, 119, 180])
-
-
-def _open(page: Path, work: Path) -> tuple[str, Path, Path]:
-    """Load ``page`` in headless Chromium: its DOM after load, a screenshot and the network log."""
-    shot, netlog = work / "shot.png", work / "netlog.json"
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        f"--user-data-dir={work / 'profile'}",
-        f"--log-net-log={netlog}",
-        f"--screenshot={shot}",
-        "--window-size=1400,5000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    return result.stdout, shot, netlog
-
-
-def _page_requests(netlog: Path) -> set[str]:
-    """URLs requested on behalf of a file:// page (events grouped by source; the browser's own are left out)."""
-    events = json.loads(netlog.read_text(encoding="utf-8"))["events"]
-    by_source: dict[int, list[dict]] = defaultdict(list)
-    for event in events:
-        by_source[event["source"]["id"]].append(event.get("params", {}))
-    requested = set()
-    for params in by_source.values():
-        texts = [value for p in params for value in p.values() if isinstance(value, str)]
-        if any("file://" in text for text in texts):
-            requested |= {p["url"] for p in params if isinstance(p.get("url"), str)}
-    return requested
-
-
-def _blue_pixels(png: Path) -> int:
-    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    return int((np.abs(pixels - TAB_BLUE) <= 8).all(axis=-1).sum())
 
 
 @pytest.fixture(scope="module")
@@ -85,19 +32,23 @@ def test_html_is_self_contained(report):
     text = report.html.read_text(encoding="utf-8")
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     links = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", text) + re.findall(r"url\(([^)]*)\)", text)
-    assert links and all(link.startswith("data:image/png;base64,") for link in links)
+    # images are data: URIs; the only other links are the table of contents' in-page anchors
+    assert links and all(link.startswith(("data:image/png;base64,", "#")) for link in links)
+    anchors = [link[1:] for link in links if link.startswith("#")]
+    assert anchors and all(f"id='{name}'" in text for name in anchors)
     assert "<script" not in text
 
 
+@needs_chromium
 def test_chromium_renders_tables_and_images_and_makes_no_request(report, tmp_path):
-    dom, shot, netlog = _open(report.html, tmp_path / "report")
+    dom, shot, netlog = open_page(report.html, tmp_path / "report")
     assert dom.count("<table") == len(report.tables) and dom.count("<img") == len(report.figures) > 0
-    assert len(re.findall(r"<img src=\"data:image/png;base64,", dom)) == len(report.figures)
+    assert len(re.findall(r"<img class=\"\w+\" src=\"data:image/png;base64,", dom)) == len(report.figures)
     summary = report.tables[0]
     for label, cells in summary.rows:
-        assert f">{label}</th>" in dom and all(f"<td>{cell.text}</td>" in dom for cell in cells)
-    assert _blue_pixels(shot) > 1000
-    assert _page_requests(netlog) == set()
+        assert f">{label}</th>" in dom and all(cell.text.split(" [")[0] in dom for cell in cells)
+    assert blue_pixels(shot) > 1000
+    assert page_requests(netlog) == set()
 
     # control: the same page without its images paints no tab:blue, and an http image is seen in the network log
     text = report.html.read_text(encoding="utf-8")
@@ -105,9 +56,9 @@ def test_chromium_renders_tables_and_images_and_makes_no_request(report, tmp_pat
     text = re.sub(r"<img [^>]*>", "", text).replace("<body>", "<body><img src='http://127.0.0.1:9/x.png'>", 1)
     control = tmp_path / "control.html"
     control.write_text(text, encoding="utf-8")
-    _, control_shot, control_log = _open(control, tmp_path / "control")
-    assert _blue_pixels(control_shot) == 0
-    assert "http://127.0.0.1:9/x.png" in _page_requests(control_log)
+    _, control_shot, control_log = open_page(control, tmp_path / "control")
+    assert blue_pixels(control_shot) == 0
+    assert "http://127.0.0.1:9/x.png" in page_requests(control_log)
 
 
 def test_a_run_that_adapted_a_setting_is_named_under_the_tables(tmp_path):
@@ -121,4 +72,7 @@ def test_a_run_that_adapted_a_setting_is_named_under_the_tables(tmp_path):
     files = write_report(runs, tmp_path / "adapted")
     name = f"{runs[1].path.name}: toy / {runs[1].config['method']} + {runs[1].config['calibration']} / seed 1"
     assert f"### Adapted settings\n\n- {name}: ts: {why}\n" in files.markdown.read_text()
-    assert "<h2>Adapted settings (1)</h2>" in files.html.read_text() and "T = 3.1e+10" in files.html.read_text()
+    assert (
+        "<h2 id='adapted'>Adapted settings (1)</h2>" in files.html.read_text()
+        and "T = 3.1e+10" in files.html.read_text()
+    )

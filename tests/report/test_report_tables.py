@@ -90,7 +90,7 @@ def test_transfer_targets_get_their_own_tables():
     titles = [t.title for t in paper_tables(collect(runs))]
     assert titles[-2:] == ["transfer accuracy", "transfer ECE"]
     table = paper_tables(collect(runs))[-1]
-    assert table.columns == ("toy -> toy-domain",)
+    assert table.columns == ("toy -> toy-domain", "Δ toy -> toy-domain")
 
 
 def _on_root(root: str, seed: int):
@@ -139,3 +139,36 @@ def test_multi_isotonic_and_procal_rows_and_the_tcpt_metrics_get_into_the_tables
     assert "base PIECE" not in tables  # no run measured it: no empty table
     mce = [r.metrics["novel"]["sample_weighted_mce"] for r in runs]
     assert _cell(tables["novel sample-weighted MCE"], "coop", "toy").values == pytest.approx(mce)
+    assert set(tables["novel macro-F1"].better) - {""} == {"higher"}  # "": difference columns, never marked
+    assert set(tables["novel PIECE"].better) - {""} == {"lower"}
+
+
+def test_a_one_run_cell_shows_the_run_bootstrap_interval_and_csv_carries_it():
+    """The interval is the run's own (metrics.json), in %; cells of several seeds show none (a per-run interval says
+    nothing about the spread over seeds); CSV's low / high hold the same numbers."""
+    import torch
+
+    from calprompt.metrics import evaluate
+    from calprompt.report.build import interval_notes
+
+    runs = grid_runs(datasets=("toy",), seeds=(1,))
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 8, (300,), generator=generator)
+    logits = 3 * torch.randn(300, 8, generator=generator)
+    for run in runs:
+        run.metrics["novel"] = evaluate(logits, labels, bootstrap=50, seed=1).to_dict()
+    table = summary_table(collect(runs))
+    low, high = runs[0].metrics["novel"]["intervals"]["ece"]
+    cell = _cell(table, "coop", "novel ECE")
+    assert cell.text == f"{100 * runs[0].metrics['novel']['ece']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+    assert _cell(table, "coop", "base ECE").interval_text == ""  # this split was stored without intervals
+    rows = list(csv.DictReader(io.StringIO(tables_csv([table]))))
+    row = next(r for r in rows if r["row"] == "coop" and r["column"] == "novel ECE")
+    assert (float(row["low"]), float(row["high"])) == (low, high)
+    assert interval_notes(runs) == [
+        "Bootstrap intervals (percentile, per run, raw base and novel test): 95% from 50 resamples."
+    ]
+    two_seeds = grid_runs(datasets=("toy",), seeds=(1, 2))
+    for run in two_seeds:
+        run.metrics["novel"] = evaluate(logits, labels, bootstrap=50, seed=1).to_dict()
+    assert _cell(summary_table(collect(two_seeds)), "coop", "novel ECE").interval_text == ""

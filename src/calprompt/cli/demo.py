@@ -35,6 +35,6 @@ def demo(
     console.print(f"runs: done {summary.done}, failed {summary.failed}, skipped {summary.skipped} (finished before)")
     console.print(f"HTML report: {result.report.html}", soft_wrap=True)
     console.print(f"Tables: {result.report.markdown}, {result.report.csv}", soft_wrap=True)
-    console.print(f"{len(result.report.figures)} PNG reliability diagrams in {result.report.html.parent / 'figures'}")
+    console.print(f"{len(result.report.figures)} PNG figures in {result.report.html.parent / 'figures'}")
     if summary.failed:
         raise typer.Exit(code=1)

@@ -18,6 +18,9 @@ def report(
         False, "--posthoc-all", help="TS / DAC rows for every calibration, not only none."
     ),
     title: str = typer.Option("calprompt report", "--title", help="Title of the Markdown and HTML report."),
+    published: str | None = typer.Option(
+        None, "--published", help="Set a shipped published table beside the measured rows: paper (the seed paper)."
+    ),
 ) -> None:
     """Write report.md, report.csv, report.html and figures/*.png from every finished run of STORE."""
     from calprompt._validation import fail
@@ -33,11 +36,12 @@ def report(
         failures=list(iter_failures(results.root)),
         title=title,
         posthoc_all=posthoc_all,
+        published=published,
     )
-    console.print(Markdown(files.tables[0].to_markdown()))
+    console.print(Markdown(files.tables[0].without_differences().to_markdown(intervals=False)))
     console.print(
         f"{files.n_runs} runs" + (f", {files.n_failed} failed (listed in the HTML)" if files.n_failed else "")
     )
     for path in (files.markdown, files.csv, files.html):
         console.print(f"Wrote {path}")
-    console.print(f"Wrote {len(files.figures)} reliability diagrams in {files.html.parent / 'figures'}")
+    console.print(f"Wrote {len(files.figures)} figures (headline, reliability) in {files.html.parent / 'figures'}")

@@ -112,6 +112,9 @@ class RunConfig:
     )
     n_bins: int = setting(10, "Bins of the calibration errors (ECE, MCE, ...).")
     dac_k: int = setting(5, "DAC's nearest base classes (lowered to the number of base classes when fewer).")
+    bootstrap: int | None = setting(
+        None, "Bootstrap resamples behind the intervals of raw base and novel test (default 1000; 0: no intervals)."
+    )
     skip_missing: bool = setting(False, "Drop (and count) listed images that are missing instead of failing.")
 
     def __post_init__(self) -> None:
@@ -119,6 +122,8 @@ class RunConfig:
         check_choice(self.recipe, "recipe", RECIPE_NAMES)
         check_positive_int(self.n_bins, "n_bins")
         check_positive_int(self.dac_k, "dac_k")
+        if self.bootstrap is not None:
+            check_non_negative_int(self.bootstrap, "bootstrap")
         if not isinstance(self.eval_datasets, list | tuple) or not all(isinstance(n, str) for n in self.eval_datasets):
             fail("eval_datasets", "a list of dataset names", self.eval_datasets)
         object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))  # JSON gives a list

@@ -77,7 +77,14 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     record = config.resolved().to_dict()
     for key in MECHANICS:
         record.pop(key)
+    for key in UNSET_NOT_IN_IDENTITY:  # settings added after runs were stored: unset, they keep those runs' ids
+        if record.get(key) is None:
+            record.pop(key, None)
     return record
+
+
+#: Settings whose unset value (None: the default) leaves the identity as it was before the setting existed.
+UNSET_NOT_IN_IDENTITY = ("bootstrap",)
 
 
 def run_id(config: RunConfig) -> str:

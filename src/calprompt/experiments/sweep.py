@@ -355,9 +355,10 @@ class DemoResult:
 
     @property
     def table(self) -> str:
-        """The headline table and the domain-shift tables (Markdown), as the demo prints them."""
+        """The headline table and the domain-shift tables (Markdown), as the demo prints them: the values alone
+        (differences and intervals are in the report's files)."""
         tables = [self.report.tables[0], *(t for t in self.report.tables if t.title.startswith("transfer"))]
-        return "\n\n".join(table.to_markdown() for table in tables)
+        return "\n\n".join(t.without_differences().to_markdown(intervals=False) for t in tables)  # a terminal's width
 
 
 def plan_demo(out_dir: str | Path, *, quick: bool = False, overrides: Mapping[str, Any] | None = None) -> SweepPlan:

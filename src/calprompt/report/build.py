@@ -1,4 +1,4 @@
-"""The report of a results store: tables (Markdown, CSV), reliability diagrams (PNG) and one HTML file."""
+"""The report of a store: tables (Markdown, CSV), headline figures and reliability grids (PNG), one HTML file."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._io import write_atomic
+from calprompt.conventions import BASE, NOVEL
 from calprompt.metrics import EvaluationReport
-from calprompt.report.html import write_html_report
+from calprompt.report.beside_published import beside_published, load_published
+from calprompt.report.headline import headline_figures
+from calprompt.report.html import PageParts, write_html_report
 from calprompt.report.reliability import plot_reliability_diagrams
 from calprompt.report.tables import Results, RowKey, Table, collect, paper_tables, tables_csv, tables_markdown
 
-# Diagrams are drawn small: an HTML report of the paper's grid holds a few hundred of them.
-_PANEL_SIZE, _DPI = (3.2, 4.0), 72
+# Reliability grids: at most 4 panels a row of 290 x 360 px (1,160 px a row: within a 1,280 px page at 100 % zoom).
+_PANEL_SIZE, _DPI, _COLUMNS = (2.9, 3.6), 100, 4
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ def reliability_figures(results: Results, out_dir: Path) -> list[tuple[str, Path
                 seed_text = ", ".join(f"seed {s}" for s in sorted(seeds))
                 caption = f"{dataset}: {name}, {split} classes ({seed_text})"
                 path = out_dir / f"reliability-{_slug(dataset)}-{_slug(name)}-{split}.png"
-                plot_reliability_diagrams(reports, path, title=caption, panel_size=_PANEL_SIZE, dpi=_DPI)
+                plot_reliability_diagrams(
+                    reports, path, title=caption, panel_size=_PANEL_SIZE, dpi=_DPI, columns=_COLUMNS
+                )
                 figures.append((caption, path))
     return figures
 
@@ -73,31 +78,84 @@ def write_report(
     failures: Sequence[Any] = (),
     title: str = "calprompt report",
     posthoc_all: bool = False,
+    published: str | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportFiles:
     """Write ``report.md``, ``report.csv``, ``report.html`` and ``figures/*.png`` for ``runs`` into ``out_dir``.
 
     ``runs`` are stored runs (``path``, ``config``, ``metrics``), ``failures`` recorded failures (``run_id``,
-    ``error``); see :func:`calprompt.report.tables.collect` for how runs become rows.
+    ``error``); see :func:`calprompt.report.tables.collect` for how runs become rows. ``published`` names a shipped
+    published table (``paper``) to set beside the measured rows (`calprompt.report.beside_published`); ``notes``
+    are lines the report opens with (e.g. what a demo leaves out).
     """
     if not runs:
         raise ValueError("Expected at least one finished run to report on, got none: run a sweep into the store first.")
     out = Path(out_dir)
     results = collect(runs, posthoc_all=posthoc_all)
     tables = paper_tables(results)
+    extra, extra_notes = [], []
+    if published is not None:
+        table, extra_notes = beside_published(results, load_published(published), runs)
+        extra = [table]
+    notes = [*notes, *interval_notes(runs)]
     markdown, csv = out / "report.md", out / "report.csv"
     adapted = adapted_notes(runs)
-    notes = "".join(f"- {name}: {note}\n" for name, note in adapted)
-    notes = f"\n### Adapted settings\n\n{notes}" if notes else ""
-    text = f"# {title}\n\n{tables_markdown(tables)}{notes}"
-    write_atomic(markdown, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    write_atomic(csv, lambda tmp: tmp.write_text(tables_csv(tables), encoding="utf-8"))
-    figures = reliability_figures(results, out / "figures")
-    configs = [(f"{run.path.name}: {_describe(run.config)}", run.config) for run in runs]
-    failed = [(f"{failure.run_id}: {_describe(failure.config)}", failure.error) for failure in failures]
-    html = write_html_report(
-        out / "report.html", tables, figures, configs, title=title, failures=failed, adapted=adapted
+    write_atomic(
+        markdown,
+        lambda tmp: tmp.write_text(_markdown(title, notes, tables, extra, extra_notes, adapted), encoding="utf-8"),
     )
-    return ReportFiles(markdown, csv, html, [path for _, path in figures], tables, len(runs), len(failures))
+    write_atomic(csv, lambda tmp: tmp.write_text(tables_csv([*tables, *extra]), encoding="utf-8"))
+    headline = headline_figures(results, out / "figures")
+    figures = reliability_figures(results, out / "figures")
+    groups: dict[str, list[tuple[str, Path]]] = {}
+    for scope, caption, path in headline:
+        groups.setdefault(scope.title, []).append((caption, path))
+    parts = PageParts(
+        headline=list(groups.items()),
+        reliability=figures,
+        published=extra,
+        published_notes=extra_notes,
+        failures=[(f"{failure.run_id}: {_describe(failure.config)}", failure.error) for failure in failures],
+        adapted=adapted,
+        configs=[(f"{run.path.name}: {_describe(run.config)}", run.config) for run in runs],
+        notes=list(notes),
+    )
+    html = write_html_report(out / "report.html", tables, parts, title=title)
+    pngs = [path for *_, path in headline] + [path for _, path in figures]
+    return ReportFiles(markdown, csv, html, pngs, tables, len(runs), len(failures))
+
+
+def _markdown(
+    title: str,
+    notes: Sequence[str],
+    tables: Sequence[Table],
+    extra: Sequence[Table],
+    extra_notes: Sequence[str],
+    adapted: Sequence[tuple[str, str]],
+) -> str:
+    """report.md: the notes, every table, the published comparison with its notes, the adapted settings."""
+    text = f"# {title}\n\n" + "".join(f"{note}\n\n" for note in notes) + tables_markdown(tables)
+    for table in extra:
+        lines = "".join(f"- {note}\n" for note in extra_notes)
+        text += f"\n### {table.title}\n\n{lines}\n{table.to_markdown()}\n"
+    if adapted:
+        text += "\n### Adapted settings\n\n" + "".join(f"- {name}: {note}\n" for name, note in adapted)
+    return text
+
+
+def interval_notes(runs: Sequence[Any]) -> list[str]:
+    """How the runs' bootstrap intervals were computed (resamples and level, as each run's metrics.json records
+    them), so an interval from fewer resamples (the demo's 200) is never read as one from a run's default 1,000."""
+    settings = {
+        (report["intervals"]["n_resamples"], report["intervals"]["level"])
+        for run in runs
+        for report in (run.metrics.get(BASE), run.metrics.get(NOVEL))
+        if isinstance(report, dict) and report.get("intervals")
+    }
+    if not settings:
+        return ["No run holds bootstrap intervals: cells show the values alone."]
+    listed = "; ".join(f"{100 * level:.0f}% from {n} resamples" for n, level in sorted(settings))
+    return [f"Bootstrap intervals (percentile, per run, raw base and novel test): {listed}."]
 
 
 def adapted_notes(runs: Sequence[Any]) -> list[tuple[str, str]]:

@@ -19,6 +19,8 @@ from typing import Any
 
 from calprompt.conventions import BASE, NOVEL, POSTHOC_VARIANTS, TARGET_PREFIX, target_key
 from calprompt.metrics.classification import harmonic_mean
+from calprompt.report.cells import Cell, RowKey, Table, better_for, format_cell, mean_std
+from calprompt.report.differences import with_differences
 
 # (column title, metrics.json key, report field): the single-dataset table of `calprompt grid`.
 BASE_NOVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -49,18 +51,6 @@ EXTRA_QUANTITIES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def format_cell(values: Sequence[float], percent: bool = True) -> str:
-    """``"51.0 ± 0.5"`` over seeds (``"51.0"`` for one seed); fractions shown as percentages."""
-    scale = 100.0 if percent else 1.0
-    mean, std = mean_std([scale * v for v in values])
-    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {std:.1f}"
-
-
 def base_novel_table(
     rows: Mapping[str, Sequence[Mapping[str, Any]]],
     columns: Sequence[tuple[str, str, str]] = BASE_NOVEL_COLUMNS,
@@ -82,27 +72,6 @@ def base_novel_table(
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Grouping stored runs into rows
-@dataclass(frozen=True)
-class RowKey:
-    """What a table row stands for: a method, a train-time calibration, a post-hoc variant and other settings."""
-
-    method: str
-    calibration: str
-    posthoc: str = ""
-    settings: tuple[tuple[str, str], ...] = ()  # config fields that differ between rows of the store, as text
-
-    @property
-    def label(self) -> str:
-        parts = [self.method] + [p for p in (self.calibration if self.calibration != "none" else "", self.posthoc) if p]
-        text = " + ".join(parts)
-        return f"{text} ({', '.join(f'{k}={v}' for k, v in self.settings)})" if self.settings else text
-
-    @property
-    def train_key(self) -> RowKey:
-        """The same row without post-hoc calibration (the row of the trained model itself)."""
-        return RowKey(self.method, self.calibration, "", self.settings)
-
-
 @dataclass
 class Results:
     """Per row, dataset and seed: the split reports of one run (post-hoc variants already mapped to base/novel)."""
@@ -221,29 +190,6 @@ def _text(value: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Tables
-@dataclass(frozen=True)
-class Cell:
-    """Per-seed values of one table cell, as fractions (or plain numbers)."""
-
-    values: tuple[float, ...]
-
-    @property
-    def text(self) -> str:
-        return format_cell(self.values) if self.values else ""
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, tuple[Cell, ...]], ...]
-
-    def to_markdown(self) -> str:
-        lines = [f"| {self.title} | " + " | ".join(self.columns) + " |", "|---" * (len(self.columns) + 1) + "|"]
-        lines += [f"| {label} | " + " | ".join(cell.text for cell in cells) + " |" for label, cells in self.rows]
-        return "\n".join(lines)
-
-
 def _value(reports: Mapping[str, Any], split: str, field_name: str) -> float | None:
     if split == "hm":
         base, novel = reports.get(BASE), reports.get(NOVEL)
@@ -258,40 +204,60 @@ def _per_seed(results: Results, key: RowKey, dataset: str, split: str, field_nam
     return {seed: value for seed, value in values.items() if value is not None}
 
 
+def _interval(reports: Mapping[str, Any], split: str, field_name: str) -> tuple[float, float] | None:
+    """The run's stored bootstrap interval of ``field_name`` on ``split`` (main splits only), or None."""
+    intervals = (reports.get(split) or {}).get("intervals") if split != "hm" else None
+    return tuple(intervals[field_name]) if intervals and field_name in intervals else None
+
+
+def dataset_cell(results: Results, key: RowKey, dataset: str, split: str, field_name: str) -> Cell:
+    """One (row, dataset) cell: the value of each seed, and each seed's interval when every seed has one."""
+    values = _per_seed(results, key, dataset, split, field_name)
+    runs = results.cells[key].get(dataset, {})
+    intervals = [_interval(runs[seed], split, field_name) for seed in values]
+    kept = tuple(i for i in intervals if i is not None)
+    return Cell(tuple(values.values()), tuple(values), kept if len(kept) == len(values) else ())
+
+
 def _average(results: Results, key: RowKey, split: str, field_name: str) -> Cell:
     """Per seed the mean over every dataset of the table (seeds missing any dataset are left out)."""
     per_dataset = [_per_seed(results, key, dataset, split, field_name) for dataset in results.datasets]
-    seeds = set.intersection(*(set(values) for values in per_dataset)) if per_dataset else set()
-    return Cell(tuple(statistics.fmean(values[seed] for values in per_dataset) for seed in sorted(seeds)))
+    seeds = sorted(set.intersection(*(set(values) for values in per_dataset)) if per_dataset else set())
+    return Cell(tuple(statistics.fmean(values[seed] for values in per_dataset) for seed in seeds), tuple(seeds))
+
+
+def _cell(results: Results, key: RowKey, split: str, field_name: str) -> Cell:
+    """The dataset's cell for a one-dataset table, else the average over the datasets."""
+    if len(results.datasets) == 1:
+        return dataset_cell(results, key, results.datasets[0], split, field_name)
+    return _average(results, key, split, field_name)
 
 
 def quantity_table(results: Results, title: str, split: str, field_name: str) -> Table:
     """One quantity (e.g. novel ECE): rows x (datasets + average over datasets)."""
-    rows = []
+    rows, keys = [], []
     for key in results.rows:
-        cells = [Cell(tuple(_per_seed(results, key, d, split, field_name).values())) for d in results.datasets]
+        cells = [dataset_cell(results, key, d, split, field_name) for d in results.datasets]
         if len(results.datasets) > 1:
             cells.append(_average(results, key, split, field_name))
         if any(cell.values for cell in cells):
             rows.append((key.label, tuple(cells)))
+            keys.append(key)
     columns = (*results.datasets, "average") if len(results.datasets) > 1 else tuple(results.datasets)
-    return Table(title, columns, tuple(rows))
+    return Table(title, columns, tuple(rows), (better_for(field_name),) * len(columns), tuple(keys))
 
 
 def summary_table(results: Results) -> Table:
     """The headline table: rows x (base acc, base ECE, novel acc, novel ECE, HM), averaged over the datasets."""
     scope = results.datasets[0] if len(results.datasets) == 1 else f"average over {len(results.datasets)} datasets"
-    rows = []
+    rows, keys = [], []
     for key in results.rows:
-        cells = tuple(
-            _average(results, key, split, field_name)
-            if len(results.datasets) > 1
-            else Cell(tuple(_per_seed(results, key, results.datasets[0], split, field_name).values()))
-            for _, split, field_name in QUANTITIES
-        )
+        cells = tuple(_cell(results, key, split, field_name) for _, split, field_name in QUANTITIES)
         if any(cell.values for cell in cells):
             rows.append((key.label, cells))
-    return Table(scope, tuple(title for title, _, _ in QUANTITIES), tuple(rows))
+            keys.append(key)
+    better = tuple(better_for(field_name) for _, _, field_name in QUANTITIES)
+    return Table(scope, tuple(title for title, _, _ in QUANTITIES), tuple(rows), better, tuple(keys))
 
 
 def transfer_table(results: Results, field_name: str) -> Table:
@@ -299,42 +265,67 @@ def transfer_table(results: Results, field_name: str) -> Table:
     columns, cells_by_row = [], {}
     pairs = [(d, t) for d in results.datasets for t in results.targets]
     for key in (k for k in results.rows if not k.posthoc):
-        cells = [Cell(tuple(_per_seed(results, key, d, target_key(t), field_name).values())) for d, t in pairs]
-        cells_by_row[key.label] = tuple(cells)
+        cells_by_row[key] = tuple(dataset_cell(results, key, d, target_key(t), field_name) for d, t in pairs)
     kept = [i for i, _ in enumerate(pairs) if any(cells[i].values for cells in cells_by_row.values())]
     columns = [f"{pairs[i][0]} -> {pairs[i][1]}" for i in kept]
-    rows = tuple((label, tuple(cells[i] for i in kept)) for label, cells in cells_by_row.items() if kept)
+    rows = [(key, tuple(cells[i] for i in kept)) for key, cells in cells_by_row.items() if kept]
+    rows = [(key, cells) for key, cells in rows if any(c.values for c in cells)]
     title = "accuracy" if field_name == "accuracy" else field_name.upper()
-    return Table(f"transfer {title}", tuple(columns), tuple(r for r in rows if any(c.values for c in r[1])))
+    better = (better_for(field_name),) * len(columns)
+    return Table(
+        f"transfer {title}", tuple(columns), tuple((k.label, c) for k, c in rows), better, tuple(k for k, _ in rows)
+    )
 
 
 def paper_tables(results: Results) -> list[Table]:
-    """Every non-empty table: the summary, one per quantity, and the transfer tables when targets were evaluated."""
-    tables = [summary_table(results)]
-    tables += [quantity_table(results, title, split, f) for title, split, f in (*QUANTITIES, *EXTRA_QUANTITIES)]
+    """Every non-empty table: the summary, one per quantity (when there are several datasets: with one, the summary
+    holds every number of them; the quantities it has no column for, PIECE, sample-weighted MCE and macro-F1, always),
+    and the transfer tables when targets were evaluated; each with its differences."""
+    tables = [with_differences(summary_table(results))]
+    quantities = (*(QUANTITIES if len(results.datasets) > 1 else ()), *EXTRA_QUANTITIES)  # one dataset: the summary
+    for title, split, field_name in quantities:
+        table = quantity_table(results, title, split, field_name)
+        tables.append(with_differences(table, [len(table.columns) - 1]))  # beside the average (or the one dataset)
     if results.targets:
-        tables += [transfer_table(results, "accuracy"), transfer_table(results, "ece")]
+        tables += [
+            with_differences(transfer_table(results, "accuracy")),
+            with_differences(transfer_table(results, "ece")),
+        ]
     return [table for table in tables if table.rows]
+
+
+#: How to read every table (the Markdown and HTML reports open with it).
+TABLE_LEGEND = (
+    "Accuracy, ECE and the other metrics in %, mean ± sample std over seeds; [low, high]: the run's bootstrap"
+    " interval (95%, cells of one run); **bold**: the best value of its column; Δ: the row minus its method's `none`"
+    " row (paired by seed, in percentage points)."
+)
 
 
 def tables_markdown(tables: Sequence[Table]) -> str:
     """Every table as Markdown, each under a heading (values in %, mean ± std over seeds)."""
     sections = [f"### {table.title}\n\n{table.to_markdown()}" for table in tables]
-    return "Accuracy, ECE and the other metrics in %, mean ± sample std over seeds.\n\n" + "\n\n".join(sections) + "\n"
+    return f"{TABLE_LEGEND}\n\n" + "\n\n".join(sections) + "\n"
 
 
 def tables_csv(tables: Sequence[Table]) -> str:
-    """Every cell in long form: table, row, column, mean, std, n, and the per-seed values (fractions)."""
+    """Every cell in long form: table, row, column, mean, std, n, the per-seed values (fractions), the bootstrap
+    interval of a one-run cell (``low``, ``high``) and whether the cell is its column's best (``best``: 1 or 0)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["table", "row", "column", "mean", "std", "n", "values"])
+    writer.writerow(["table", "row", "column", "mean", "std", "n", "values", "low", "high", "best"])
     for table in tables:
-        for label, cells in table.rows:
-            for column, cell in zip(table.columns, cells, strict=True):
+        best = table.best()
+        for i, (label, cells) in enumerate(table.rows):
+            for j, (column, cell) in enumerate(zip(table.columns, cells, strict=True)):
                 if cell.values:
                     mean, std = mean_std(cell.values)
                     values = ";".join(repr(v) for v in cell.values)
-                    writer.writerow([table.title, label, column, repr(mean), repr(std), len(cell.values), values])
+                    low, high = cell.intervals[0] if cell.interval_text else ("", "")
+                    row = [table.title, label, column, repr(mean), repr(std), len(cell.values), values]
+                    writer.writerow(
+                        [*row, repr(low) if low != "" else "", repr(high) if high != "" else "", int((i, j) in best)]
+                    )
     return buffer.getvalue()
 
 
@@ -370,3 +361,14 @@ def _grid_average(results: dict[str, dict[str, list[Mapping[str, Any]]]]) -> dic
             runs.append(run)
         averaged[label] = runs
     return averaged
+
+
+def mean_value(results: Results, key: RowKey, dataset: str | None, split: str, field_name: str) -> float | None:
+    """The mean over seeds of one quantity of a row on ``dataset`` (None: the average over the datasets), or None
+    when the row lacks it (what the headline figures plot)."""
+    if key not in results.cells:
+        return None
+    cell = (
+        dataset_cell(results, key, dataset, split, field_name) if dataset else _average(results, key, split, field_name)
+    )
+    return statistics.fmean(cell.values) if cell.values else None

@@ -150,11 +150,12 @@ def split_report(
     logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False, proximity: Tensor | None = None
 ) -> dict[str, Any]:
     """One split's metrics (PIECE with the images' ``proximity``); the main splits (``intervals``) also get seeded
-    bootstrap intervals."""
-    from calprompt.calibration.suite import RUN_BOOTSTRAP_RESAMPLES
+    bootstrap intervals, from the run's ``bootstrap`` resamples (unset:
+    `calprompt.calibration.suite.RUN_BOOTSTRAP_RESAMPLES`)."""
+    from calprompt.calibration import suite
     from calprompt.metrics import evaluate
 
-    resamples = RUN_BOOTSTRAP_RESAMPLES if intervals else 0
+    resamples = (suite.RUN_BOOTSTRAP_RESAMPLES if config.bootstrap is None else config.bootstrap) if intervals else 0
     report = evaluate(logits, labels, proximity=proximity, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed)
     return report.to_dict()
 
