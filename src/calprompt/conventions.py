@@ -37,12 +37,16 @@ def format_prompt(template: str, classname: str) -> str:
 # spell them through these names only.
 BASE, NOVEL = "base", "novel"
 #: Post-hoc variants of a run: (row suffix, key for base classes, key for novel classes). DAC only rescales classes
-#: unseen while tuning, so on base classes it is the identity.
+#: unseen while tuning, so on base classes it is the identity. Multi-isotonic regression and ProCal's two variants
+#: (`calprompt.calibration.procal`) are fitted on the base validation split and applied to both.
 POSTHOC_VARIANTS: tuple[tuple[str, str, str], ...] = (
     ("", "base", "novel"),
     ("TS", "base+ts", "novel+ts"),
     ("DAC", "base", "novel+dac"),
     ("TS + DAC", "base+ts", "novel+ts+dac"),
+    ("multi-isotonic", "base+multi_isotonic", "novel+multi_isotonic"),
+    ("ProCal density", "base+procal_density", "novel+procal_density"),
+    ("ProCal isotonic", "base+procal_isotonic", "novel+procal_isotonic"),
 )
 #: Every split key of the variants, base classes first: ``base``, ``base+ts``, ``novel``, ``novel+ts``, ...
 SPLIT_KEYS: tuple[str, ...] = tuple(

@@ -136,3 +136,18 @@ def test_dor_steps_pull_coop_outlier_features_back_to_zero_shot(tiny_backbone):
         losses.append(loss.item())
     method.set_classnames(classnames)
     assert losses[-1] < losses[0], losses
+
+
+def test_dor_weight_follows_the_method_and_user_overrides_win():
+    from calprompt.experiments.config import RunConfig
+    from calprompt.experiments.protocols import run_objective
+    from calprompt.methods import available_methods
+
+    # DOR (ICML 2025): 8 for CoOp, 2 for the other prompt learners
+    assert build_objective("dor", method="coop").terms[0][1] == 8.0
+    for method in sorted(set(available_methods()) - {"coop", "zeroshot"}):
+        assert build_objective("dor", method=method).terms[0][1] == 2.0, method
+    assert run_objective(RunConfig(method="kgcoop", calibration="dor")).terms[0][1] == 2.0
+    assert run_objective(RunConfig(method="coop", calibration="dor")).terms[0][1] == 8.0
+    overridden = RunConfig(method="maple", calibration="dor", calibration_options={"weight": 5.0})
+    assert run_objective(overridden).terms[0][1] == 5.0

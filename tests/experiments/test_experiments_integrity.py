@@ -183,6 +183,7 @@ def test_a_changed_transfer_target_is_never_served_from_a_finished_run(tmp_path,
     store = ResultsStore(tmp_path / "store")
     metrics = store.run(config, backbone=backbone, cache_dir=shared_cache).metrics
     assert "eval:folder" in metrics
+    assert metrics["eval:folder"]["piece"] is not None  # targets measured against the run's validation images too
     assert ResultsStore(store.root).finished(config) == metrics  # the store's identity is the run's
     write_images(root / "test" / "red_ring", 3, seed=77)  # replaced in place: other pixels, same names
     assert ResultsStore(store.root).finished(config) is None

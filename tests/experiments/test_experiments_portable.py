@@ -59,6 +59,7 @@ def test_a_copied_run_predicts_and_evaluates_without_its_training_data(trained, 
     own, new = _predictions(run_dir, images), _predictions(run_dir, images, classnames=NEW_CLASSES)
     assert own.calibration == "ts" and new.calibration == "ts+dac"
     evaluated = evaluate_run(run_dir, dataset="folder", root=str(other))
+    assert next(iter(evaluated.values()))["piece"] is not None  # proximity to the run's stored validation features
 
     shutil.rmtree(data)  # the training data is gone, and the run lives elsewhere
     copy = shutil.copytree(run_dir, tmp_path / "elsewhere" / "run")

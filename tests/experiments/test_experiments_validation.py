@@ -184,6 +184,7 @@ def test_a_run_records_a_degenerate_temperature_and_the_fallback_it_used(
     config = RunConfig(shots=1, epochs=1, warmup_epochs=0, batch_size=8, pretrained=toy_weights)
     fine = run_experiment(config, tmp_path / "fine", backbone=backbone, cache_dir=shared_cache).metrics
     assert "adapted" not in fine and fine["temperature"] != 1.0
+    check_proximity_outputs(fine, tmp_path / "fine")  # the same run, to keep the suite short
     monkeypatch.setattr(posthoc, "fit_temperature", lambda *args: 3.0e10)  # the optimiser ran away
     metrics = run_experiment(config, tmp_path / "away", backbone=backbone, cache_dir=shared_cache).metrics
     assert metrics["temperature"] == 1.0
@@ -193,6 +194,29 @@ def test_a_run_records_a_degenerate_temperature_and_the_fallback_it_used(
     }
     for key in ("accuracy", "ece", "nll"):
         assert metrics["base+ts"][key] == metrics["base"][key]  # no scaling, said so: not a uniform-probability row
+
+
+def check_proximity_outputs(metrics: dict, out: Path) -> None:
+    """A run's metrics.json carries the multi-isotonic and ProCal variants and PIECE, all from the one proximity per
+    image it stores (a leave-one-out proximity for the validation images)."""
+    from calprompt.calibration.procal import DensityRatioCalibration
+    from calprompt.metrics import evaluate
+
+    stored = load_file(str(out / "predictions.safetensors"))
+    assert metrics["proximity_k"] == 5
+    for split in ("base", "novel"):
+        near = stored[f"{split}/proximity"].double()
+        expected = evaluate(stored[f"{split}/logits"], stored[f"{split}/labels"], proximity=near)
+        assert metrics[split]["piece"] == pytest.approx(expected.piece, abs=1e-12)
+        assert metrics[f"{split}+multi_isotonic"]["piece"] is not None and f"{split}+procal_isotonic" in metrics
+    for key in ("multi_isotonic", "procal_isotonic", "procal_density"):
+        assert key in metrics["posthoc"] or key in metrics.get("skipped", {})
+    if "procal_density" in metrics["posthoc"]:
+        val_near = stored["base_val/proximity"].double()
+        density = DensityRatioCalibration().fit(stored["base_val/logits"], stored["base_val/labels"], val_near)
+        novel_near = stored["novel/proximity"].double()
+        expected = evaluate(density.transform(stored["novel/logits"], novel_near), stored["novel/labels"])
+        assert metrics["novel+procal_density"]["ece"] == pytest.approx(expected.ece, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -73,3 +73,66 @@ def test_student_context_is_zeros_then_the_template_phrase(tiny_backbone):
     assert build_method("prograd", tiny_backbone, NAMES, teacher_template="a type of pet, a photo of a {}.").needs == {
         "zs_image_features"
     }
+
+
+# The public ProGrad code's templates (BeierZhu/Prompt-align, trainers/prograd.py, CUSTOM_TEMPLATES), by calprompt's
+# dataset names: the student's context starts from the template with " {}." removed.
+PUBLIC_TEMPLATES = {
+    "oxford_pets": "a type of pet, a photo of a {}.",
+    "oxford_flowers": "a type of flower, a photo of a {}.",
+    "fgvc_aircraft": "a type of aircraft, a photo of a {}.",
+    "dtd": "a texture of {}.",
+    "eurosat": "a centered satellite photo of {}.",
+    "stanford_cars": "a photo of a {}.",
+    "food101": "a type of food, a photo of {}.",
+    "sun397": "a photo of a {}.",
+    "caltech101": "a photo of a {}.",
+    "ucf101": "a photo of a person doing {}.",
+    "imagenet": "a photo of a {}.",
+}
+
+
+def public_initial_context(backbone, template: str, n_ctx: int = 16) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """ProGrad's PromptLearner, re-typed: it counts *words* (``len(ctx_init.split(" "))``), puts the first that many
+    token embeddings in the last rows of zeros, and tokenizes ``"X ... X " + ctx_init`` so that the frozen suffix
+    starts at token ``1 + n_ctx``. Returns (context, the suffix's first token embedding, word count)."""
+    ctx_init = template.replace(" {}.", "").replace("_", " ")
+    words = len(ctx_init.split(" "))
+    with torch.no_grad():
+        embedding = backbone.embed_tokens(backbone.tokenize(ctx_init)).float()
+        context = torch.zeros(n_ctx, backbone.text_width)
+        context[n_ctx - words :, :] = embedding[0, 1 : 1 + words, :]
+        prompt = " ".join(["X"] * (n_ctx - words)) + f" {ctx_init} dog."
+        suffix_first = backbone.embed_tokens(backbone.tokenize(prompt)).float()[0, 1 + n_ctx]
+    return context, suffix_first, words
+
+
+def test_initial_context_follows_the_public_code_on_every_dataset(tiny_backbone):
+    from calprompt.experiments.config import resolve_recipe
+
+    commas = []
+    for dataset, template in PUBLIC_TEMPLATES.items():
+        options = resolve_recipe("paper", "prograd", dataset).options
+        method = build_method("prograd", tiny_backbone, NAMES, **options)
+        assert method.config.ctx_init == template.replace(" {}.", ""), dataset  # the recipe holds the public phrase
+        ours = method.ctx.detach().float()
+        public, suffix_first, words = public_initial_context(tiny_backbone, template)
+        tokens = len(tiny_backbone.tokenizer.encode(method.config.ctx_init))
+        if tokens == words:  # no punctuation: the very same 16 vectors
+            torch.testing.assert_close(ours, public, rtol=0, atol=0)
+            continue
+        # A comma is a token but not a word: the public code keeps `words` tokens in its context and the phrase's
+        # last token lands in its frozen suffix; calprompt keeps the whole phrase in the context (one zero row fewer).
+        commas.append(dataset)
+        assert tokens == words + 1
+        torch.testing.assert_close(ours[16 - tokens : -1], public[16 - words :], rtol=0, atol=0)
+        torch.testing.assert_close(ours[-1], suffix_first, rtol=0, atol=0)
+        assert not ours[: 16 - tokens].any() and not public[: 16 - words].any()
+    assert sorted(commas) == ["fgvc_aircraft", "food101", "oxford_flowers", "oxford_pets"]
+
+
+def test_imagenet_recipe_is_fifty_epochs_as_in_the_public_readme():
+    from calprompt.experiments.config import resolve_recipe
+
+    assert resolve_recipe("paper", "prograd", "imagenet").epochs == 50
+    assert {resolve_recipe("paper", "prograd", d).epochs for d in PUBLIC_TEMPLATES if d != "imagenet"} == {100}

@@ -157,11 +157,12 @@ def test_chunked_evaluation_equals_a_single_block(monkeypatch):
     generator = torch.Generator().manual_seed(11)
     logits = torch.randn(301, 7, generator=generator) * 4
     labels = torch.randint(0, 7, (301,), generator=generator)
-    whole = evaluate(logits, labels, n_bins=10).to_dict()
-    probs_whole = evaluate_probs(logits.softmax(dim=1), labels, n_bins=10).to_dict()
+    near = torch.rand(301, generator=generator, dtype=torch.float64)  # PIECE too
+    whole = evaluate(logits, labels, n_bins=10, proximity=near).to_dict()
+    probs_whole = evaluate_probs(logits.softmax(dim=1), labels, n_bins=10, proximity=near).to_dict()
     monkeypatch.setattr(report_module, "_CHUNK_ELEMENTS", 7 * 13)  # 13 rows per chunk, a ragged last chunk
-    chunked = evaluate(logits, labels, n_bins=10).to_dict()
-    probs_chunked = evaluate_probs(logits.softmax(dim=1), labels, n_bins=10).to_dict()
+    chunked = evaluate(logits, labels, n_bins=10, proximity=near).to_dict()
+    probs_chunked = evaluate_probs(logits.softmax(dim=1), labels, n_bins=10, proximity=near).to_dict()
     for reference, got in ((whole, chunked), (probs_whole, probs_chunked)):
         assert got["reliability"] == reference["reliability"] and got["risk_coverage"] == reference["risk_coverage"]
         for key, value in reference.items():
@@ -172,4 +173,5 @@ def test_chunked_evaluation_equals_a_single_block(monkeypatch):
                         continue
                     assert got[key][part] == pytest.approx(curve, rel=1e-12, abs=1e-15), part
             elif key not in ("reliability", "risk_coverage", "intervals"):
+                assert value is not None, key
                 assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key

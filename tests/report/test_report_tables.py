@@ -125,6 +125,24 @@ def test_a_run_listed_twice_counts_once():
     assert "±" not in grid and f"| coop + ours | {100 * run.metrics['base']['accuracy']:.1f} |" in grid
 
 
+def test_multi_isotonic_and_procal_rows_and_the_tcpt_metrics_get_into_the_tables():
+    runs = [stored_run("toy", "coop", "none", seed) for seed in (1, 2)]
+    for run in runs:
+        for key in ("multi_isotonic", "procal_density", "procal_isotonic"):
+            run.metrics[f"base+{key}"], run.metrics[f"novel+{key}"] = run.metrics["base+ts"], run.metrics["novel+ts"]
+        run.metrics["novel"] = {**run.metrics["novel"], "piece": 0.01 * run.config["seed"]}
+    results = collect(runs)
+    labels = [key.label for key in results.rows]
+    assert labels[-3:] == ["coop + multi-isotonic", "coop + ProCal density", "coop + ProCal isotonic"]
+    tables = {table.title: table for table in paper_tables(results)}
+    assert _cell(tables["novel PIECE"], "coop", "toy").values == (0.01, 0.02)
+    assert "base PIECE" not in tables  # no run measured it: no empty table
+    mce = [r.metrics["novel"]["sample_weighted_mce"] for r in runs]
+    assert _cell(tables["novel sample-weighted MCE"], "coop", "toy").values == pytest.approx(mce)
+    assert set(tables["novel macro-F1"].better) - {""} == {"higher"}  # "": difference columns, never marked
+    assert set(tables["novel PIECE"].better) - {""} == {"lower"}
+
+
 def test_a_one_run_cell_shows_the_run_bootstrap_interval_and_csv_carries_it():
     """The interval is the run's own (metrics.json), in %; cells of several seeds show none (a per-run interval says
     nothing about the spread over seeds); CSV's low / high hold the same numbers."""

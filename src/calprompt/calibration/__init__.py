@@ -23,7 +23,9 @@ from calprompt.calibration.posthoc import (
     ZeroShotLogitScaling,
 )
 from calprompt.calibration.presets import OBJECTIVE_PRESETS, build_objective, describe_presets, register_preset
-from calprompt.calibration.recalibration import HistogramBinning, IsotonicCalibration
+from calprompt.calibration.procal import DensityRatioCalibration, ProximityIsotonicRegression
+from calprompt.calibration.proximity import proximity
+from calprompt.calibration.recalibration import HistogramBinning, IsotonicCalibration, MultiIsotonicRegression
 from calprompt.calibration.registry import INPUT_NAMES, TERMS, register_term
 from calprompt.calibration.terms import (
     TextMoments,
@@ -46,11 +48,14 @@ __all__ = [
     "OBJECTIVE_PRESETS",
     "TERMS",
     "CalibrationObjective",
+    "DensityRatioCalibration",
     "DistanceAwareCalibration",
     "HistogramBinning",
     "IsotonicCalibration",
+    "MultiIsotonicRegression",
     "NotFittedError",
     "ObjectiveInputs",
+    "ProximityIsotonicRegression",
     "SplitConformal",
     "TemperatureScaling",
     "Term",
@@ -68,6 +73,7 @@ __all__ = [
     "margin_mean_variance",
     "marginal_entropy",
     "mbls_penalty",
+    "proximity",
     "register_preset",
     "register_term",
     "text_feature_dispersion",

@@ -11,7 +11,7 @@ The candidate names are the shipped WordNet nouns (:mod:`calprompt.calibration.n
 names, ranked by their mean zero-shot cosine similarity to the base classes; the ``top_k`` = 5000 most similar are
 kept (the outliers that matter are the ones near the task), and every step draws a batch from them with a generator
 seeded by ``(seed, epoch, step)``, so a resumed run draws the same batches. The weight is the ``dor`` preset's
-constant (``build_objective("dor", weight=...)``): 8 for CoOp, 2 for the other methods in the paper.
+constant, which follows the method (``build_objective("dor", method=...)``): 8 for CoOp, 2 for the other methods.
 """
 
 from __future__ import annotations

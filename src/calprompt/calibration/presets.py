@@ -6,14 +6,16 @@ loss (cross-entropy, which needs labels) by TPT's entropy: ``none`` is plain TPT
 matching, ``c-tpt`` and ``o-tpt`` the published variants.
 
 ``build_objective("ours", lambda_mm=2.0)``. Each preset is a builder function registered here; its keyword
-defaults are the reference constants and the only overrides it accepts.
+defaults are the reference constants and the only overrides it accepts. A preset whose published constants differ
+per prompt-learning method declares them (``per_method``; ``"*"``: every other method), and
+``build_objective(name, method=...)`` starts from those: DOR weighs its regularizer 8 for CoOp and 2 for the others.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from calprompt._validation import check_non_negative, fail_unknown
@@ -24,34 +26,49 @@ Builder = Callable[..., CalibrationObjective]
 
 @dataclass(frozen=True)
 class Preset:
-    """A named objective builder; ``defaults`` are its overridable constants."""
+    """A named objective builder; ``defaults`` are its overridable constants, ``per_method`` the constants that
+    replace them for a method (``"*"``: any method not named)."""
 
     name: str
     build: Builder
     defaults: dict[str, float]
     summary: str
+    per_method: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def defaults_for(self, method: str | None) -> dict[str, float]:
+        """The constants a run of ``method`` starts from (the builder's own without a method)."""
+        if method is None or not self.per_method:
+            return dict(self.defaults)
+        return {**self.defaults, **self.per_method.get(method, self.per_method.get("*", {}))}
 
 
 #: name -> preset, filled by :func:`register_preset` below.
 OBJECTIVE_PRESETS: dict[str, Preset] = {}
 
 
-def register_preset(name: str) -> Callable[[Builder], Builder]:
-    """Register a builder whose keyword-only defaults are its constants."""
+def register_preset(
+    name: str, per_method: Mapping[str, Mapping[str, float]] | None = None
+) -> Callable[[Builder], Builder]:
+    """Register a builder whose keyword-only defaults are its constants (``per_method``: see :class:`Preset`)."""
     if name in OBJECTIVE_PRESETS:
         raise ValueError(f"An objective preset named {name!r} is already registered; pick another name.")
 
     def decorator(build: Builder) -> Builder:
         defaults = {p.name: p.default for p in inspect.signature(build).parameters.values()}
         summary = (inspect.getdoc(build) or "").splitlines()[0] if build.__doc__ else ""
-        OBJECTIVE_PRESETS[name] = Preset(name, build, defaults, summary)
+        methods = {method: dict(values) for method, values in (per_method or {}).items()}
+        for method, values in methods.items():
+            if not set(values) <= set(defaults):
+                raise ValueError(f"Preset {name!r}: the constants for {method!r} must be among {sorted(defaults)}.")
+        OBJECTIVE_PRESETS[name] = Preset(name, build, defaults, summary, methods)
         return build
 
     return decorator
 
 
-def build_objective(name: str, **overrides: float) -> CalibrationObjective:
-    """The preset ``name`` with some constants overridden; bad names or values raise ``ValueError``."""
+def build_objective(name: str, *, method: str | None = None, **overrides: float) -> CalibrationObjective:
+    """The preset ``name`` for prompt-learning ``method`` (its published constants, when they differ per method)
+    with some constants overridden; bad names or values raise ``ValueError``."""
     if name not in OBJECTIVE_PRESETS:
         fail_unknown("objective", name, OBJECTIVE_PRESETS)
     preset = OBJECTIVE_PRESETS[name]
@@ -59,7 +76,8 @@ def build_objective(name: str, **overrides: float) -> CalibrationObjective:
     if unknown:
         takes = ", ".join(preset.defaults) or "none"
         raise ValueError(f"Expected the overrides of objective {name!r} to be among ({takes}), got {unknown!r}.")
-    constants = {key: check_non_negative(value, key) for key, value in {**preset.defaults, **overrides}.items()}
+    start = preset.defaults_for(method)
+    constants = {key: check_non_negative(value, key) for key, value in {**start, **overrides}.items()}
     objective = preset.build(**constants)
     return CalibrationObjective(objective.base_loss, objective.terms, name)
 
@@ -130,7 +148,11 @@ def _penalty(weight: float = 10.0) -> CalibrationObjective:
     return _ce_plus((Term("zs_range_penalty"), weight))
 
 
-@register_preset("dor")
+#: DOR's regularizer weight per method (DOR, ICML 2025: 8 for CoOp, 2 for the other prompt learners).
+DOR_WEIGHTS = {"coop": {"weight": 8.0}, "*": {"weight": 2.0}}
+
+
+@register_preset("dor", per_method=DOR_WEIGHTS)
 def _dor(weight: float = 8.0) -> CalibrationObjective:
     """CE + weight * DOR outlier text regularizer (8 for CoOp, 2 for the other methods)."""
     return _ce_plus((Term("dor_loss"), weight))
@@ -150,4 +172,11 @@ def _focal(gamma: float = 3.0) -> CalibrationObjective:
 
 def describe_presets() -> dict[str, Any]:
     """name -> {"summary", "defaults"}, e.g. for a CLI listing."""
-    return {name: {"summary": p.summary, "defaults": dict(p.defaults)} for name, p in OBJECTIVE_PRESETS.items()}
+    return {
+        name: {
+            "summary": p.summary,
+            "defaults": dict(p.defaults),
+            **({"per_method": p.per_method} if p.per_method else {}),
+        }
+        for name, p in OBJECTIVE_PRESETS.items()
+    }

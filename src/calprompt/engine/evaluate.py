@@ -26,11 +26,13 @@ from calprompt.methods.base import PromptMethod
 
 @dataclass
 class Predictions:
-    """Logits (N, C) and labels (N,) on the CPU, plus the class text features (C, D) they were computed with."""
+    """Logits (N, C) and labels (N,) on the CPU, plus the class text features (C, D) they were computed with and the
+    L2-normalised image features (N, D) behind the logits (what ProCal's proximity and PIECE measure distances on)."""
 
     logits: Tensor
     labels: Tensor
     text_features: Tensor | None  # None when the prompts depend on the image (CoCoOp)
+    image_features: Tensor | None = None
 
 
 @torch.no_grad()
@@ -85,22 +87,27 @@ def predict(
                 )
 
             features = cached_or_computed(cache, key, compute)
-            chunks = []
+            chunks, image_chunks = [], []
             for start in range(0, len(items), batch_size):
                 batch = F.normalize(features[start : start + batch_size].to(device).float(), dim=-1)
+                image_chunks.append(batch.float().cpu())
                 if text is None:
                     chunks.append(method(image_features=batch).logits.float().cpu())
                 else:
                     chunks.append(method.logits(batch, text).float().cpu())
         else:
-            chunks = []
+            chunks, image_chunks = [], []
             batches = view_batches(
                 items, test_transform, loader=loader, batch_size=batch_size, num_workers=num_workers, device=device
             )
             for images in batches:
                 if text is None:
-                    chunks.append(method(images).logits.float().cpu())
+                    output = method(images)
+                    chunks.append(output.logits.float().cpu())
+                    image_chunks.append(output.image_features.float().cpu())
                 else:
                     image_features = F.normalize(method.encode_image(images), dim=-1)
+                    image_chunks.append(image_features.float().cpu())
                     chunks.append(method.logits(image_features, text).float().cpu())
-    return Predictions(torch.cat(chunks), labels, None if text is None else text.float().cpu())
+    image_features = torch.cat(image_chunks)
+    return Predictions(torch.cat(chunks), labels, None if text is None else text.float().cpu(), image_features)

@@ -23,6 +23,7 @@ from typing import Any
 
 from calprompt import __version__
 from calprompt._io import load_tensors, read_json, save_tensors_atomic, write_json_atomic
+from calprompt.calibration.proximity import Proximities
 from calprompt.clip import ClipBackbone, load_clip
 from calprompt.conventions import target_key
 from calprompt.data import FeatureCache, ImageTransformConfig, load_dataset
@@ -124,9 +125,11 @@ def run_experiment(
         write_json_atomic(out / METHOD_FILE, method.describe())
         evaluation = protocol.evaluate(context, method)
         metrics = evaluation.metrics
+        near = Proximities.of(evaluation.tensors.get("base_val/image_features"))
         for name, target in targets.items():  # transfer / domain shift targets, read from the run's data root
             shifted = transfer_predictions(context, method, target, name)
-            metrics[target_key(name)] = split_report(shifted.logits, shifted.labels, config)
+            shifted_near = near.of_features(shifted.image_features)
+            metrics[target_key(name)] = split_report(shifted.logits, shifted.labels, config, proximity=shifted_near)
         method.set_classnames(tuned.classnames)
         metrics["train"] = {**tuned.train, "trainable_parameters": method.num_trainable_parameters()}
         metrics["skipped"] = {**skipped, **metrics.get("skipped", {})}
@@ -348,11 +351,14 @@ def evaluate_run(
     target = load_dataset(dataset, root, skip_missing=config.skip_missing)
     predictions = transfer_predictions(context, method, target, dataset)
     key = evaluation_key(dataset, target_root)
+    # PIECE needs each image's proximity to the run's validation images (runs before proximity existed have none)
+    stored = load_tensors(run_dir / PREDICTIONS_FILE, fix=f"Delete {run_dir} and train again.")
+    near = Proximities.of(stored.get("base_val/image_features")).of_features(predictions.image_features)
     entry = {
         "dataset": dataset,
         "root": target_root,
         "data": items_fingerprint(target.test),
-        "report": split_report(predictions.logits, predictions.labels, config),
+        "report": split_report(predictions.logits, predictions.labels, config, proximity=near),
     }
     with run_lock(run_dir, wait=60.0):
         write_json_atomic(run_dir / EVALUATIONS_FILE, {**read_evaluations(run_dir), key: entry})

@@ -12,9 +12,17 @@ from calprompt.metrics.calibration import (
     classwise_calibration_error,
     expected_calibration_error,
     maximum_calibration_error,
+    sample_weighted_maximum_calibration_error,
 )
-from calprompt.metrics.classification import accuracy, brier_score, harmonic_mean, negative_log_likelihood
+from calprompt.metrics.classification import (
+    accuracy,
+    brier_score,
+    harmonic_mean,
+    macro_f1,
+    negative_log_likelihood,
+)
 from calprompt.metrics.debiased import debiased_calibration_error, sweep_calibration_error
+from calprompt.metrics.proximity import proximity_informed_calibration_error
 from calprompt.metrics.report import (
     BootstrapIntervals,
     EvaluationReport,
@@ -45,10 +53,13 @@ __all__ = [
     "excess_aurc",
     "expected_calibration_error",
     "harmonic_mean",
+    "macro_f1",
     "maximum_calibration_error",
     "negative_log_likelihood",
+    "proximity_informed_calibration_error",
     "reliability_bins",
     "risk_coverage_curve",
+    "sample_weighted_maximum_calibration_error",
     "smooth_calibration_error",
     "sweep_calibration_error",
 ]

@@ -6,6 +6,10 @@ So a confidence of exactly 1.0 lands in the last bin, 0.0 in the first, and a va
 10 bins) in the bin *below* that edge. Values are converted to float64 before comparison. torchmetrics instead uses
 ``[lo, hi)`` with 1.0 in an extra bin of its own; both agree whenever no value sits exactly on an edge.
 
+Quantile bins (PIECE's proximity bins, ProCal's bin-based calibrator) put their edges at the ``k / n`` quantiles of
+the values (linear interpolation, ``numpy.percentile``'s default) and assign ``searchsorted(inner edges, v,
+side="right")``: a value on an inner edge goes to the bin above it, values beyond the outer edges to the outer bins.
+
 Equal-mass bins (adaptive ECE) sort the values (stable, ascending) and split the ranks like ``numpy.array_split``:
 the first ``N % n`` bins hold one sample more than the rest. Tied values may straddle a bin boundary; their order is
 the input order, so the result is deterministic for a given input.
@@ -48,3 +52,15 @@ def bin_totals(index: Tensor, values: Tensor, hits: Tensor, n_bins: int) -> tupl
     value_sum = torch.bincount(index, weights=values.to(torch.float64), minlength=n_bins)
     hit_sum = torch.bincount(index, weights=hits.to(torch.float64), minlength=n_bins)
     return count, value_sum, hit_sum
+
+
+def quantile_bin_edges(values: Tensor, n_bins: int) -> Tensor:
+    """``n_bins + 1`` float64 edges at the ``0, 1/n, ..., 1`` quantiles of the 1-D ``values`` (linear interpolation)."""
+    quantiles = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=values.device)
+    return torch.quantile(values.to(torch.float64), quantiles, interpolation="linear")
+
+
+def bin_by_edges(values: Tensor, edges: Tensor) -> Tensor:
+    """Bin index in ``[0, len(edges) - 1)`` of each value: ``searchsorted(edges[1:-1], v, side="right")``."""
+    inner = edges[1:-1].to(device=values.device, dtype=torch.float64).contiguous()
+    return torch.searchsorted(inner, values.to(torch.float64).contiguous(), right=True)

@@ -9,6 +9,7 @@ Top-label quantities: confidence ``conf_i = max_c p_ic``, prediction ``argmax_c 
 
     ECE = sum_b |B_b| / N * |acc_b - conf_b|                 (Guo et al., 2017; equal-width bins)
     MCE = max over non-empty b of |acc_b - conf_b|           (Naeini et al., 2015; unweighted)
+    sample-weighted MCE = max_b |acc_b - conf_b| |B_b| / N   (what the TCPT and DAC evaluators print as "MCE")
     adaptive ECE = the ECE formula over equal-mass bins      (Nixon et al., 2019)
 """
 
@@ -53,6 +54,11 @@ def ece_from_totals(count: Tensor, confidence_sum: Tensor, correct_sum: Tensor) 
 def mce_from_totals(count: Tensor, confidence_sum: Tensor, correct_sum: Tensor) -> Tensor:
     """MCE from per-bin totals; empty bins have gap 0, so the max over all bins equals the max over non-empty ones."""
     return ((correct_sum - confidence_sum).abs() / count.clamp(min=1)).max()
+
+
+def sample_weighted_mce_from_totals(count: Tensor, confidence_sum: Tensor, correct_sum: Tensor) -> Tensor:
+    """``max_b |acc_b - conf_b| |B_b| / N = max_b |hits_b - conf_sum_b| / N`` (empty bins contribute 0)."""
+    return (correct_sum - confidence_sum).abs().max() / count.sum()
 
 
 def adaptive_ece_from_top_label(confidence: Tensor, correct: Tensor, n_bins: int) -> Tensor:
@@ -115,6 +121,16 @@ def maximum_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int =
     """Top-label MCE: the largest unweighted |accuracy - confidence| over non-empty equal-width bins (fraction)."""
     probs, labels = checked_probs_labels(probs, labels, n_bins)
     return mce_from_totals(*top_label_totals(*top_label(probs, labels), n_bins))
+
+
+def sample_weighted_maximum_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> Tensor:
+    """The largest bin gap weighted by the bin's share of samples, ``max_b |acc_b - conf_b| |B_b| / N`` (fraction).
+
+    The "MCE" of the TCPT and DAC evaluators: not the usual MCE (:func:`maximum_calibration_error`), which does not
+    weight; a bin with a few badly calibrated samples barely moves it.
+    """
+    probs, labels = checked_probs_labels(probs, labels, n_bins)
+    return sample_weighted_mce_from_totals(*top_label_totals(*top_label(probs, labels), n_bins))
 
 
 def adaptive_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> Tensor:

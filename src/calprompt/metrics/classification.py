@@ -54,6 +54,26 @@ def brier_score(probs: ArrayLike, labels: ArrayLike) -> Tensor:
     return brier_from_probs(probs, labels)
 
 
+def macro_f1_from_predictions(prediction: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """Macro-F1 over the labels present in ``labels``: per present class ``2 TP / (2 TP + FP + FN)``, then the mean
+    (scikit-learn's ``f1_score(y, pred, average="macro", labels=np.unique(y))``)."""
+    true_count = torch.bincount(labels, minlength=n_classes).to(torch.float64)
+    predicted_count = torch.bincount(prediction, minlength=n_classes).to(torch.float64)
+    hits = torch.bincount(labels[prediction == labels], minlength=n_classes).to(torch.float64)
+    present = true_count > 0  # FP + FN + 2 TP >= true count > 0 there: no zero division
+    return (2 * hits / (true_count + predicted_count))[present].mean()
+
+
+def macro_f1(probs: ArrayLike, labels: ArrayLike) -> Tensor:
+    """Macro-averaged F1 of the top-1 predictions over the classes that occur in ``labels`` (fraction in [0, 1]).
+
+    Classes never in ``labels`` are left out even if predicted (their F1 would be 0), as the TCPT and DAC evaluators
+    do; a wrong prediction of such a class still costs the true class its recall.
+    """
+    probs, labels = checked_probs_labels(probs, labels)
+    return macro_f1_from_predictions(probs.argmax(dim=1), labels, probs.shape[1])
+
+
 def harmonic_mean(base: float, novel: float) -> float:
     """Harmonic mean ``2 b n / (b + n)`` of base and novel accuracy (0 when both are 0).
 

@@ -30,13 +30,15 @@ from calprompt.metrics.calibration import (
     classwise_ece_from_sums,
     ece_from_totals,
     mce_from_totals,
+    sample_weighted_mce_from_totals,
     top_label,
     top_label_totals,
     true_class_prob,
 )
 from calprompt.metrics.checks import ArrayLike, check_labels, check_logits
-from calprompt.metrics.classification import true_log_prob_from_probs
+from calprompt.metrics.classification import macro_f1_from_predictions, true_log_prob_from_probs
 from calprompt.metrics.debiased import debiased_ece_from_totals, ece_sweep_from_top_label
+from calprompt.metrics.proximity import check_proximity, piece_from_top_label
 from calprompt.metrics.selective import excess_from_aurc, risk_coverage_from_top_label
 from calprompt.metrics.smooth import smooth_ece_from_top_label, smooth_reliability_curve
 
@@ -164,6 +166,9 @@ class EvaluationReport:
         smooth_ece, smooth_ece_bandwidth: smooth ECE and its automatic bandwidth (:mod:`calprompt.metrics.smooth`).
         debiased_ece, ece_sweep, ece_sweep_bins: the bias-reduced binned estimators (:mod:`calprompt.metrics.debiased`).
         smooth_reliability: the smoothed reliability curve. intervals: bootstrap intervals, when asked for.
+        macro_f1: macro-F1 over the labels present. sample_weighted_mce: ``max_b |acc_b - conf_b| n_b / N``, the
+            "MCE" of the TCPT/DAC evaluators. piece: proximity-informed ECE (:mod:`calprompt.metrics.proximity`),
+            ``None`` when no proximity was given.
     """
 
     n: int
@@ -187,6 +192,9 @@ class EvaluationReport:
     ece_sweep_bins: int | None = None
     smooth_reliability: SmoothReliability | None = None
     intervals: BootstrapIntervals | None = None
+    macro_f1: float | None = None
+    sample_weighted_mce: float | None = None
+    piece: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict of ints, floats, lists and ``None``: ready for ``json.dumps``."""
@@ -218,6 +226,8 @@ class _RowStatistics:
     true_log_prob: list[Tensor]
     squared_norm: list[Tensor]
     true_prob: list[Tensor]
+    prediction: list[Tensor]
+    labels: list[Tensor]
     class_prob_sum: Tensor | None = None
     class_hits: Tensor | None = None
 
@@ -225,6 +235,8 @@ class _RowStatistics:
         confidence, correct = top_label(probs, labels)
         self.confidence.append(confidence)
         self.correct.append(correct)
+        self.prediction.append(probs.argmax(dim=1))
+        self.labels.append(labels)
         self.true_log_prob.append(true_log_prob)
         self.squared_norm.append(torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square())
         self.true_prob.append(true_class_prob(probs, labels).to(torch.float64))
@@ -267,7 +279,12 @@ def _smooth_and_intervals(
 
 
 def _report(
-    stats: _RowStatistics, n: int, n_classes: int, n_bins: int, settings: BootstrapSettings
+    stats: _RowStatistics,
+    n: int,
+    n_classes: int,
+    n_bins: int,
+    settings: BootstrapSettings,
+    proximity: Tensor | None = None,
 ) -> EvaluationReport:
     """Compute every metric from the gathered row statistics, sharing the top-label work."""
     confidence, correct = torch.cat(stats.confidence), torch.cat(stats.correct)
@@ -294,9 +311,15 @@ def _report(
             bandwidth[0],
             debiased_ece_from_totals(*totals),
             sweep,
+            macro_f1_from_predictions(torch.cat(stats.prediction), torch.cat(stats.labels), n_classes),
+            sample_weighted_mce_from_totals(*totals),
+            area if proximity is None else piece_from_top_label(confidence, correct, proximity, n_bins),
         ]
     ).tolist()  # one device -> host transfer for all scalars
-    accuracy, ece, adaptive_ece, mce, classwise_ece, nll, brier, aurc, e_aurc, smooth, width, debiased, swept = scalars
+    accuracy, ece, adaptive_ece, mce, classwise_ece, nll, brier, aurc, e_aurc, smooth, width, debiased, swept = scalars[
+        :13
+    ]
+    macro_f1, weighted_mce, piece = scalars[13:]
     smooth_reliability, intervals = _smooth_and_intervals(sample, n_bins, width, settings)
     return EvaluationReport(
         n=n,
@@ -320,6 +343,9 @@ def _report(
         ece_sweep_bins=sweep_bins,
         smooth_reliability=smooth_reliability,
         intervals=intervals,
+        macro_f1=macro_f1,
+        sample_weighted_mce=weighted_mce,
+        piece=None if proximity is None else piece,
     )
 
 
@@ -336,13 +362,21 @@ def _true_log_prob_from_logits(logits: Tensor, probs: Tensor, labels: Tensor) ->
 
 
 def evaluate(
-    logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 10, bootstrap: int = 0, seed: int = 0, level: float = 0.95
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    proximity: ArrayLike | None = None,
+    n_bins: int = 10,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> EvaluationReport:
     """Evaluate logits (N, C) against labels (N,): softmax in float64, then every metric of the package.
 
     ``bootstrap > 0`` adds percentile intervals at ``level`` from that many resamples drawn with ``seed``
     (:mod:`calprompt.metrics.bootstrap`) and the bootstrap band of the smoothed reliability curve; 0 (the default)
-    keeps evaluation fast.
+    keeps evaluation fast. ``proximity`` (N,), each sample's proximity to the fitting split
+    (:mod:`calprompt.calibration.proximity`), adds PIECE.
 
     Raises ``ValueError`` for empty input, mismatched lengths, labels outside ``[0, C)`` or NaN/inf logits.
     """
@@ -351,26 +385,35 @@ def evaluate(
     logits = check_logits(logits)
     labels = check_labels(labels, logits.shape[0], logits.shape[1], logits.device)
     n, n_classes = logits.shape
-    stats = _RowStatistics([], [], [], [], [])
+    proximity = None if proximity is None else check_proximity(proximity, n)
+    stats = _RowStatistics([], [], [], [], [], [], [])
     for start in _row_chunks(n, n_classes):  # softmax in float64, one cache-sized block of rows at a time
         rows = slice(start, start + max(1, _CHUNK_ELEMENTS // n_classes))
         probs = torch.softmax(logits[rows].to(torch.float64), dim=1)  # (rows, C)
         stats.add(probs, _true_log_prob_from_logits(logits[rows], probs, labels[rows]), labels[rows], n_bins)
-    return _report(stats, n, n_classes, n_bins, settings)
+    return _report(stats, n, n_classes, n_bins, settings, proximity)
 
 
 def evaluate_probs(
-    probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 10, bootstrap: int = 0, seed: int = 0, level: float = 0.95
+    probs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    proximity: ArrayLike | None = None,
+    n_bins: int = 10,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> EvaluationReport:
     """Like :func:`evaluate`, for probabilities (N, C) (rows summing to 1) instead of logits."""
     probs, labels = checked_probs_labels(probs, labels, n_bins)
     settings = BootstrapSettings(bootstrap, seed, level)
     n, n_classes = probs.shape
-    stats = _RowStatistics([], [], [], [], [])
+    proximity = None if proximity is None else check_proximity(proximity, n)
+    stats = _RowStatistics([], [], [], [], [], [], [])
     for start in _row_chunks(n, n_classes):
         rows = slice(start, start + max(1, _CHUNK_ELEMENTS // n_classes))
         stats.add(probs[rows], true_log_prob_from_probs(probs[rows], labels[rows]), labels[rows], n_bins)
-    return _report(stats, n, n_classes, n_bins, settings)
+    return _report(stats, n, n_classes, n_bins, settings, proximity)
 
 
 def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 10) -> ReliabilityBins:

@@ -81,7 +81,7 @@ HIGHER, LOWER = "higher", "lower"
 
 
 def better_for(field_name: str) -> str:
-    return HIGHER if field_name == "accuracy" else LOWER
+    return HIGHER if field_name in ("accuracy", "macro_f1") else LOWER
 
 
 @dataclass(frozen=True)

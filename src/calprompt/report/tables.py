@@ -39,6 +39,17 @@ QUANTITIES: tuple[tuple[str, str, str], ...] = (
     ("HM", "hm", "accuracy"),
 )
 
+# Quantities with a table of their own but no column in the summary: the metrics the TCPT and DAC evaluators print
+# besides accuracy and ECE (PIECE only where a run measured its images' proximity).
+EXTRA_QUANTITIES: tuple[tuple[str, str, str], ...] = (
+    ("base PIECE", BASE, "piece"),
+    ("novel PIECE", NOVEL, "piece"),
+    ("base sample-weighted MCE", BASE, "sample_weighted_mce"),
+    ("novel sample-weighted MCE", NOVEL, "sample_weighted_mce"),
+    ("base macro-F1", BASE, "macro_f1"),
+    ("novel macro-F1", NOVEL, "macro_f1"),
+)
+
 
 def base_novel_table(
     rows: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -184,7 +195,7 @@ def _value(reports: Mapping[str, Any], split: str, field_name: str) -> float | N
         base, novel = reports.get(BASE), reports.get(NOVEL)
         return harmonic_mean(base["accuracy"], novel["accuracy"]) if base and novel else None
     report = reports.get(split)
-    return report[field_name] if report else None
+    return report.get(field_name) if report else None  # None: a field the run's report predates
 
 
 def _per_seed(results: Results, key: RowKey, dataset: str, split: str, field_name: str) -> dict[int, float]:
@@ -268,9 +279,11 @@ def transfer_table(results: Results, field_name: str) -> Table:
 
 def paper_tables(results: Results) -> list[Table]:
     """Every non-empty table: the summary, one per quantity (when there are several datasets: with one, the summary
-    holds every number of them), and the transfer tables when targets were evaluated; each with its differences."""
+    holds every number of them; the quantities it has no column for, PIECE, sample-weighted MCE and macro-F1, always),
+    and the transfer tables when targets were evaluated; each with its differences."""
     tables = [with_differences(summary_table(results))]
-    for title, split, field_name in QUANTITIES if len(results.datasets) > 1 else ():  # one dataset: the summary
+    quantities = (*(QUANTITIES if len(results.datasets) > 1 else ()), *EXTRA_QUANTITIES)  # one dataset: the summary
+    for title, split, field_name in quantities:
         table = quantity_table(results, title, split, field_name)
         tables.append(with_differences(table, [len(table.columns) - 1]))  # beside the average (or the one dataset)
     if results.targets:
@@ -283,9 +296,9 @@ def paper_tables(results: Results) -> list[Table]:
 
 #: How to read every table (the Markdown and HTML reports open with it).
 TABLE_LEGEND = (
-    "Accuracy and ECE in %, mean ± sample std over seeds; [low, high]: the run's bootstrap interval (95%, cells of one"
-    " run); **bold**: the best value of its column; Δ: the row minus its method's `none` row (paired by seed, in"
-    " percentage points)."
+    "Accuracy, ECE and the other metrics in %, mean ± sample std over seeds; [low, high]: the run's bootstrap"
+    " interval (95%, cells of one run); **bold**: the best value of its column; Δ: the row minus its method's `none`"
+    " row (paired by seed, in percentage points)."
 )
 
 

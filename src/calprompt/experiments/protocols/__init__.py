@@ -28,6 +28,7 @@ from calprompt._validation import fail_unknown
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from calprompt.calibration import CalibrationObjective
     from calprompt.clip import ClipBackbone
     from calprompt.data import FeatureCache, ImageTransformConfig
     from calprompt.data.items import DatasetSplits, ImageLoader, Item
@@ -137,14 +138,26 @@ def predict_split(
     )
 
 
-def split_report(logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False) -> dict[str, Any]:
-    """One split's metrics; the main splits (``intervals``) also get seeded bootstrap intervals, from the run's
-    ``bootstrap`` resamples (unset: `calprompt.calibration.suite.RUN_BOOTSTRAP_RESAMPLES`)."""
+def run_objective(config: RunConfig) -> CalibrationObjective:
+    """The run's training objective: its calibration preset with the published constants of its method (DOR's weight
+    follows the method) and the run's own overrides (``calibration_options``)."""
+    from calprompt.calibration import build_objective
+
+    return build_objective(config.calibration, method=config.method, **config.calibration_options)
+
+
+def split_report(
+    logits: Tensor, labels: Tensor, config: RunConfig, *, intervals: bool = False, proximity: Tensor | None = None
+) -> dict[str, Any]:
+    """One split's metrics (PIECE with the images' ``proximity``); the main splits (``intervals``) also get seeded
+    bootstrap intervals, from the run's ``bootstrap`` resamples (unset:
+    `calprompt.calibration.suite.RUN_BOOTSTRAP_RESAMPLES`)."""
     from calprompt.calibration import suite
     from calprompt.metrics import evaluate
 
     resamples = (suite.RUN_BOOTSTRAP_RESAMPLES if config.bootstrap is None else config.bootstrap) if intervals else 0
-    return evaluate(logits, labels, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed).to_dict()
+    report = evaluate(logits, labels, proximity=proximity, n_bins=config.n_bins, bootstrap=resamples, seed=config.seed)
+    return report.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

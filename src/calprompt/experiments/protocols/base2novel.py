@@ -3,7 +3,8 @@
 The prompts are tuned with the run's objective on the few-shot base training split, then evaluated on the base and
 novel test classes, raw and post-hoc calibrated: temperature scaling fitted on the few-shot base validation split and
 applied to both halves; DAC fitted from the base classes' zero-shot and tuned text features and applied to novel
-classes (it is the identity on base); then SaLS, binning, isotonic and conformal sets (`posthoc_suite`).
+classes (it is the identity on base); then SaLS, binning, isotonic, multi-isotonic, ProCal and conformal sets
+(`posthoc_suite`). Every image's kNN proximity to the base validation images (`Proximities`) feeds ProCal and PIECE.
 
 Before any work the splits are checked: a class with test items but no training items is refused by name (it would
 be evaluated nowhere), and what cannot run on a small dataset is recorded in ``metrics.json["skipped"]`` with the
@@ -15,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from typing import Any
 
 from torch import Tensor
 
 from calprompt._validation import fail
-from calprompt.calibration import build_objective
 from calprompt.calibration.outliers import outlier_pool
 from calprompt.calibration.posthoc import DistanceAwareCalibration, TemperatureScaling
+from calprompt.calibration.proximity import Proximities
 from calprompt.calibration.registry import OUTLIER_INPUTS
 from calprompt.calibration.suite import Scored, posthoc_suite
 from calprompt.clip.zeroshot import zero_shot_text_features
@@ -40,6 +42,7 @@ from calprompt.experiments.protocols import (
     Tuned,
     predict_split,
     register_protocol,
+    run_objective,
     seed_everything,
     split_report,
 )
@@ -110,7 +113,7 @@ class BaseToNovel(Protocol):
         base, _ = self.halves(context.splits)
         seed_everything(config.seed)  # method initialisation draws from the run seed, whatever loading consumed
         method = build_method(config.method, backbone, base.classnames, template=base.template, **config.method_options)
-        objective = build_objective(config.calibration, **config.calibration_options)
+        objective = run_objective(config)
         zs_base = zero_shot_text_features(backbone, base.classnames, base.template)
         outliers = None
         if objective.needs & set(OUTLIER_INPUTS):
@@ -165,26 +168,29 @@ def evaluate_base_novel(
 
     method.set_classnames(base.classnames)
     base_test = run(base, "test")
+    base_val = run(base, "val") if base.val else None
+    near = Proximities.of(None if base_val is None else base_val.image_features)
     zero_shot = build_method("zeroshot", backbone, base.classnames, template=base.template)  # SaLS's reference
     base_zs = run(base, "test", zero_shot).logits
     tensors = {"base/logits": base_test.logits, "base/labels": base_test.labels, "base/zs_text": zs_base}
     tensors["base/zs_logits"] = base_zs
     if base_test.text_features is not None:
         tensors["base/tuned_text"] = base_test.text_features
-    reports = {"base": split_report(base_test.logits, base_test.labels, config, intervals=True)}
+    base_near = near.of_features(base_test.image_features)
+    reports = {"base": split_report(base_test.logits, base_test.labels, config, intervals=True, proximity=base_near)}
+    reports.update(near.notes())
 
-    ts, base_val = None, None
-    if base.val:
-        base_val = run(base, "val")
+    ts = None
+    if base_val is not None:
         tensors.update({"base_val/logits": base_val.logits, "base_val/labels": base_val.labels})
         ts = TemperatureScaling().fit(base_val.logits, base_val.labels)
-        reports["base+ts"] = split_report(ts.transform(base_test.logits), base_test.labels, config)
+        reports["base+ts"] = split_report(ts.transform(base_test.logits), base_test.labels, config, proximity=base_near)
         reports["temperature"] = ts.temperature_
         if ts.degenerate_:  # the rows +ts are the raw ones then: said, not passed off as a calibration
-            reports["adapted"] = {
-                "ts": f"degenerate fit ({ts.degenerate_}): the fit ended at T = {ts.fitted_temperature_:.4g}; "
+            reports.setdefault("adapted", {})["ts"] = (
+                f"degenerate fit ({ts.degenerate_}): the fit ended at T = {ts.fitted_temperature_:.4g}; "
                 "used T = 1 (no scaling)"
-            }
+            )
 
     novel_scored = None
     if novel is not None:
@@ -198,35 +204,43 @@ def evaluate_base_novel(
             {"novel/logits": novel_test.logits, "novel/labels": novel_test.labels, "novel/zs_text": zs_novel}
         )
         tensors["novel/zs_logits"] = novel_zs
-        novel_scored = Scored(novel_test.logits, novel_test.labels, novel_zs)
-        reports["novel"] = split_report(novel_test.logits, novel_test.labels, config, intervals=True)
+        novel_near = near.of_features(novel_test.image_features)
+        novel_scored = Scored(novel_test.logits, novel_test.labels, novel_zs, novel_near)
+
+        def novel_report(logits: Tensor, intervals: bool = False) -> dict[str, Any]:
+            return split_report(logits, novel_test.labels, config, intervals=intervals, proximity=novel_near)
+
+        reports["novel"] = novel_report(novel_test.logits, intervals=True)
         if ts is not None:
-            reports["novel+ts"] = split_report(ts.transform(novel_test.logits), novel_test.labels, config)
+            reports["novel+ts"] = novel_report(ts.transform(novel_test.logits))
         if novel_test.text_features is None or base_test.text_features is None:
-            reports["skipped"] = {"dac": f"{method.name}'s text features depend on the image (DAC needs one per class)"}
+            reports.setdefault("skipped", {})["dac"] = (
+                f"{method.name}'s text features depend on the image (DAC needs one per class)"
+            )
         else:
             tensors["novel/tuned_text"] = novel_test.text_features
             dac = DistanceAwareCalibration(k=dac_neighbours(config, base)).fit(zs_base, base_test.text_features)
-            dac_logits = dac.transform(novel_test.logits, zs_novel, novel_test.text_features)
-            reports["novel+dac"] = split_report(dac_logits, novel_test.labels, config)
+            reports["novel+dac"] = novel_report(dac.transform(novel_test.logits, zs_novel, novel_test.text_features))
             if ts is not None:
-                reports["novel+ts+dac"] = split_report(
-                    dac.transform(ts.transform(novel_test.logits), zs_novel, novel_test.text_features),
-                    novel_test.labels,
-                    config,
-                )
+                scaled = ts.transform(novel_test.logits)
+                reports["novel+ts+dac"] = novel_report(dac.transform(scaled, zs_novel, novel_test.text_features))
         reports["hm"] = harmonic_mean(reports["base"]["accuracy"], reports["novel"]["accuracy"])
-    val_scored = None if base_val is None else Scored(base_val.logits, base_val.labels)
-    base_scored = Scored(base_test.logits, base_test.labels, base_zs)
-    reports.update(
-        posthoc_suite(
-            lambda z, y: split_report(z, y, config),
-            val=val_scored,
-            base=base_scored,
-            novel=novel_scored,
-            seed=config.seed,
-        )
+    val_scored = None if base_val is None else Scored(base_val.logits, base_val.labels, None, near.fitting)
+    base_scored = Scored(base_test.logits, base_test.labels, base_zs, base_near)
+    suite = posthoc_suite(
+        lambda z, y, p: split_report(z, y, config, proximity=p),
+        val=val_scored,
+        base=base_scored,
+        novel=novel_scored,
+        seed=config.seed,
     )
+    if "skipped" in suite:
+        reports.setdefault("skipped", {}).update(suite.pop("skipped"))
+    reports.update(suite)
+    named = {"base_val/proximity": near.fitting, "base/proximity": base_near}
+    named.update({"novel/proximity": novel_scored.proximity} if novel_scored else {})
+    named["base_val/image_features"] = near.reference  # transfer targets' proximity (the runner, `eval --dataset`)
+    tensors.update({key: value for key, value in named.items() if value is not None})  # float64: PIECE recomputes
     return Evaluation(reports, tensors)
 
 
