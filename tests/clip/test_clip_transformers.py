@@ -1,0 +1,118 @@
+"""`transformers` CLIP checkpoints: a folder saved by the test loads offline, equals `transformers`' own features
+and trains end to end through `calprompt train`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from calprompt.clip import WeightsNotFoundError, load_clip
+from calprompt.methods import build_method
+from tests.tiny_models import save_tiny_transformers_clip
+
+TEXTS = ["a photo of a dog.", "x x x x red circle.", "cat", "a centered satellite photo of 3 lakes, in 2024."]
+
+
+@pytest.fixture(scope="module", params=["quick_gelu", "gelu"])
+def saved(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"hf-clip-{request.param}")
+    model = save_tiny_transformers_clip(folder, seed=3, hidden_act=request.param)
+    return folder, model
+
+
+def test_features_equal_transformers_own_encoders(saved):
+    folder, hf_model = saved
+    backbone = load_clip(f"transformers:{folder}")
+    ids = backbone.tokenize(TEXTS)
+    assert ids.shape == (4, 24) and int(ids[0, 0]) == hf_model.config.text_config.bos_token_id
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        text_want = hf_model.get_text_features(input_ids=ids).pooler_output
+        image_want = hf_model.get_image_features(pixel_values=images).pooler_output
+        for truncate in (True, False):
+            assert (backbone.encode_text(ids, truncate=truncate) - text_want).abs().max().item() <= 1e-5
+        assert (backbone.encode_image(images) - image_want).abs().max().item() <= 1e-5
+        assert backbone.logit_scale.item() == pytest.approx(hf_model.logit_scale.exp().item(), rel=1e-6)
+    assert not any(p.requires_grad for p in backbone.parameters())
+    assert backbone.preprocess.image_size == 32 and backbone.context_length == 24
+
+
+def test_prompt_levers_equal_the_plain_pass_on_a_converted_checkpoint(saved):
+    """The converted model is open_clip's causal CLIP: shared prefix and length groups give the plain pass's
+    features (1e-5) and context gradients (1e-5 relative)."""
+    folder, _ = saved
+    backbone = load_clip(f"transformers:{folder}")
+    torch.manual_seed(0)
+    method = build_method("coop", backbone, ["red circle", "blue square", "cat"], n_ctx=4)
+    method.ctx.data += 0.02 * torch.randn(method.ctx.shape, generator=torch.Generator().manual_seed(1))
+    image_features = torch.randn(3, backbone.embed_dim, generator=torch.Generator().manual_seed(2))
+
+    def run(share: bool, buckets: bool):
+        backbone.share_prefixes, backbone.length_buckets = share, buckets
+        method.zero_grad(set_to_none=True)
+        output = method(image_features=image_features)
+        weights = torch.randn(output.logits.shape, generator=torch.Generator().manual_seed(1))
+        (output.logits * weights).sum().backward()
+        return output.text_features.detach(), method.ctx.grad.clone()
+
+    try:
+        plain = run(False, False)
+        for share, buckets in ((True, False), (False, True), (True, True)):
+            features, grad = run(share, buckets)
+            torch.testing.assert_close(features, plain[0], rtol=0, atol=1e-5)
+            assert ((grad - plain[1]).norm() / plain[1].norm()).item() <= 1e-5
+    finally:
+        backbone.share_prefixes, backbone.length_buckets = None, None
+
+
+def test_missing_tokenizer_names_the_path(tmp_path):
+    save_tiny_transformers_clip(tmp_path, tokenizer=False)
+    with pytest.raises(WeightsNotFoundError, match=str(tmp_path / "vocab.json")) as error:
+        load_clip(f"transformers:{tmp_path}")
+    assert "\n" not in str(error.value)
+    with pytest.raises(WeightsNotFoundError, match=str(tmp_path / "nowhere" / "config.json")):
+        load_clip(f"transformers:{tmp_path / 'nowhere'}/")
+
+
+def test_trains_end_to_end_through_the_cli(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import calprompt.calibration.suite as suite
+    from calprompt.cli import app
+    from tests.experiments.fault_injection import CLASSES, make_dataset
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_tiny_transformers_clip(folder, seed=5)
+    data = make_dataset(tmp_path / "data")
+    monkeypatch.setenv("CALPROMPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(suite, "RUN_BOOTSTRAP_RESAMPLES", 0)  # intervals are the metrics tests' business
+    for method, calibration in (("coop", "ours"), ("zeroshot", "none")):
+        out = tmp_path / f"run-{method}"
+        args = ["train", "--dataset", "folder", "--root", str(data), "--backbone", f"transformers:{folder}"]
+        args += ["--method", method, "--calibration", calibration, "--shots", "2", "--epochs", "2"]
+        args += ["--batch-size", "4", "--warmup-epochs", "0", "--quiet", "--out", str(out)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["base"]["n"] == 3 * len(CLASSES) // 2 and metrics["novel"]["n_classes"] == len(CLASSES) // 2
+
+
+def test_the_checkpoints_tokenizer_is_used(saved):
+    """Token ids are the written vocabulary's (BPE merges applied), not CLIP's: "a photo of a" is four tokens."""
+    folder, _ = saved
+    backbone = load_clip(f"transformers:{folder}")
+    vocab = json.loads((folder / "vocab.json").read_text())
+    assert backbone.tokenizer.encode("a photo of a") == [
+        vocab["a</w>"],
+        vocab["photo</w>"],
+        vocab["of</w>"],
+        vocab["a</w>"],
+    ]
+    ids = backbone.tokenize("cat")[0].tolist()
+    assert ids[:5] == [vocab["<|startoftext|>"], vocab["c"], vocab["a"], vocab["t</w>"], vocab["<|endoftext|>"]]
+    assert set(ids[5:]) == {vocab["<|endoftext|>"]}  # padded with the checkpoint's pad id (its end-of-text)
