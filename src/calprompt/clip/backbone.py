@@ -24,6 +24,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
+from calprompt.clip.families import FamilyLimitError, family_of
 from calprompt.clip.kernels import (
     block_at_end,
     expand_prompt,
@@ -70,8 +71,7 @@ class ClipBackbone(nn.Module):
         identity: str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(model, CLIP):
-            fail("model", "an open_clip.model.CLIP (CustomTextCLIP / CoCa text towers are not supported)", type(model))
+        self.family = family_of(model)
         if model.text_pool_type not in ("argmax", "eos"):
             fail(
                 "model.text_pool_type",
@@ -288,7 +288,9 @@ class ClipBackbone(nn.Module):
     def _vision_transformer(self) -> VisionTransformer:
         visual = self.model.visual
         if not isinstance(visual, VisionTransformer):
-            fail("backbone vision tower", "a VisionTransformer for visual prompts", type(visual).__name__)
+            raise FamilyLimitError(
+                self.family, "visual prompt tokens", f"its image tower is a {self.family.vision}, not a ViT"
+            )
         return visual
 
     @staticmethod

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from calprompt._validation import check_choice, fail
 from calprompt.clip.backbone import ClipBackbone, Preprocess
+from calprompt.clip.families import family_of, refuse_unsupported_architecture
 from calprompt.clip.missing import WeightsNotFoundError, how_to_fix, hub_cache_dir, hub_failure, offline
 from calprompt.clip.transformers_clip import is_transformers_name, load_transformers_clip
 from calprompt.plugins import EMBEDDED_BACKBONES
@@ -77,6 +78,7 @@ def load_clip(
         return wrap_open_clip_model(model, name=name, preprocess=preprocess, tokenizer=tokenizer)
 
     architecture = _resolve_architecture(name)
+    refuse_unsupported_architecture(architecture)
     if pretrained is None:
         logger.info("Building %s with random weights (no `pretrained` given).", architecture)
         model = open_clip.create_model(
@@ -135,9 +137,11 @@ def check_backbone_name(name: str) -> str:
             fail("backbone", f"'local-dir:' and an existing folder ({folder} does not exist)", name)
         return name
     try:
-        return _resolve_architecture(name)
+        architecture = _resolve_architecture(name)
     except ValueError as error:
         raise ValueError(str(error).replace("`name`", "`backbone`", 1)) from None
+    refuse_unsupported_architecture(architecture)
+    return architecture
 
 
 def _resolve_architecture(name: str) -> str:
@@ -271,12 +275,7 @@ def wrap_open_clip_model(
 ) -> ClipBackbone:
     """Freeze an open_clip ``CLIP`` behind the backbone interface, with ``tokenizer`` (by default the standard CLIP
     tokenizer, which needs the 49408-token vocabulary)."""
-    if not isinstance(model, CLIP):
-        fail(
-            name,
-            "a CLIP model with the standard text tower (CustomTextCLIP/CoCa are not supported)",
-            type(model).__name__,
-        )
+    family_of(model)  # refuses a family the facade does not host, naming it
     if tokenizer is None and model.vocab_size != 49408:
         fail(
             f"{name} vocab_size",
