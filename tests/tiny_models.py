@@ -71,3 +71,86 @@ def save_tiny_transformers_clip(folder, seed: int = 0, hidden_act: str = "quick_
         (folder / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n")
         (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer"}))
     return model
+
+
+# Tiny timm image towers of the SigLIP (attention-pooled ViT) and EVA-CLIP (EVA-02) kinds, registered with timm under
+# these names so that open_clip configs (and `local-dir:` folders) can name them like the real ones.
+TINY_TIMM_TOWERS = {
+    "calprompt_tiny_siglip_vit": ("vit_base_patch16_siglip_224", {"embed_dim": 32, "num_heads": 2}),
+    "calprompt_tiny_eva02": ("eva02_base_patch16_clip_224", {"embed_dim": 48, "num_heads": 2}),
+}
+_TIMM_COMMON = {"img_size": 32, "patch_size": 8, "depth": 2}
+
+
+def register_tiny_timm_towers() -> None:
+    import timm
+    from timm.models import register_model
+
+    for name, (base, options) in TINY_TIMM_TOWERS.items():
+        if name in timm.list_models(name):
+            continue
+
+        def build(pretrained: bool = False, *, _base: str = base, _options: dict = options, **kwargs):
+            return timm.create_model(_base, pretrained=False, **{**_TIMM_COMMON, **_options, **kwargs})
+
+        build.__name__ = name
+        register_model(build)
+
+
+def siglip_style_cfg(context_length: int = 16) -> dict:
+    """A SigLIP-style open_clip config: bidirectional text read at the last position (padding attended, as in
+    SigLIP), a projection with bias, a timm ViT with attention pooling, a logit bias; CLIP's vocabulary."""
+    return {
+        "embed_dim": 32,
+        "init_logit_bias": -10,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": 32,
+            "timm_model_name": "calprompt_tiny_siglip_vit",
+            "timm_model_pretrained": False,
+            "timm_pool": "map",
+            "timm_proj": "none",
+        },
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+            "no_causal_mask": True,
+            "proj_bias": True,
+            "pool_type": "last",
+            "norm_kwargs": {"eps": 1e-6},
+        },
+    }
+
+
+def eva_style_cfg() -> dict:
+    """An EVA-CLIP-style open_clip config: a timm EVA-02 image tower, CLIP's causal text tower."""
+    return {
+        "embed_dim": 32,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": 32,
+            "timm_model_name": "calprompt_tiny_eva02",
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": None,
+        },
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+
+
+def save_open_clip_dir(folder, cfg: dict, seed: int = 0):
+    """Build ``cfg`` at random init (seeded) and save it as a `local-dir:` folder; returns the model (eval mode)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    register_tiny_timm_towers()
+    torch.manual_seed(seed)
+    model = open_clip.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"}).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    return model

@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 
 from calprompt.clip import WeightsNotFoundError, load_clip
 from calprompt.methods import build_method
+from tests.clip.lever_checks import assert_levers_equal_plain_pass
 from tests.tiny_models import save_tiny_transformers_clip
 
 TEXTS = ["a photo of a dog.", "x x x x red circle.", "cat", "a centered satellite photo of 3 lakes, in 2024."]
@@ -47,26 +48,7 @@ def test_prompt_levers_equal_the_plain_pass_on_a_converted_checkpoint(saved):
     folder, _ = saved
     backbone = load_clip(f"transformers:{folder}")
     torch.manual_seed(0)
-    method = build_method("coop", backbone, ["red circle", "blue square", "cat"], n_ctx=4)
-    method.ctx.data += 0.02 * torch.randn(method.ctx.shape, generator=torch.Generator().manual_seed(1))
-    image_features = torch.randn(3, backbone.embed_dim, generator=torch.Generator().manual_seed(2))
-
-    def run(share: bool, buckets: bool):
-        backbone.share_prefixes, backbone.length_buckets = share, buckets
-        method.zero_grad(set_to_none=True)
-        output = method(image_features=image_features)
-        weights = torch.randn(output.logits.shape, generator=torch.Generator().manual_seed(1))
-        (output.logits * weights).sum().backward()
-        return output.text_features.detach(), method.ctx.grad.clone()
-
-    try:
-        plain = run(False, False)
-        for share, buckets in ((True, False), (False, True), (True, True)):
-            features, grad = run(share, buckets)
-            torch.testing.assert_close(features, plain[0], rtol=0, atol=1e-5)
-            assert ((grad - plain[1]).norm() / plain[1].norm()).item() <= 1e-5
-    finally:
-        backbone.share_prefixes, backbone.length_buckets = None, None
+    assert_levers_equal_plain_pass(backbone, build_method("coop", backbone, ["red circle", "blue square", "cat"]))
 
 
 def test_missing_tokenizer_names_the_path(tmp_path):

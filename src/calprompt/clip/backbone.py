@@ -24,7 +24,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.clip.families import FamilyLimitError, family_of
+from calprompt.clip.families import FamilyLimitError, family_of, text_tower
 from calprompt.clip.kernels import (
     block_at_end,
     expand_prompt,
@@ -71,13 +71,7 @@ class ClipBackbone(nn.Module):
         identity: str | None = None,
     ) -> None:
         super().__init__()
-        self.family = family_of(model)
-        if model.text_pool_type not in ("argmax", "eos"):
-            fail(
-                "model.text_pool_type",
-                "'argmax' or 'eos' (prompt learning pools the end-of-text token)",
-                model.text_pool_type,
-            )
+        self.family = family_of(model)  # refuses what the facade cannot host
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -114,13 +108,18 @@ class ClipBackbone(nn.Module):
         return self._identity
 
     @property
+    def text_tower(self) -> nn.Module:
+        """The module holding the text tower's parts (`calprompt.clip.families.text_tower`)."""
+        return text_tower(self.model)
+
+    @property
     def dtype(self) -> torch.dtype:
         """The dtype the towers compute in (open_clip has no ``model.dtype``)."""
-        return self.model.transformer.get_cast_dtype()
+        return self.text_tower.transformer.get_cast_dtype()
 
     @property
     def device(self) -> torch.device:
-        return self.model.positional_embedding.device
+        return self.text_tower.positional_embedding.device
 
     @property
     def logit_scale(self) -> Tensor:
@@ -133,7 +132,7 @@ class ClipBackbone(nn.Module):
 
     @property
     def text_width(self) -> int:
-        return int(self.model.token_embedding.embedding_dim)
+        return int(self.text_tower.token_embedding.embedding_dim)
 
     @property
     def vision_width(self) -> int:
@@ -142,12 +141,12 @@ class ClipBackbone(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        projection = self.model.text_projection
+        projection = self.text_tower.text_projection
         return int(projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1])
 
     @property
     def text_layers(self) -> int:
-        return len(self.model.transformer.resblocks)
+        return len(self.text_tower.transformer.resblocks)
 
     @property
     def vision_layers(self) -> int:
@@ -163,12 +162,15 @@ class ClipBackbone(nn.Module):
 
     def embed_tokens(self, token_ids: Tensor) -> Tensor:
         """Token embeddings (N, L, D) in the compute dtype, without the positional embedding."""
-        return self.model.token_embedding(token_ids).to(self.dtype)
+        return self.text_tower.token_embedding(token_ids).to(self.dtype)
 
     def eot_positions(self, token_ids: Tensor) -> Tensor:
-        """Index of the end-of-text token of each sequence (N,)."""
-        if self.model.text_pool_type == "eos":
-            return (token_ids == self.model.text_eos_id).int().argmax(dim=-1)
+        """The position each sequence's feature is read at (N,): its end-of-text token, or the last position of the
+        context for towers pooled there (SigLIP)."""
+        if self.family.text_pool == "last":
+            return torch.full(token_ids.shape[:1], self.context_length - 1, device=token_ids.device)
+        if self.family.text_pool == "eos":
+            return (token_ids == self.family.eos_id).int().argmax(dim=-1)
         return token_ids.argmax(dim=-1)
 
     def encode_text(self, token_ids: Tensor, *, normalize: bool = False, truncate: bool = True) -> Tensor:
@@ -206,6 +208,9 @@ class ClipBackbone(nn.Module):
                 "embeddings/token_ids", "shapes (N, L, D) and (N, L)", (tuple(embeddings.shape), tuple(token_ids.shape))
             )
         eot = self.eot_positions(token_ids)
+        if int(eot.max()) >= embeddings.shape[1]:
+            fail("token_ids", f"sequences reaching the pooled position {int(eot.max())}", tuple(token_ids.shape))
+        truncate = truncate and self.family.causal_text  # a bidirectional tower's feature reads every position
         length = int(eot.max()) + 1 if truncate else embeddings.shape[1]
         self._check_deep_prompts(deep_prompts, self.text_layers, "deep_prompts")
         prompts = list(deep_prompts) if deep_prompts is not None else []
@@ -230,7 +235,7 @@ class ClipBackbone(nn.Module):
 
     def text_planner(self) -> TextPlanner:
         """The text-pass planner of this backbone's tower with its current lever settings."""
-        return TextPlanner(self.model, self.share_prefixes, self.length_buckets, self.text_memory_budget_mb)
+        return TextPlanner(self.text_tower, self.share_prefixes, self.length_buckets, self.text_memory_budget_mb)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Images
@@ -289,7 +294,10 @@ class ClipBackbone(nn.Module):
         visual = self.model.visual
         if not isinstance(visual, VisionTransformer):
             raise FamilyLimitError(
-                self.family, "visual prompt tokens", f"its image tower is a {self.family.vision}, not a ViT"
+                self.family,
+                "visual prompt tokens",
+                f"its image tower is a {self.family.vision}, not open_clip's VisionTransformer (prompt tokens are "
+                "placed inside open_clip ViT blocks only)",
             )
         return visual
 

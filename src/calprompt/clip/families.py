@@ -35,6 +35,14 @@ class Family:
     causal_text: bool  # the exact text levers (truncation, length groups, shared prefix) apply
     visual_prompts: bool  # visual prompt tokens can be placed inside its image tower's blocks
     vision: str  # the image tower, in words (for error messages)
+    text_pool: str = "argmax"  # where the text feature is read: "argmax"/"eos" (end of text), "last" (position)
+    eos_id: int | None = None  # the end-of-text id for "eos" pooling
+
+
+def text_tower(model: nn.Module) -> nn.Module:
+    """The module holding the text tower's parts (``token_embedding``, ``positional_embedding``, ``transformer``,
+    ``ln_final``, ``text_projection``, ``attn_mask``): open_clip's ``CLIP`` itself, a ``CustomTextCLIP``'s ``text``."""
+    return model if isinstance(model, CLIP) else model.text
 
 
 class FamilyLimitError(ValueError):
@@ -52,14 +60,23 @@ def family_of(model: nn.Module) -> Family:
     vision = type(visual).__name__ if not is_vit else "open_clip VisionTransformer"
     if type(model) is CLIP:
         name = "clip" if is_vit else "clip-resnet" if type(visual).__name__ == "ModifiedResNet" else "clip-other"
-        return Family(name, causal_text=model.attn_mask is not None, visual_prompts=is_vit, vision=vision)
-    if type(model) is CustomTextCLIP and isinstance(model.text, TextTransformer):
-        trunk = getattr(getattr(visual, "trunk", None), "__class__", type(None)).__name__
+        causal = model.attn_mask is not None
+        pool, eos_id = model.text_pool_type, getattr(model, "text_eos_id", None)
+    elif type(model) is CustomTextCLIP and isinstance(model.text, TextTransformer):
+        text = model.text
+        if text.cls_emb is not None or text.use_pad_mask:
+            refuse_family("CustomTextCLIP", "a text tower with an appended class token or a padding mask")
+        trunk = type(getattr(visual, "trunk", None)).__name__
         vision = f"timm {trunk}" if trunk != "NoneType" else vision
-        causal = model.text.attn_mask is not None
+        causal = text.attn_mask is not None
         name = "eva" if trunk == "Eva" else "siglip" if not causal else "custom-text-clip"
-        return Family(name, causal_text=causal, visual_prompts=is_vit, vision=vision)
-    refuse_family(type(model).__name__, _reason(model))
+        pool, eos_id = text.pool_type, text.eos_id
+    else:
+        refuse_family(type(model).__name__, _reason(model))
+    pools = ("argmax", "eos") if causal else ("argmax", "eos", "last")
+    if pool not in pools:
+        refuse_family(type(model).__name__, f"a text tower pooled by '{pool}' (prompt learning reads one of {pools})")
+    return Family(name, causal, visual_prompts=is_vit, vision=vision, text_pool=pool, eos_id=eos_id)
 
 
 def _reason(model: nn.Module) -> str:
