@@ -46,6 +46,14 @@ def test_bert_text_clip_is_refused_naming_the_text_encoder():
     assert "roberta-ViT-B-32" in _one_line(error) and "roberta-base" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"])
+def test_siglip_checkpoints_with_their_own_tokenizer_are_refused_before_building(name):
+    """The real SigLIP vocabularies (SentencePiece/Gemma) are not hooked: refused from the config, in milliseconds."""
+    with pytest.raises(ValueError, match="tokenizer") as error:
+        load_clip(name)
+    assert name in _one_line(error) and "vocabulary" in str(error.value)
+
+
 @pytest.mark.parametrize("method", ["vpt", "maple", "ivlp"])
 def test_visual_prompts_on_a_convolutional_tower_name_the_method_and_the_family(resnet_backbone, method):
     assert resnet_backbone.family.name == "clip-resnet" and not resnet_backbone.family.visual_prompts

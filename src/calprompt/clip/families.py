@@ -24,6 +24,11 @@ SUPPORTED = (
     "EVA-CLIP (timm EVA image tower, CLIP text tower)",
 )
 
+CLIP_VOCABULARY = 49408  # CLIP's BPE tokenizer, the one open_clip architectures get here
+OTHER_TOKENIZERS = (
+    "its own tokenizer (e.g. SigLIP's SentencePiece, without a start token) is not hooked yet: use a "
+    "transformers: checkpoint, which brings its tokenizer, or a model with CLIP's vocabulary"
+)
 _COCA = "a CoCa model (contrastive + captioning: its text tower feeds a multimodal decoder)"
 
 
@@ -100,6 +105,9 @@ def refuse_unsupported_architecture(architecture: str) -> None:
         refuse_family(
             architecture, "a CoCa model (contrastive + captioning, its text tower feeds a multimodal decoder)"
         )
+    vocabulary = cfg.get("text_cfg", {}).get("vocab_size", CLIP_VOCABULARY)
+    if vocabulary != CLIP_VOCABULARY:
+        refuse_family(architecture, f"a {vocabulary}-token vocabulary; {OTHER_TOKENIZERS}")
     if cfg.get("text_cfg", {}).get("hf_model_name"):
         refuse_family(
             architecture,

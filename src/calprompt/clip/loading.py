@@ -22,7 +22,7 @@ from torch import Tensor
 
 from calprompt._validation import check_choice, fail
 from calprompt.clip.backbone import ClipBackbone, Preprocess
-from calprompt.clip.families import family_of, refuse_unsupported_architecture
+from calprompt.clip.families import CLIP_VOCABULARY, OTHER_TOKENIZERS, family_of, refuse_unsupported_architecture
 from calprompt.clip.missing import WeightsNotFoundError, how_to_fix, hub_cache_dir, hub_failure, offline
 from calprompt.clip.transformers_clip import is_transformers_name, load_transformers_clip
 from calprompt.plugins import EMBEDDED_BACKBONES
@@ -276,12 +276,8 @@ def wrap_open_clip_model(
     """Freeze an open_clip ``CLIP`` behind the backbone interface, with ``tokenizer`` (by default the standard CLIP
     tokenizer, which needs the 49408-token vocabulary)."""
     family_of(model)  # refuses a family the facade does not host, naming it
-    if tokenizer is None and model.vocab_size != 49408:
-        fail(
-            f"{name} vocab_size",
-            "49408 (the CLIP BPE tokenizer; other tokenizers are not supported yet)",
-            model.vocab_size,
-        )
+    if tokenizer is None and model.vocab_size != CLIP_VOCABULARY:
+        fail(f"{name} vocab_size", f"{CLIP_VOCABULARY} (CLIP's BPE tokenizer; {OTHER_TOKENIZERS})", model.vocab_size)
     tokenizer = tokenizer or SimpleTokenizer(context_length=model.context_length)
     return ClipBackbone(
         model,
