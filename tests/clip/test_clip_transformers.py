@@ -73,10 +73,10 @@ def test_trains_end_to_end_through_the_cli(tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data")
     monkeypatch.setenv("CALPROMPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(suite, "RUN_BOOTSTRAP_RESAMPLES", 0)  # intervals are the metrics tests' business
-    for method, calibration in (("coop", "ours"), ("zeroshot", "none")):
+    for method, calibration in (("coop", "ours"), ("kgcoop", "none"), ("maple", "none"), ("zeroshot", "none")):
         out = tmp_path / f"run-{method}"
         args = ["train", "--dataset", "folder", "--root", str(data), "--backbone", f"transformers:{folder}"]
-        args += ["--method", method, "--calibration", calibration, "--shots", "2", "--epochs", "2"]
+        args += ["--method", method, "--calibration", calibration, "--shots", "2", "--epochs", "1"]
         args += ["--batch-size", "4", "--warmup-epochs", "0", "--quiet", "--out", str(out)]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
