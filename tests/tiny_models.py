@@ -154,3 +154,43 @@ def save_open_clip_dir(folder, cfg: dict, seed: int = 0):
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
     return model
+
+
+def save_tiny_bert_text(folder) -> None:
+    """A small BERT config and a WordPiece vocabulary written by the test (letters as word starts and ``##`` pieces,
+    plus the words of "a photo of a"), saved where open_clip's HFTextEncoder and AutoTokenizer read them."""
+    from transformers import BertConfig, BertTokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "'", "-", "photo", "of"]
+    vocab += [*letters, *(f"##{char}" for char in letters)]
+    folder.mkdir(parents=True, exist_ok=True)
+    BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    config.save_pretrained(folder)
+
+
+def bert_text_cfg(bert_folder, pooler: str = "mean_pooler") -> dict:
+    """A BiomedCLIP-style open_clip config: the BERT tower in ``bert_folder`` (random init), an MLP projection, a
+    24-token tokenizer context, a tiny open_clip ViT."""
+    return {
+        "embed_dim": 16,
+        "custom_text": True,
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2, "head_width": 16},
+        "text_cfg": {
+            "hf_model_name": str(bert_folder),
+            "hf_tokenizer_name": str(bert_folder),
+            "hf_model_pretrained": False,
+            "hf_proj_type": "mlp",
+            "hf_pooler_type": pooler,
+            "context_length": 24,
+        },
+    }

@@ -40,8 +40,9 @@ def test_coca_is_refused_by_name_before_anything_is_built(name):
         assert name in message and "CoCa" in message and "SigLIP" in message  # what it is, and what is supported
 
 
-def test_bert_text_clip_is_refused_naming_the_text_encoder():
-    with pytest.raises(ValueError, match="BERT-style") as error:
+def test_other_hugging_face_text_encoders_are_refused_naming_them():
+    """BERT text towers are hosted (test_clip_bert_text); RoBERTa's positions from inputs_embeds are not checked."""
+    with pytest.raises(ValueError, match="hosted: BERT") as error:
         check_backbone_name("roberta-ViT-B-32")
     assert "roberta-ViT-B-32" in _one_line(error) and "roberta-base" in str(error.value)
 

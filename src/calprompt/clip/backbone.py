@@ -24,6 +24,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
+from calprompt.clip import bert_text
 from calprompt.clip.families import FamilyLimitError, family_of, text_tower
 from calprompt.clip.kernels import (
     block_at_end,
@@ -108,6 +109,10 @@ class ClipBackbone(nn.Module):
         return self._identity
 
     @property
+    def _bert(self) -> bool:
+        return self.family.name == "bert-text"
+
+    @property
     def text_tower(self) -> nn.Module:
         """The module holding the text tower's parts (`calprompt.clip.families.text_tower`)."""
         return text_tower(self.model)
@@ -115,10 +120,14 @@ class ClipBackbone(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the towers compute in (open_clip has no ``model.dtype``)."""
+        if self._bert:
+            return bert_text.word_embeddings(self.model.text).weight.dtype
         return self.text_tower.transformer.get_cast_dtype()
 
     @property
     def device(self) -> torch.device:
+        if self._bert:
+            return bert_text.word_embeddings(self.model.text).weight.device
         return self.text_tower.positional_embedding.device
 
     @property
@@ -128,10 +137,14 @@ class ClipBackbone(nn.Module):
 
     @property
     def context_length(self) -> int:
+        if self._bert:  # the tokenizer's (BiomedCLIP: 256), not the tower's position table
+            return int(getattr(self.tokenizer, "context_length", self.model.context_length))
         return int(self.model.context_length)
 
     @property
     def text_width(self) -> int:
+        if self._bert:
+            return bert_text.text_width(self.model.text)
         return int(self.text_tower.token_embedding.embedding_dim)
 
     @property
@@ -141,11 +154,16 @@ class ClipBackbone(nn.Module):
 
     @property
     def embed_dim(self) -> int:
+        if self._bert:
+            return int(self.model.text.output_dim)
         projection = self.text_tower.text_projection
         return int(projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1])
 
     @property
     def text_layers(self) -> int:
+        if self._bert:
+            reason = "prompts inside the layers of a Hugging Face text encoder are not placed"
+            raise FamilyLimitError(self.family, "deep text prompts", reason)
         return len(self.text_tower.transformer.resblocks)
 
     @property
@@ -162,11 +180,15 @@ class ClipBackbone(nn.Module):
 
     def embed_tokens(self, token_ids: Tensor) -> Tensor:
         """Token embeddings (N, L, D) in the compute dtype, without the positional embedding."""
+        if self._bert:
+            return bert_text.word_embeddings(self.model.text)(token_ids)
         return self.text_tower.token_embedding(token_ids).to(self.dtype)
 
     def eot_positions(self, token_ids: Tensor) -> Tensor:
         """The position each sequence's feature is read at (N,): its end-of-text token, or the last position of the
         context for towers pooled there (SigLIP)."""
+        if self._bert:
+            return bert_text.last_tokens(self.model.text, token_ids)
         if self.family.text_pool == "last":
             return torch.full(token_ids.shape[:1], self.context_length - 1, device=token_ids.device)
         if self.family.text_pool == "eos":
@@ -207,6 +229,11 @@ class ClipBackbone(nn.Module):
             fail(
                 "embeddings/token_ids", "shapes (N, L, D) and (N, L)", (tuple(embeddings.shape), tuple(token_ids.shape))
             )
+        if self._bert:
+            if deep_prompts is not None and any(p is not None for p in deep_prompts):
+                self.text_layers  # noqa: B018 (raises the family's refusal)
+            features = bert_text.encode(self.model.text, embeddings, token_ids, truncate)
+            return F.normalize(features, dim=-1) if normalize else features
         eot = self.eot_positions(token_ids)
         if int(eot.max()) >= embeddings.shape[1]:
             fail("token_ids", f"sequences reaching the pooled position {int(eot.max())}", tuple(token_ids.shape))

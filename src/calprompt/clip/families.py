@@ -17,11 +17,13 @@ from open_clip.transformer import TextTransformer, VisionTransformer
 from torch import nn
 
 from calprompt._validation import fail
+from calprompt.clip import bert_text
 
 SUPPORTED = (
     "CLIP (open_clip CLIP with a ViT or ResNet image tower; transformers CLIPModel, converted)",
     "SigLIP-style (open_clip CustomTextCLIP: bidirectional text pooled at the last token, timm image tower)",
     "EVA-CLIP (timm EVA image tower, CLIP text tower)",
+    "BERT-text CLIP (open_clip CustomTextCLIP with a Hugging Face BERT text encoder: BiomedCLIP, QuiltNet-PMB)",
 )
 
 CLIP_VOCABULARY = 49408  # CLIP's BPE tokenizer, the one open_clip architectures get here
@@ -76,9 +78,14 @@ def family_of(model: nn.Module) -> Family:
         causal = text.attn_mask is not None
         name = "eva" if trunk == "Eva" else "siglip" if not causal else "custom-text-clip"
         pool, eos_id = text.pool_type, text.eos_id
+    elif type(model) is CustomTextCLIP and bert_text.is_bert_text(model.text):
+        reason = bert_text.check_hosted(model.text)
+        if reason:
+            refuse_family("CustomTextCLIP", reason)
+        causal, name, pool, eos_id = False, "bert-text", "bert", None
     else:
         refuse_family(type(model).__name__, _reason(model))
-    pools = ("argmax", "eos") if causal else ("argmax", "eos", "last")
+    pools = ("argmax", "eos") if causal else ("argmax", "eos", "last", "bert")
     if pool not in pools:
         refuse_family(type(model).__name__, f"a text tower pooled by '{pool}' (prompt learning reads one of {pools})")
     return Family(name, causal, visual_prompts=is_vit, vision=vision, text_pool=pool, eos_id=eos_id)
@@ -87,9 +94,6 @@ def family_of(model: nn.Module) -> Family:
 def _reason(model: nn.Module) -> str:
     if type(model).__name__ == "CoCa":
         return _COCA
-    text = getattr(model, "text", None)
-    if text is not None and type(text).__name__ == "HFTextEncoder":
-        return "a CustomTextCLIP with a Hugging Face (BERT-style) text encoder, which calprompt does not host yet"
     return f"an open_clip {type(model).__name__}"
 
 
@@ -106,11 +110,8 @@ def refuse_unsupported_architecture(architecture: str) -> None:
             architecture, "a CoCa model (contrastive + captioning, its text tower feeds a multimodal decoder)"
         )
     vocabulary = cfg.get("text_cfg", {}).get("vocab_size", CLIP_VOCABULARY)
-    if vocabulary != CLIP_VOCABULARY:
+    if vocabulary != CLIP_VOCABULARY and not cfg.get("text_cfg", {}).get("hf_model_name"):
         refuse_family(architecture, f"a {vocabulary}-token vocabulary; {OTHER_TOKENIZERS}")
-    if cfg.get("text_cfg", {}).get("hf_model_name"):
-        refuse_family(
-            architecture,
-            f"a CLIP with the Hugging Face text encoder {cfg['text_cfg']['hf_model_name']} (BERT-style), "
-            "which calprompt does not host yet",
-        )
+    hf_text = cfg.get("text_cfg", {}).get("hf_model_name")
+    if hf_text and "bert" not in hf_text.lower().replace("roberta", ""):
+        refuse_family(architecture, f"a CLIP with the Hugging Face text encoder {hf_text} (hosted: BERT)")

@@ -24,7 +24,7 @@ from calprompt._validation import check_choice, fail
 from calprompt.clip.backbone import ClipBackbone, Preprocess
 from calprompt.clip.families import CLIP_VOCABULARY, OTHER_TOKENIZERS, family_of, refuse_unsupported_architecture
 from calprompt.clip.missing import WeightsNotFoundError, how_to_fix, hub_cache_dir, hub_failure, offline
-from calprompt.clip.transformers_clip import is_transformers_name, load_transformers_clip
+from calprompt.clip.transformers_clip import HubTokenizer, is_transformers_name, load_transformers_clip
 from calprompt.plugins import EMBEDDED_BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -264,6 +264,21 @@ def preprocess_of(model: CLIP) -> Preprocess:
     return Preprocess(image_size=int(size), mean=mean, std=std, interpolation=cfg.get("interpolation", "bicubic"))
 
 
+def _open_clip_hf_tokenizer(name: str, model: CLIP) -> HubTokenizer:
+    """The Hugging Face tokenizer open_clip records for ``name`` (BERT-text towers), with open_clip's context length."""
+    try:
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as error:  # open_clip/transformers raise OSError, ValueError, HF errors
+        raise WeightsNotFoundError(
+            f"Could not load the tokenizer of '{name}' ({type(error).__name__}: {error}). Download it once with "
+            "network access, or pass `tokenizer=` to wrap_open_clip_model."
+        ) from error
+    inner = getattr(tokenizer, "tokenizer", None)
+    if inner is None:
+        fail(f"{name} tokenizer", "a Hugging Face tokenizer for its BERT text tower", type(tokenizer).__name__)
+    return HubTokenizer(inner, context_length=int(getattr(tokenizer, "context_length", model.context_length)))
+
+
 def wrap_open_clip_model(
     model: CLIP,
     *,
@@ -275,7 +290,9 @@ def wrap_open_clip_model(
 ) -> ClipBackbone:
     """Freeze an open_clip ``CLIP`` behind the backbone interface, with ``tokenizer`` (by default the standard CLIP
     tokenizer, which needs the 49408-token vocabulary)."""
-    family_of(model)  # refuses a family the facade does not host, naming it
+    family = family_of(model)  # refuses a family the facade does not host, naming it
+    if tokenizer is None and family.name == "bert-text":
+        tokenizer = _open_clip_hf_tokenizer(name, model)
     if tokenizer is None and model.vocab_size != CLIP_VOCABULARY:
         fail(f"{name} vocab_size", f"{CLIP_VOCABULARY} (CLIP's BPE tokenizer; {OTHER_TOKENIZERS})", model.vocab_size)
     tokenizer = tokenizer or SimpleTokenizer(context_length=model.context_length)
