@@ -4,7 +4,6 @@ with padding masked, deep text prompts are refused, and the text methods train e
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -14,6 +13,7 @@ pytest.importorskip("transformers")
 
 from calprompt.clip import load_clip
 from calprompt.methods import build_method
+from tests.clip.cli_runs import train_on_folder
 from tests.clip.lever_checks import prompted_pass
 from tests.tiny_models import bert_text_cfg, save_open_clip_dir, save_tiny_bert_text
 
@@ -78,23 +78,6 @@ def test_deep_text_prompts_are_refused_naming_method_and_family(bert, method):
 
 
 def test_trains_end_to_end_through_the_cli(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    import calprompt.calibration.suite as suite
-    from calprompt.cli import app
-    from tests.experiments.fault_injection import CLASSES as FOLDER_CLASSES
-    from tests.experiments.fault_injection import make_dataset
-
     folder, _ = _save(tmp_path, "mean_pooler")
-    data = make_dataset(tmp_path / "data")
-    monkeypatch.setenv("CALPROMPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(suite, "RUN_BOOTSTRAP_RESAMPLES", 0)  # intervals are the metrics tests' business
     for method, calibration in (("coop", "ours"), ("kgcoop", "none"), ("vpt", "none"), ("zeroshot", "none")):
-        out = tmp_path / f"run-{method}"
-        args = ["train", "--dataset", "folder", "--root", str(data), "--backbone", f"local-dir:{folder}"]
-        args += ["--method", method, "--calibration", calibration, "--shots", "2", "--epochs", "1"]
-        args += ["--batch-size", "4", "--warmup-epochs", "0", "--quiet", "--out", str(out)]
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, (method, result.output)
-        metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["base"]["n"] == 3 * len(FOLDER_CLASSES) // 2 and metrics["novel"]["n_classes"] == 3
+        train_on_folder(f"local-dir:{folder}", method, calibration, tmp_path, monkeypatch)

@@ -4,8 +4,6 @@ the family cannot host are refused, and the text methods train end to end."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +11,7 @@ import torch.nn.functional as F
 import calprompt.clip.text_plan as text_plan
 from calprompt.clip import load_clip
 from calprompt.methods import build_method
+from tests.clip.cli_runs import train_on_folder
 from tests.clip.lever_checks import assert_levers_equal_plain_pass, prompted_pass
 from tests.tiny_models import eva_style_cfg, save_open_clip_dir, siglip_style_cfg
 
@@ -126,22 +125,5 @@ def test_visual_prompts_in_timm_towers_are_refused_naming_method_and_family(kind
     [("siglip", "coop", "ours"), ("siglip", "kgcoop", "none"), ("siglip", "zeroshot", "none"), ("eva", "coop", "ours")],
 )
 def test_trains_end_to_end_through_the_cli(kind, method, calibration, request, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    import calprompt.calibration.suite as suite
-    from calprompt.cli import app
-    from tests.experiments.fault_injection import CLASSES as FOLDER_CLASSES
-    from tests.experiments.fault_injection import make_dataset
-
     folder, _, _ = request.getfixturevalue(kind)
-    data = make_dataset(tmp_path / "data")
-    monkeypatch.setenv("CALPROMPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(suite, "RUN_BOOTSTRAP_RESAMPLES", 0)  # intervals are the metrics tests' business
-    out = tmp_path / "run"
-    args = ["train", "--dataset", "folder", "--root", str(data), "--backbone", f"local-dir:{folder}"]
-    args += ["--method", method, "--calibration", calibration, "--shots", "2", "--epochs", "1"]
-    args += ["--batch-size", "4", "--warmup-epochs", "0", "--quiet", "--out", str(out)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["base"]["n"] == 3 * len(FOLDER_CLASSES) // 2 and metrics["novel"]["n_classes"] == 3
+    train_on_folder(f"local-dir:{folder}", method, calibration, tmp_path, monkeypatch)

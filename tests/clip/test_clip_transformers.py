@@ -3,8 +3,6 @@ and trains end to end through `calprompt train`."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -12,6 +10,7 @@ pytest.importorskip("transformers")
 
 from calprompt.clip import WeightsNotFoundError, load_clip
 from calprompt.methods import build_method
+from tests.clip.cli_runs import train_on_folder
 from tests.clip.lever_checks import assert_levers_equal_plain_pass
 from tests.tiny_models import save_tiny_transformers_clip
 
@@ -61,40 +60,8 @@ def test_missing_tokenizer_names_the_path(tmp_path):
 
 
 def test_trains_end_to_end_through_the_cli(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    import calprompt.calibration.suite as suite
-    from calprompt.cli import app
-    from tests.experiments.fault_injection import CLASSES, make_dataset
-
     folder = tmp_path / "model"
     folder.mkdir()
     save_tiny_transformers_clip(folder, seed=5)
-    data = make_dataset(tmp_path / "data")
-    monkeypatch.setenv("CALPROMPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(suite, "RUN_BOOTSTRAP_RESAMPLES", 0)  # intervals are the metrics tests' business
     for method, calibration in (("coop", "ours"), ("kgcoop", "none"), ("maple", "none"), ("zeroshot", "none")):
-        out = tmp_path / f"run-{method}"
-        args = ["train", "--dataset", "folder", "--root", str(data), "--backbone", f"transformers:{folder}"]
-        args += ["--method", method, "--calibration", calibration, "--shots", "2", "--epochs", "1"]
-        args += ["--batch-size", "4", "--warmup-epochs", "0", "--quiet", "--out", str(out)]
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, result.output
-        metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["base"]["n"] == 3 * len(CLASSES) // 2 and metrics["novel"]["n_classes"] == len(CLASSES) // 2
-
-
-def test_the_checkpoints_tokenizer_is_used(saved):
-    """Token ids are the written vocabulary's (BPE merges applied), not CLIP's: "a photo of a" is four tokens."""
-    folder, _ = saved
-    backbone = load_clip(f"transformers:{folder}")
-    vocab = json.loads((folder / "vocab.json").read_text())
-    assert backbone.tokenizer.encode("a photo of a") == [
-        vocab["a</w>"],
-        vocab["photo</w>"],
-        vocab["of</w>"],
-        vocab["a</w>"],
-    ]
-    ids = backbone.tokenize("cat")[0].tolist()
-    assert ids[:5] == [vocab["<|startoftext|>"], vocab["c"], vocab["a"], vocab["t</w>"], vocab["<|endoftext|>"]]
-    assert set(ids[5:]) == {vocab["<|endoftext|>"]}  # padded with the checkpoint's pad id (its end-of-text)
+        train_on_folder(f"transformers:{folder}", method, calibration, tmp_path, monkeypatch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,30 +70,11 @@ def load_transformers_clip(
     local = folder.is_dir() or source.startswith(("/", ".", "~"))  # a hub id is "org/name"
     if local:
         _check_local_folder(name, folder)
-    try:
-        hf_model = transformers.CLIPModel.from_pretrained(
-            str(folder) if local else source, cache_dir=cache_dir, local_files_only=local or None
-        )
-    except (OSError, ValueError) as error:
-        if local:
-            raise WeightsNotFoundError(
-                f"Could not load the transformers CLIPModel in {folder} ({type(error).__name__}: {error}). "
-                "Point transformers: at a folder written by `CLIPModel.save_pretrained` (config.json + weights)."
-            ) from error
-        raise _hub_failure(name, source, cache_dir, error, "weights") from error
+    where = _Source(name, source, folder if local else None, cache_dir)
+    hf_model = where.load(transformers.CLIPModel, "weights", "`CLIPModel.save_pretrained` (config.json + weights)")
     if type(hf_model).__name__ != "CLIPModel":
         fail(name, "a transformers CLIPModel checkpoint", type(hf_model).__name__)
-    try:
-        hf_tokenizer = transformers.AutoTokenizer.from_pretrained(
-            str(folder) if local else source, cache_dir=cache_dir, local_files_only=local or None
-        )
-    except (OSError, ValueError) as error:
-        if local:
-            raise WeightsNotFoundError(
-                f"Could not load the tokenizer of '{name}' from {folder} ({type(error).__name__}: {error}). "
-                "Save the checkpoint's tokenizer beside it with `tokenizer.save_pretrained(folder)`."
-            ) from error
-        raise _hub_failure(name, source, cache_dir, error, "tokenizer") from error
+    hf_tokenizer = where.load(transformers.AutoTokenizer, "tokenizer", "`tokenizer.save_pretrained(folder)`")
     model = convert_clip_model(hf_model).to(device=device)
     if precision != "fp32":
         from open_clip.model import convert_weights_to_lp
@@ -100,6 +82,31 @@ def load_transformers_clip(
         convert_weights_to_lp(model, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
     tokenizer = HubTokenizer(hf_tokenizer, context_length=model.context_length)
     return model.eval(), tokenizer, _preprocess(folder if local else None, hf_model.config.vision_config.image_size)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a `transformers:` checkpoint is read from: a local folder (never the network) or a hub id."""
+
+    name: str
+    source: str
+    folder: Path | None
+    cache_dir: str | None
+
+    def load(self, loader: Any, what: str, writer: str) -> Any:
+        """``loader.from_pretrained`` of the folder or hub id; a failure names what, where, and the fix."""
+        local = self.folder is not None
+        try:
+            return loader.from_pretrained(
+                str(self.folder) if local else self.source, cache_dir=self.cache_dir, local_files_only=local or None
+            )
+        except (OSError, ValueError) as error:
+            if local:
+                raise WeightsNotFoundError(
+                    f"Could not load the {what} of '{self.name}' from {self.folder} ({type(error).__name__}: "
+                    f"{error}). Write the folder with {writer}."
+                ) from error
+            raise _hub_failure(self.name, self.source, self.cache_dir, error, what) from error
 
 
 def _hub_failure(name: str, repo: str, cache_dir: str | None, error: Exception, what: str) -> WeightsNotFoundError:
