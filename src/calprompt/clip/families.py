@@ -65,7 +65,7 @@ def family_of(model: nn.Module) -> Family:
     visual = getattr(model, "visual", None)
     is_vit = isinstance(visual, VisionTransformer)
     vision = type(visual).__name__ if not is_vit else "open_clip VisionTransformer"
-    if type(model) is CLIP:
+    if isinstance(model, CLIP):
         name = "clip" if is_vit else "clip-resnet" if type(visual).__name__ == "ModifiedResNet" else "clip-other"
         causal = model.attn_mask is not None
         pool, eos_id = model.text_pool_type, getattr(model, "text_eos_id", None)
