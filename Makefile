@@ -13,11 +13,11 @@ export HF_HUB_OFFLINE ?= 1
 
 $(STAMP): pyproject.toml requirements/ci.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/ci.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/ci.txt -e '.[dev,hf]'
 	@touch $(STAMP)
 
 $(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/ci.txt -e '.[dev,docs]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/ci.txt -e '.[dev,docs,hf]'
 	@touch $(DOCS_STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,12 @@ The two steps alternate (one of each per round, best of the rounds), so a machin
 both alike. The calprompt step runs the prompted text encoder with every exact lever it has (truncation, the shared
 prefix computed once, the last block at the end-of-text positions only, the memory budget).
 
-Usage: python benchmarks/bench_cached_training.py [--steps N] [--skip-vit] [--device cpu] [--precision fp32]
+A ViT-B-16-SigLIP-sized model (random init) runs the same comparison: its bidirectional text tower is never
+truncated and gets no shared prefix (neither is exact there), so its ratio comes from the cached image features, the
+zero-shot moments computed once and the last block at the read position only.
+
+Usage: python benchmarks/bench_cached_training.py [--steps N] [--skip-vit] [--skip-siglip] [--device cpu]
+       [--precision fp32]
 """
 
 from __future__ import annotations
@@ -72,6 +77,24 @@ def toy_backbone(device: str) -> tuple[ClipBackbone, str]:
         return backbone, "toy architecture, random"
 
 
+def siglip_backbone(device: str) -> ClipBackbone:
+    """open_clip's ViT-B-16-SigLIP architecture at random init (bidirectional text read at the last position, timm
+    ViT with attention pooling). Its Gemma tokenizer is on the hub only, so the text tower gets CLIP's vocabulary:
+    the same compute per position, 64 positions as in SigLIP."""
+    import copy
+
+    import open_clip
+
+    from calprompt.clip import wrap_open_clip_model
+
+    cfg = copy.deepcopy(open_clip.get_model_config("ViT-B-16-SigLIP"))
+    cfg.pop("custom_text")
+    cfg["text_cfg"].update(vocab_size=49408, hf_tokenizer_name=None, tokenizer_kwargs=None)
+    torch.manual_seed(0)
+    model = open_clip.CustomTextCLIP(**cfg).eval()
+    return wrap_open_clip_model(model, name="ViT-B-16-SigLIP-random").to(device)
+
+
 class ReferenceStyleStep:
     """A naive step: images encoded, frozen text re-encoded, all 77 positions, moments recomputed."""
 
@@ -84,7 +107,7 @@ class ReferenceStyleStep:
 
     def text_features(self, embeddings: torch.Tensor) -> torch.Tensor:
         """open_clip's own text tower on token embeddings, every position (what CoOp's text encoder runs)."""
-        model = self.backbone.model
+        model = self.backbone.text_tower  # open_clip's CLIP, or a CustomTextCLIP's text tower (SigLIP)
         x = model.transformer(embeddings + model.positional_embedding, attn_mask=model.attn_mask)
         x = model.ln_final(x)[torch.arange(x.shape[0]), self.backbone.eot_positions(self.ids)]
         return (
@@ -154,7 +177,7 @@ def bench(
         steps,
         device,
     )
-    max_eot = int(method.prompts.ids.argmax(-1).max())
+    max_eot = int(backbone.eot_positions(method.prompts.ids).max())
     print(
         f"{label}: {len(classnames)} classes, batch {batch}, text positions {max_eot + 1} vs "
         f"{backbone.context_length}, same loss ({a:.5f} vs {b:.5f})"
@@ -171,6 +194,7 @@ def main() -> None:
     add_device_arguments(parser)
     parser.add_argument("--steps", type=int, default=10, help="rounds (toy; ViT-B-16 runs a fifth of them)")
     parser.add_argument("--skip-vit", action="store_true")
+    parser.add_argument("--skip-siglip", action="store_true")
     args = parser.parse_args()
     apply_threads(args)
     print(describe(args.device, args.precision))
@@ -182,6 +206,12 @@ def main() -> None:
         vit = load_clip("ViT-B-16", device=args.device)
         label = "ViT-B-16 (random init)"
         rows.append((label, bench(vit, label, REAL_CLASSNAMES, max(1, args.steps // 5), args.device, args.precision)))
+    if not args.skip_siglip:
+        label = "ViT-B-16-SigLIP (random init)"
+        siglip = siglip_backbone(args.device)
+        rows.append(
+            (label, bench(siglip, label, REAL_CLASSNAMES, max(1, args.steps // 5), args.device, args.precision))
+        )
     print("| backbone | calprompt step | reference-style step | ratio |")
     print("|---|---|---|---|")
     for label, times in rows:

@@ -24,6 +24,8 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
+from calprompt.clip import bert_text
+from calprompt.clip.families import FamilyLimitError, family_of, text_tower
 from calprompt.clip.kernels import (
     block_at_end,
     expand_prompt,
@@ -70,14 +72,7 @@ class ClipBackbone(nn.Module):
         identity: str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(model, CLIP):
-            fail("model", "an open_clip.model.CLIP (CustomTextCLIP / CoCa text towers are not supported)", type(model))
-        if model.text_pool_type not in ("argmax", "eos"):
-            fail(
-                "model.text_pool_type",
-                "'argmax' or 'eos' (prompt learning pools the end-of-text token)",
-                model.text_pool_type,
-            )
+        self.family = family_of(model)  # refuses what the facade cannot host
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -114,13 +109,26 @@ class ClipBackbone(nn.Module):
         return self._identity
 
     @property
+    def _bert(self) -> bool:
+        return self.family.name == "bert-text"
+
+    @property
+    def text_tower(self) -> nn.Module:
+        """The module holding the text tower's parts (`calprompt.clip.families.text_tower`)."""
+        return text_tower(self.model)
+
+    @property
     def dtype(self) -> torch.dtype:
         """The dtype the towers compute in (open_clip has no ``model.dtype``)."""
-        return self.model.transformer.get_cast_dtype()
+        if self._bert:
+            return bert_text.word_embeddings(self.model.text).weight.dtype
+        return self.text_tower.transformer.get_cast_dtype()
 
     @property
     def device(self) -> torch.device:
-        return self.model.positional_embedding.device
+        if self._bert:
+            return bert_text.word_embeddings(self.model.text).weight.device
+        return self.text_tower.positional_embedding.device
 
     @property
     def logit_scale(self) -> Tensor:
@@ -129,11 +137,15 @@ class ClipBackbone(nn.Module):
 
     @property
     def context_length(self) -> int:
+        if self._bert:  # the tokenizer's (BiomedCLIP: 256), not the tower's position table
+            return int(getattr(self.tokenizer, "context_length", self.model.context_length))
         return int(self.model.context_length)
 
     @property
     def text_width(self) -> int:
-        return int(self.model.token_embedding.embedding_dim)
+        if self._bert:
+            return bert_text.text_width(self.model.text)
+        return int(self.text_tower.token_embedding.embedding_dim)
 
     @property
     def vision_width(self) -> int:
@@ -142,12 +154,17 @@ class ClipBackbone(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        projection = self.model.text_projection
+        if self._bert:
+            return int(self.model.text.output_dim)
+        projection = self.text_tower.text_projection
         return int(projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1])
 
     @property
     def text_layers(self) -> int:
-        return len(self.model.transformer.resblocks)
+        if self._bert:
+            reason = "prompts inside the layers of a Hugging Face text encoder are not placed"
+            raise FamilyLimitError(self.family, "deep text prompts", reason)
+        return len(self.text_tower.transformer.resblocks)
 
     @property
     def vision_layers(self) -> int:
@@ -163,12 +180,19 @@ class ClipBackbone(nn.Module):
 
     def embed_tokens(self, token_ids: Tensor) -> Tensor:
         """Token embeddings (N, L, D) in the compute dtype, without the positional embedding."""
-        return self.model.token_embedding(token_ids).to(self.dtype)
+        if self._bert:
+            return bert_text.word_embeddings(self.model.text)(token_ids)
+        return self.text_tower.token_embedding(token_ids).to(self.dtype)
 
     def eot_positions(self, token_ids: Tensor) -> Tensor:
-        """Index of the end-of-text token of each sequence (N,)."""
-        if self.model.text_pool_type == "eos":
-            return (token_ids == self.model.text_eos_id).int().argmax(dim=-1)
+        """The position each sequence's feature is read at (N,): its end-of-text token, or the last position of the
+        context for towers pooled there (SigLIP)."""
+        if self._bert:
+            return bert_text.last_tokens(self.model.text, token_ids)
+        if self.family.text_pool == "last":
+            return torch.full(token_ids.shape[:1], self.context_length - 1, device=token_ids.device)
+        if self.family.text_pool == "eos":
+            return (token_ids == self.family.eos_id).int().argmax(dim=-1)
         return token_ids.argmax(dim=-1)
 
     def encode_text(self, token_ids: Tensor, *, normalize: bool = False, truncate: bool = True) -> Tensor:
@@ -205,7 +229,15 @@ class ClipBackbone(nn.Module):
             fail(
                 "embeddings/token_ids", "shapes (N, L, D) and (N, L)", (tuple(embeddings.shape), tuple(token_ids.shape))
             )
+        if self._bert:
+            if deep_prompts is not None and any(p is not None for p in deep_prompts):
+                self.text_layers  # noqa: B018 (raises the family's refusal)
+            features = bert_text.encode(self.model.text, embeddings, token_ids, truncate)
+            return F.normalize(features, dim=-1) if normalize else features
         eot = self.eot_positions(token_ids)
+        if int(eot.max()) >= embeddings.shape[1]:
+            fail("token_ids", f"sequences reaching the pooled position {int(eot.max())}", tuple(token_ids.shape))
+        truncate = truncate and self.family.causal_text  # a bidirectional tower's feature reads every position
         length = int(eot.max()) + 1 if truncate else embeddings.shape[1]
         self._check_deep_prompts(deep_prompts, self.text_layers, "deep_prompts")
         prompts = list(deep_prompts) if deep_prompts is not None else []
@@ -230,7 +262,7 @@ class ClipBackbone(nn.Module):
 
     def text_planner(self) -> TextPlanner:
         """The text-pass planner of this backbone's tower with its current lever settings."""
-        return TextPlanner(self.model, self.share_prefixes, self.length_buckets, self.text_memory_budget_mb)
+        return TextPlanner(self.text_tower, self.share_prefixes, self.length_buckets, self.text_memory_budget_mb)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Images
@@ -288,7 +320,12 @@ class ClipBackbone(nn.Module):
     def _vision_transformer(self) -> VisionTransformer:
         visual = self.model.visual
         if not isinstance(visual, VisionTransformer):
-            fail("backbone vision tower", "a VisionTransformer for visual prompts", type(visual).__name__)
+            raise FamilyLimitError(
+                self.family,
+                "visual prompt tokens",
+                f"its image tower is a {self.family.vision}, not open_clip's VisionTransformer (prompt tokens are "
+                "placed inside open_clip ViT blocks only)",
+            )
         return visual
 
     @staticmethod

@@ -10,7 +10,6 @@ import difflib
 import hashlib
 import importlib
 import logging
-import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,9 @@ from torch import Tensor
 
 from calprompt._validation import check_choice, fail
 from calprompt.clip.backbone import ClipBackbone, Preprocess
+from calprompt.clip.families import CLIP_VOCABULARY, OTHER_TOKENIZERS, family_of, refuse_unsupported_architecture
+from calprompt.clip.missing import WeightsNotFoundError, how_to_fix, hub_cache_dir, hub_failure, offline
+from calprompt.clip.transformers_clip import HubTokenizer, is_transformers_name, load_transformers_clip
 from calprompt.plugins import EMBEDDED_BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -30,10 +32,6 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 # Backbones shipped with the package: name -> "module:function(pretrained, device, precision) -> ClipBackbone".
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Pretrained weights could not be found locally or downloaded."""
 
 
 def load_clip(
@@ -50,7 +48,8 @@ def load_clip(
 
     Args:
         name: an open_clip architecture (``"ViT-B-16"``), ``"hf-hub:org/repo"``, ``"local-dir:/path"`` (a folder with
-            ``open_clip_config.json`` and weights), or an embedded model (``"toy"``).
+            ``open_clip_config.json`` and weights), ``"transformers:DIR_OR_HUB_ID"`` (a ``transformers`` ``CLIPModel``
+            with its tokenizer, converted on load; needs ``calprompt[hf]``), or an embedded model (``"toy"``).
         pretrained: for architectures, a hub tag (``"openai"``, ``"laion2b_s34b_b88k"``) or a local weights file (state
             dict, ``.safetensors``, or an OpenAI TorchScript ``.pt`` archive); ``None`` gives random init.
         quick_gelu: force the activation; ``None`` decides from the source (always QuickGELU for OpenAI weights,
@@ -70,8 +69,16 @@ def load_clip(
             )
         model = _create_from_schema(name, device=device, precision=precision, cache_dir=cache_dir)
         return wrap_open_clip_model(model, name=name, pretrained=None)
+    if is_transformers_name(name):
+        if pretrained is not None:
+            fail("pretrained", f"None for '{name}' (its folder or hub id already names the weights)", pretrained)
+        model, tokenizer, preprocess = load_transformers_clip(
+            name, device=device, precision=precision, cache_dir=cache_dir
+        )
+        return wrap_open_clip_model(model, name=name, preprocess=preprocess, tokenizer=tokenizer)
 
     architecture = _resolve_architecture(name)
+    refuse_unsupported_architecture(architecture)
     if pretrained is None:
         logger.info("Building %s with random weights (no `pretrained` given).", architecture)
         model = open_clip.create_model(
@@ -120,15 +127,21 @@ def check_backbone_name(name: str) -> str:
     names (a ``local-dir:`` folder must exist) and open_clip architectures pass."""
     if name in EMBEDDED_BACKBONES or name.startswith("hf-hub:"):
         return name
+    if is_transformers_name(name):
+        if not name.removeprefix("transformers:"):
+            fail("backbone", "'transformers:' followed by a folder or a hub id", name)
+        return name
     if name.startswith("local-dir:"):
         folder = Path(name.removeprefix("local-dir:")).expanduser()
         if not folder.is_dir():
             fail("backbone", f"'local-dir:' and an existing folder ({folder} does not exist)", name)
         return name
     try:
-        return _resolve_architecture(name)
+        architecture = _resolve_architecture(name)
     except ValueError as error:
         raise ValueError(str(error).replace("`name`", "`backbone`", 1)) from None
+    refuse_unsupported_architecture(architecture)
+    return architecture
 
 
 def _resolve_architecture(name: str) -> str:
@@ -139,41 +152,12 @@ def _resolve_architecture(name: str) -> str:
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         fail(
             "name",
-            f"an open_clip architecture, 'hf-hub:...', 'local-dir:...' or one of {sorted(EMBEDDED_BACKBONES)}"
+            "an open_clip architecture, 'hf-hub:...', 'local-dir:...', 'transformers:...' or one of "
+            f"{sorted(EMBEDDED_BACKBONES)}"
             f".{hint} (see `open_clip.list_models()`)",
             name,
         )
     return cleaned
-
-
-def _hub_cache_dir(cache_dir: str | None) -> str:
-    if cache_dir:
-        return cache_dir
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _how_to_fix(hub_repo: str | None, architecture: str) -> str:
-    steps = []
-    if hub_repo:
-        steps.append(
-            f"download once with network access: `hf download {hub_repo.rstrip('/')}` "
-            "(or `huggingface-cli download ...`), then run again"
-        )
-    steps.append(
-        f"or pass a local weights file: `--pretrained /path/to/{architecture}.pt` (OpenAI archives also "
-        "need --trust-torchscript) or a .safetensors/state-dict file"
-    )
-    if _offline():
-        steps.append(
-            "or, if this machine has network access, unset HF_HUB_OFFLINE (it is set, so no download was tried)"
-        )
-    return "; ".join(steps) + "."
 
 
 def _create_from_tag(
@@ -201,14 +185,14 @@ def _create_from_tag(
         )
     except Exception as error:  # open_clip raises RuntimeError/OSError/HF errors: one clear message instead
         where = (
-            f"the Hugging Face cache {_hub_cache_dir(cache_dir)} (repository {hub_repo})"
+            f"the Hugging Face cache {hub_cache_dir(cache_dir)} (repository {hub_repo})"
             if hub_repo
             else cfg.get("url", "its download URL")
         )
         raise WeightsNotFoundError(
             f"Could not load pretrained weights '{architecture}' / '{tag}': looked in {where}"
-            f"{' with HF_HUB_OFFLINE set' if _offline() else ''} ({type(error).__name__}: {error}). "
-            f"To fix: {_how_to_fix(hub_repo, architecture)}"
+            f"{' with HF_HUB_OFFLINE set' if offline() else ''} ({type(error).__name__}: {error}). "
+            f"To fix: {how_to_fix(hub_repo, architecture)}"
         ) from error
 
 
@@ -264,15 +248,10 @@ def _create_from_schema(name: str, *, device: str | torch.device, precision: str
                 f"but {folder / 'open_clip_config.json'} does not exist. Point local-dir: at such a folder."
             )
         return open_clip.create_model(name, device=device, precision=precision)
-    repo = name.removeprefix("hf-hub:")
     try:
         return open_clip.create_model(name, device=device, precision=precision, cache_dir=cache_dir)
     except Exception as error:
-        raise WeightsNotFoundError(
-            f"Could not load '{name}': looked in the Hugging Face cache {_hub_cache_dir(cache_dir)} for repository "
-            f"{repo}{' with HF_HUB_OFFLINE set' if _offline() else ''} ({type(error).__name__}: {error}). "
-            f"To fix: {_how_to_fix(repo, repo)}"
-        ) from error
+        raise hub_failure(name, name.removeprefix("hf-hub:"), cache_dir, error) from error
 
 
 def preprocess_of(model: CLIP) -> Preprocess:
@@ -285,6 +264,21 @@ def preprocess_of(model: CLIP) -> Preprocess:
     return Preprocess(image_size=int(size), mean=mean, std=std, interpolation=cfg.get("interpolation", "bicubic"))
 
 
+def _open_clip_hf_tokenizer(name: str, model: CLIP) -> HubTokenizer:
+    """The Hugging Face tokenizer open_clip records for ``name`` (BERT-text towers), with open_clip's context length."""
+    try:
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as error:  # open_clip/transformers raise OSError, ValueError, HF errors
+        raise WeightsNotFoundError(
+            f"Could not load the tokenizer of '{name}' ({type(error).__name__}: {error}). Download it once with "
+            "network access, or pass `tokenizer=` to wrap_open_clip_model."
+        ) from error
+    inner = getattr(tokenizer, "tokenizer", None)
+    if inner is None:
+        fail(f"{name} tokenizer", "a Hugging Face tokenizer for its BERT text tower", type(tokenizer).__name__)
+    return HubTokenizer(inner, context_length=int(getattr(tokenizer, "context_length", model.context_length)))
+
+
 def wrap_open_clip_model(
     model: CLIP,
     *,
@@ -294,19 +288,13 @@ def wrap_open_clip_model(
     identity: str | None = None,
     tokenizer: Callable[..., Tensor] | None = None,
 ) -> ClipBackbone:
-    """Freeze an open_clip ``CLIP`` behind the backbone interface, with the standard CLIP tokenizer."""
-    if not isinstance(model, CLIP):
-        fail(
-            name,
-            "a CLIP model with the standard text tower (CustomTextCLIP/CoCa are not supported)",
-            type(model).__name__,
-        )
-    if model.vocab_size != 49408:
-        fail(
-            f"{name} vocab_size",
-            "49408 (the CLIP BPE tokenizer; other tokenizers are not supported yet)",
-            model.vocab_size,
-        )
+    """Freeze an open_clip ``CLIP`` behind the backbone interface, with ``tokenizer`` (by default the standard CLIP
+    tokenizer, which needs the 49408-token vocabulary)."""
+    family = family_of(model)  # refuses a family the facade does not host, naming it
+    if tokenizer is None and family.name == "bert-text":
+        tokenizer = _open_clip_hf_tokenizer(name, model)
+    if tokenizer is None and model.vocab_size != CLIP_VOCABULARY:
+        fail(f"{name} vocab_size", f"{CLIP_VOCABULARY} (CLIP's BPE tokenizer; {OTHER_TOKENIZERS})", model.vocab_size)
     tokenizer = tokenizer or SimpleTokenizer(context_length=model.context_length)
     return ClipBackbone(
         model,

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP
 from torch import Tensor, nn
 
 from calprompt._validation import fail
@@ -105,7 +104,7 @@ class TextPlanner:
     keep before its rows are recomputed in chunks.
     """
 
-    model: CLIP
+    model: nn.Module  # the text tower's module (`calprompt.clip.families.text_tower`)
     share_prefixes: bool | None
     length_buckets: bool | None
     memory_budget_mb: float
@@ -156,6 +155,8 @@ class TextPlanner:
         must span all rows (CoCoOp's per-image groups keep one group); no group is shorter than ``floor``.
         """
         rows = eot.shape[0]
+        if self.model.attn_mask is None:
+            return None  # bidirectional: a row's feature reads every position, so it is never truncated
         if self.length_buckets is False or rows < 2 or (shared is not None and shared.group_size not in (1, rows)):
             return None
         lengths = [max(int(e) + 1, floor) for e in eot.tolist()]
@@ -270,7 +271,7 @@ class _RowEncoder:
 
     def __init__(
         self,
-        model: CLIP,
+        model: nn.Module,
         eot: Tensor,
         prompts: list[Tensor | None],
         prompt_start: int,
@@ -327,6 +328,8 @@ class _RowEncoder:
             x = model.ln_final(x)
             pooled = x[torch.arange(x.shape[0], device=x.device), self.eot[rows] - offset]  # (n, D)
         projection = model.text_projection
+        if projection is None:
+            return pooled
         return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
 

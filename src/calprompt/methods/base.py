@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from calprompt._validation import check_dataclass_keys, fail, fail_unknown
 from calprompt.clip.backbone import ClipBackbone
+from calprompt.clip.families import FamilyLimitError
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,14 @@ class PromptMethod(nn.Module, ABC):
         self.backbone = backbone
         self.config = config
         self._classnames: tuple[str, ...] = ()
-        self.init_parameters(tuple(classnames))
-        self.set_classnames(classnames)
+        try:
+            self.init_parameters(tuple(classnames))
+            self.set_classnames(classnames)
+        except FamilyLimitError as error:  # one line naming the method and the family
+            raise ValueError(
+                f"Method '{self.name}' cannot run on backbone '{backbone.name}': {error}. Use a method without "
+                "that need (e.g. coop, kgcoop, zeroshot) or a backbone of another family."
+            ) from None
 
     def init_parameters(self, classnames: tuple[str, ...]) -> None:
         """Create the learnable parameters (called once, before the first :meth:`build_prompts`)."""

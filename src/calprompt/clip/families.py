@@ -1,0 +1,117 @@
+"""Backbone families: which towers the facade hosts, and what each can do for a prompt method.
+
+A family is named from the model itself (never from a user string), so that a method or a lever the towers cannot
+host is refused with one line that names the family and the reason, before any training. The levers of
+`calprompt.clip.text_plan` are exact only for a causal text tower (`Family.causal_text`); visual prompt tokens need
+open_clip's own ``VisionTransformer`` (`Family.visual_prompts`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NoReturn
+
+import open_clip
+from open_clip.model import CLIP, CustomTextCLIP
+from open_clip.transformer import TextTransformer, VisionTransformer
+from torch import nn
+
+from calprompt._validation import fail
+from calprompt.clip import bert_text
+
+SUPPORTED = (
+    "CLIP (open_clip CLIP with a ViT or ResNet image tower; transformers CLIPModel, converted)",
+    "SigLIP-style (open_clip CustomTextCLIP: bidirectional text pooled at the last token, timm image tower)",
+    "EVA-CLIP (timm EVA image tower, CLIP text tower)",
+    "BERT-text CLIP (open_clip CustomTextCLIP with a Hugging Face BERT text encoder: BiomedCLIP, QuiltNet-PMB)",
+)
+
+CLIP_VOCABULARY = 49408  # CLIP's BPE tokenizer, the one open_clip architectures get here
+OTHER_TOKENIZERS = (
+    "its own tokenizer (e.g. SigLIP's SentencePiece, without a start token) is not hooked yet: use a "
+    "transformers: checkpoint, which brings its tokenizer, or a model with CLIP's vocabulary"
+)
+_COCA = "a CoCa model (contrastive + captioning: its text tower feeds a multimodal decoder)"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a backbone's towers are, as far as prompt methods care."""
+
+    name: str
+    causal_text: bool  # the exact text levers (truncation, length groups, shared prefix) apply
+    visual_prompts: bool  # visual prompt tokens can be placed inside its image tower's blocks
+    vision: str  # the image tower, in words (for error messages)
+    text_pool: str = "argmax"  # where the text feature is read: "argmax"/"eos" (end of text), "last" (position)
+    eos_id: int | None = None  # the end-of-text id for "eos" pooling
+
+
+def text_tower(model: nn.Module) -> nn.Module:
+    """The module holding the text tower's parts (``token_embedding``, ``positional_embedding``, ``transformer``,
+    ``ln_final``, ``text_projection``, ``attn_mask``): open_clip's ``CLIP`` itself, a ``CustomTextCLIP``'s ``text``."""
+    return model if isinstance(model, CLIP) else model.text
+
+
+class FamilyLimitError(ValueError):
+    """A backbone family cannot host what was asked of it (a method adds the method's name to the message)."""
+
+    def __init__(self, family: Family, need: str, reason: str) -> None:
+        self.family, self.need, self.reason = family, need, reason
+        super().__init__(f"backbone family '{family.name}' cannot host {need}: {reason}")
+
+
+def family_of(model: nn.Module) -> Family:
+    """The family of an open_clip model, or a one-line refusal naming what it is and what is supported."""
+    visual = getattr(model, "visual", None)
+    is_vit = isinstance(visual, VisionTransformer)
+    vision = type(visual).__name__ if not is_vit else "open_clip VisionTransformer"
+    if isinstance(model, CLIP):
+        name = "clip" if is_vit else "clip-resnet" if type(visual).__name__ == "ModifiedResNet" else "clip-other"
+        causal = model.attn_mask is not None
+        pool, eos_id = model.text_pool_type, getattr(model, "text_eos_id", None)
+    elif type(model) is CustomTextCLIP and isinstance(model.text, TextTransformer):
+        text = model.text
+        if text.cls_emb is not None or text.use_pad_mask:
+            refuse_family("CustomTextCLIP", "a text tower with an appended class token or a padding mask")
+        trunk = type(getattr(visual, "trunk", None)).__name__
+        vision = f"timm {trunk}" if trunk != "NoneType" else vision
+        causal = text.attn_mask is not None
+        name = "eva" if trunk == "Eva" else "siglip" if not causal else "custom-text-clip"
+        pool, eos_id = text.pool_type, text.eos_id
+    elif type(model) is CustomTextCLIP and bert_text.is_bert_text(model.text):
+        reason = bert_text.check_hosted(model.text)
+        if reason:
+            refuse_family("CustomTextCLIP", reason)
+        causal, name, pool, eos_id = False, "bert-text", "bert", None
+    else:
+        refuse_family(type(model).__name__, _reason(model))
+    pools = ("argmax", "eos") if causal else ("argmax", "eos", "last", "bert")
+    if pool not in pools:
+        refuse_family(type(model).__name__, f"a text tower pooled by '{pool}' (prompt learning reads one of {pools})")
+    return Family(name, causal, visual_prompts=is_vit, vision=vision, text_pool=pool, eos_id=eos_id)
+
+
+def _reason(model: nn.Module) -> str:
+    if type(model).__name__ == "CoCa":
+        return _COCA
+    return f"an open_clip {type(model).__name__}"
+
+
+def refuse_family(what: str, reason: str) -> NoReturn:
+    fail("backbone family", f"one of: {'; '.join(SUPPORTED)}", f"{what}: {reason}")
+
+
+def refuse_unsupported_architecture(architecture: str) -> None:
+    """Refuse, from its config alone (nothing is built or downloaded), an open_clip architecture of a family the
+    facade does not host."""
+    cfg = open_clip.get_model_config(architecture) or {}
+    if "multimodal_cfg" in cfg:
+        refuse_family(
+            architecture, "a CoCa model (contrastive + captioning, its text tower feeds a multimodal decoder)"
+        )
+    vocabulary = cfg.get("text_cfg", {}).get("vocab_size", CLIP_VOCABULARY)
+    if vocabulary != CLIP_VOCABULARY and not cfg.get("text_cfg", {}).get("hf_model_name"):
+        refuse_family(architecture, f"a {vocabulary}-token vocabulary; {OTHER_TOKENIZERS}")
+    hf_text = cfg.get("text_cfg", {}).get("hf_model_name")
+    if hf_text and "bert" not in hf_text.lower().replace("roberta", ""):
+        refuse_family(architecture, f"a CLIP with the Hugging Face text encoder {hf_text} (hosted: BERT)")

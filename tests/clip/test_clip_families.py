@@ -1,0 +1,74 @@
+"""Backbone families: what the facade hosts, and one-line refusals naming the family (and the method) otherwise."""
+
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+
+from calprompt.clip import Preprocess, load_clip, wrap_open_clip_model
+from calprompt.clip.loading import check_backbone_name
+from calprompt.methods import build_method
+
+# A tiny CLIP with a ModifiedResNet image tower (open_clip's RN50 layout, one bottleneck per stage).
+TINY_RESNET_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def resnet_backbone():
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_RESNET_CFG).eval()
+    return wrap_open_clip_model(model, name="tiny-rn", preprocess=Preprocess(image_size=32))
+
+
+def _one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("name", ["coca_ViT-B-32", "coca_roberta-ViT-B-32"])
+def test_coca_is_refused_by_name_before_anything_is_built(name):
+    for load in (load_clip, check_backbone_name):
+        with pytest.raises(ValueError, match="backbone family") as error:
+            load(name)
+        message = _one_line(error)
+        assert name in message and "CoCa" in message and "SigLIP" in message  # what it is, and what is supported
+
+
+def test_other_hugging_face_text_encoders_are_refused_naming_them():
+    """BERT text towers are hosted (test_clip_bert_text); RoBERTa's positions from inputs_embeds are not checked."""
+    with pytest.raises(ValueError, match="hosted: BERT") as error:
+        check_backbone_name("roberta-ViT-B-32")
+    assert "roberta-ViT-B-32" in _one_line(error) and "roberta-base" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"])
+def test_siglip_checkpoints_with_their_own_tokenizer_are_refused_before_building(name):
+    """The real SigLIP vocabularies (SentencePiece/Gemma) are not hooked: refused from the config, in milliseconds."""
+    with pytest.raises(ValueError, match="tokenizer") as error:
+        load_clip(name)
+    assert name in _one_line(error) and "vocabulary" in str(error.value)
+
+
+@pytest.mark.parametrize("method", ["vpt", "maple", "ivlp"])
+def test_visual_prompts_on_a_convolutional_tower_name_the_method_and_the_family(resnet_backbone, method):
+    assert resnet_backbone.family.name == "clip-resnet" and not resnet_backbone.family.visual_prompts
+    with pytest.raises(ValueError, match=f"Method '{method}'") as error:
+        build_method(method, resnet_backbone, ["dog", "cat"])
+    message = _one_line(error)
+    assert "clip-resnet" in message and "ModifiedResNet" in message and "visual prompt tokens" in message
+
+
+def test_text_methods_run_on_a_convolutional_tower(resnet_backbone):
+    """CoOp needs only the text tower: it builds and gives logits on the ResNet family."""
+    method = build_method("coop", resnet_backbone, ["dog", "cat"])
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = resnet_backbone.encode_image(images)
+        torch.testing.assert_close(features, resnet_backbone.model.encode_image(images), rtol=0, atol=0)
+        assert method(image_features=features).logits.shape == (2, 2)
