@@ -91,7 +91,7 @@ def predict(
                 if text is None:
                     chunks.append(method(image_features=batch).logits.float().cpu())
                 else:
-                    chunks.append(method.logits(batch, text).float().cpu())
+                    chunks.append(method.logits(method.image_head(batch), text).float().cpu())
         else:
             chunks = []
             batches = view_batches(
