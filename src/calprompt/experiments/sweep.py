@@ -9,7 +9,8 @@ A sweep file::
       recipe: fast
     matrix:                     # the cartesian product of these lists (a scalar is a list of one)
       dataset: [toy, toy-texture]
-      method: "*"               # every registered method that has a recipe for the dataset
+      method: "*"               # every registered method that has a recipe for the dataset (class-specific ones,
+                                # which cannot name novel classes, under protocol: all)
       calibration: [none, ours]
       seed: [1, 2, 3]
       method.n_ctx: [4]         # a dotted key sets one method option (calibration.KEY: one constant)
@@ -182,18 +183,33 @@ def expand(spec: SweepSpec, notes: list[str] | None = None) -> list[dict[str, An
 
 
 def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]) -> list[dict[str, Any]]:
-    """Expand ``method: "*"`` into every registered method with a recipe for the run's dataset (noting the others)."""
+    """Expand ``method: "*"`` into every registered method with a recipe for the run's dataset (noting the others).
+
+    A class-specific method (one weight per class) cannot name the unseen classes of a protocol such as
+    base-to-novel: it is planned under ``protocol: all`` instead (noted), and reports mark its novel columns n/a.
+    """
     if run.get("method", base.get("method")) != EVERY_METHOD:
         return [run]
-    from calprompt.methods import available_methods
+    from calprompt.experiments.protocols import get_protocol
+    from calprompt.methods import available_methods, get_method
 
     dataset = run.get("dataset", base.get("dataset", RunConfig.dataset))
     recipe = run.get("recipe", base.get("recipe", RunConfig.recipe))
+    protocol = run.get("protocol", base.get("protocol", RunConfig.protocol))
     explicit = all(run.get(k, base.get(k)) is not None for k in ("epochs", "batch_size", "lr"))
     expanded = []
     for method in available_methods():
         if explicit or has_recipe(recipe, method, dataset):
-            expanded.append({**run, "method": method})
+            planned = {**run, "method": method}
+            if get_method(method).class_specific and get_protocol(protocol).evaluates_unseen_classes:
+                planned["protocol"] = "all"
+                note = (
+                    f"planned class-specific method {method!r} under protocol 'all' instead of {protocol!r}: it "
+                    "learns one weight per class and cannot name unseen classes (reports mark its novel columns n/a)"
+                )
+                if note not in notes:
+                    notes.append(note)
+            expanded.append(planned)
         else:
             note = f"skipped method {method!r} on {dataset}: it has no {recipe!r} recipe for this dataset"
             if note not in notes:

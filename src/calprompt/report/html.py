@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._io import write_atomic
-from calprompt.report.tables import Table
+from calprompt.report.tables import NOT_APPLICABLE, Table
 
 # Everything is inline: no request may leave the page (images are data: URIs, the style sheet is a <style> block).
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -31,6 +31,7 @@ figcaption { font-size: 0.85em; color: #555; }
 img { max-width: 100%; }
 pre { background: #f7f7f7; padding: 0.5em; font-size: 0.8em; overflow-x: auto; }
 .failed { color: #a00; }
+.note { font-size: 0.85em; color: #555; margin-top: -1em; }
 """
 
 
@@ -43,6 +44,7 @@ def _table_html(table: Table) -> str:
     return (
         f"<h3>{html.escape(table.title)}</h3>\n<table class='results'><thead><tr><th></th>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
+        + "".join(f"<p class='note'>{NOT_APPLICABLE}: {html.escape(note)}</p>" for note in table.notes)
     )
 
 

@@ -6,6 +6,10 @@ that tell its row apart from other runs' (``row``). :func:`collect` groups runs 
 reduce each (row, dataset) to mean ± sample std over seeds. The average over datasets is taken per seed first
 (over the datasets that seed has for that row, only when it has all of them), then summarised over seeds, as the
 published 11-dataset averages are.
+
+A run that records why it has no novel classes (``metrics.json["skipped"]["novel"]``: a class-specific method, tuned
+and evaluated on every class) shows "n/a" in its novel and HM columns, and the reason under the table: never a blank
+that reads as a missing run, never a number.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from typing import Any
 
 from calprompt.conventions import BASE, NOVEL, POSTHOC_VARIANTS, TARGET_PREFIX, target_key
 from calprompt.metrics.classification import harmonic_mean
+
+#: What a cell shows for a split that does not apply to its row (novel classes of a class-specific method).
+NOT_APPLICABLE = "n/a"
 
 # (column title, metrics.json key, report field): the single-dataset table of `calprompt grid`.
 BASE_NOVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -56,7 +63,8 @@ def base_novel_table(
 ) -> str:
     """A markdown table: one row per label, each cell the mean ± std over that row's runs' ``metrics.json``.
 
-    Cells whose split is missing from a run (e.g. novel classes under the ``all`` protocol) are left empty.
+    Cells whose split is missing from a run (e.g. novel classes under the ``all`` protocol) are left empty, or
+    "n/a" when the runs record why the split does not apply (``skipped``).
     """
     header = "| | " + " | ".join(title for title, _, _ in columns) + " |"
     lines = [header, "|---" * (len(columns) + 1) + "|"]
@@ -64,7 +72,8 @@ def base_novel_table(
         cells = []
         for _, split, field_name in columns:
             values = [run[split][field_name] for run in runs if run.get(split)]
-            cells.append(format_cell(values) if values else "")
+            not_applicable = any(run.get("skipped", {}).get(split) for run in runs)
+            cells.append(format_cell(values) if values else (NOT_APPLICABLE if not_applicable else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -100,6 +109,7 @@ class Results:
     datasets: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)  # transfer targets (``eval:<dataset>`` keys)
     configs: dict[RowKey, dict[str, Any]] = field(default_factory=dict)  # one example config per training row
+    not_applicable: dict[RowKey, str] = field(default_factory=dict)  # row -> why it has no novel classes
 
     @property
     def rows(self) -> list[RowKey]:
@@ -137,6 +147,9 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
                 continue  # DAC was the identity (tuned text = zero-shot text): the row would repeat another
             split_reports = {BASE: metrics.get(base_key), NOVEL: metrics.get(novel_key) if has_novel else None}
             key = RowKey(config["method"], config["calibration"], suffix, shown)
+            reason = metrics.get("skipped", {}).get(NOVEL)
+            if reason and not has_novel:
+                results.not_applicable[key] = reason
             if not suffix:
                 split_reports.update({_target_key(k): v for k, v in metrics.items() if k.startswith(TARGET_PREFIX)})
                 results.configs.setdefault(key, dict(config))
@@ -212,13 +225,19 @@ def _text(value: Any) -> str:
 # Tables
 @dataclass(frozen=True)
 class Cell:
-    """Per-seed values of one table cell, as fractions (or plain numbers)."""
+    """Per-seed values of one table cell, as fractions (or plain numbers); ``note`` is shown without values
+    (`NOT_APPLICABLE`)."""
 
     values: tuple[float, ...]
+    note: str = ""
 
     @property
     def text(self) -> str:
-        return format_cell(self.values) if self.values else ""
+        return format_cell(self.values) if self.values else self.note
+
+    @property
+    def shown(self) -> bool:
+        return bool(self.values or self.note)
 
 
 @dataclass(frozen=True)
@@ -226,11 +245,12 @@ class Table:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, tuple[Cell, ...]], ...]
+    notes: tuple[str, ...] = ()  # "row: why its n/a cells do not apply", shown under the table
 
     def to_markdown(self) -> str:
         lines = [f"| {self.title} | " + " | ".join(self.columns) + " |", "|---" * (len(self.columns) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(cell.text for cell in cells) + " |" for label, cells in self.rows]
-        return "\n".join(lines)
+        return "\n".join(lines + ([""] if self.notes else []) + [f"{NOT_APPLICABLE}: {note}" for note in self.notes])
 
 
 def _value(reports: Mapping[str, Any], split: str, field_name: str) -> float | None:
@@ -254,6 +274,19 @@ def _average(results: Results, key: RowKey, split: str, field_name: str) -> Cell
     return Cell(tuple(statistics.fmean(values[seed] for values in per_dataset) for seed in sorted(seeds)))
 
 
+def _marked(results: Results, key: RowKey, split: str, cell: Cell) -> Cell:
+    """``cell``, or "n/a" where it is empty because the split does not apply to the row (see the module docstring)."""
+    if cell.values or split not in (NOVEL, "hm") or key not in results.not_applicable:
+        return cell
+    return Cell((), NOT_APPLICABLE)
+
+
+def _notes(results: Results, rows: Sequence[tuple[str, tuple[Cell, ...]]], keys: Sequence[RowKey]) -> tuple[str, ...]:
+    shown = {label for label, cells in rows if any(cell.note for cell in cells)}
+    notes = {f"{key.label}: {results.not_applicable[key]}" for key in keys if key.label in shown}
+    return tuple(sorted(notes))
+
+
 def quantity_table(results: Results, title: str, split: str, field_name: str) -> Table:
     """One quantity (e.g. novel ECE): rows x (datasets + average over datasets)."""
     rows = []
@@ -261,10 +294,11 @@ def quantity_table(results: Results, title: str, split: str, field_name: str) ->
         cells = [Cell(tuple(_per_seed(results, key, d, split, field_name).values())) for d in results.datasets]
         if len(results.datasets) > 1:
             cells.append(_average(results, key, split, field_name))
-        if any(cell.values for cell in cells):
+        cells = [_marked(results, key, split, cell) for cell in cells]
+        if any(cell.shown for cell in cells):
             rows.append((key.label, tuple(cells)))
     columns = (*results.datasets, "average") if len(results.datasets) > 1 else tuple(results.datasets)
-    return Table(title, columns, tuple(rows))
+    return Table(title, columns, tuple(rows), _notes(results, rows, results.rows))
 
 
 def summary_table(results: Results) -> Table:
@@ -273,14 +307,19 @@ def summary_table(results: Results) -> Table:
     rows = []
     for key in results.rows:
         cells = tuple(
-            _average(results, key, split, field_name)
-            if len(results.datasets) > 1
-            else Cell(tuple(_per_seed(results, key, results.datasets[0], split, field_name).values()))
+            _marked(
+                results,
+                key,
+                split,
+                _average(results, key, split, field_name)
+                if len(results.datasets) > 1
+                else Cell(tuple(_per_seed(results, key, results.datasets[0], split, field_name).values())),
+            )
             for _, split, field_name in QUANTITIES
         )
         if any(cell.values for cell in cells):
             rows.append((key.label, cells))
-    return Table(scope, tuple(title for title, _, _ in QUANTITIES), tuple(rows))
+    return Table(scope, tuple(title for title, _, _ in QUANTITIES), tuple(rows), _notes(results, rows, results.rows))
 
 
 def transfer_table(results: Results, field_name: str) -> Table:
