@@ -128,7 +128,8 @@ def check_method_fits(
     why = f"{config.method} learns one weight per class and cannot name classes it was not tuned on"
     protocol = get_protocol(config.protocol)
     if protocol.evaluates_unseen_classes:
-        fail("protocol", f"'all' for method {config.method!r} ({why}); use protocol: all (--protocol all)", config.protocol)
+        expected = f"'all' for method {config.method!r} ({why}); use protocol: all (--protocol all)"
+        fail("protocol", expected, config.protocol)
     needs = build_objective(config.calibration, **config.calibration_options).needs
     if needs & set(OUTLIER_INPUTS):
         fail(
