@@ -15,7 +15,7 @@ from calprompt.experiments.config import RunConfig
 from calprompt.experiments.protocols import check_method_fits
 from calprompt.experiments.settings import run_config
 from calprompt.experiments.store import ResultsStore
-from calprompt.experiments.sweep import SweepSpec, plan_sweep, run_sweep
+from calprompt.experiments.sweep import SweepSpec, load_sweep, plan_sweep, run_sweep
 from calprompt.methods import available_methods, get_method
 from calprompt.report.build import write_report
 
@@ -60,6 +60,17 @@ def test_every_method_sweep_plans_class_specific_methods_under_protocol_all(tmp_
         assert sum("class-specific method" in note for note in plan.notes) == len(CLASS_SPECIFIC)
     spec = SweepSpec.from_dict({"base": {**base, "protocol": "all"}, "matrix": {"method": "*"}})
     assert not any("class-specific" in note for note in plan_sweep(spec, tmp_path).notes)
+
+
+def test_every_method_sweep_drops_targets_of_another_class_count(tmp_path):
+    """The shipped transfer sweep (ImageNet -> 10 datasets and 4 variants): a class-specific method keeps the
+    targets with ImageNet's 1000 classes (V2, Sketch); the others are dropped with a note, not failed runs."""
+    plan = plan_sweep(load_sweep("paper-transfer").with_base({"root": str(tmp_path)}), tmp_path / "store")
+    targets = {run.config.method: run.config.eval_datasets for run in plan.runs}
+    for method in CLASS_SPECIFIC:
+        assert targets[method] == ("imagenet_v2", "imagenet_sketch"), method
+    assert len(targets["coop"]) == 14 and len(targets["clip_adapter"]) == 14
+    assert sum("dropped transfer targets" in note for note in plan.notes) == len(CLASS_SPECIFIC)
 
 
 def test_a_base_to_novel_sweep_runs_and_reports_a_class_specific_method(toy_weights, tmp_path, cache_env):

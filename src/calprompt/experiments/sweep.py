@@ -187,6 +187,8 @@ def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]
 
     A class-specific method (one weight per class) cannot name the unseen classes of a protocol such as
     base-to-novel: it is planned under ``protocol: all`` instead (noted), and reports mark its novel columns n/a.
+    Its transfer targets with another number of classes are dropped (noted; one with as many classes is checked
+    against the tuned class list when the run reads its data).
     """
     if run.get("method", base.get("method")) != EVERY_METHOD:
         return [run]
@@ -209,12 +211,38 @@ def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]
                 )
                 if note not in notes:
                     notes.append(note)
+            if get_method(method).class_specific:
+                planned.update(
+                    _same_class_targets(method, dataset, run.get("eval_datasets", base.get("eval_datasets")), notes)
+                )
             expanded.append(planned)
         else:
             note = f"skipped method {method!r} on {dataset}: it has no {recipe!r} recipe for this dataset"
             if note not in notes:
                 notes.append(note)
     return expanded
+
+
+def _same_class_targets(method: str, dataset: str, targets: Any, notes: list[str]) -> dict[str, Any]:
+    """``{"eval_datasets": kept}`` without the targets whose registered class count differs from ``dataset``'s (a
+    class-specific ``method`` cannot name their classes); ``{}`` when none is dropped."""
+    from calprompt.data import get_dataset_spec
+
+    if not isinstance(targets, list | tuple):
+        return {}
+    count = get_dataset_spec(dataset).num_classes
+    kept = [
+        t
+        for t in targets
+        if None in (count, get_dataset_spec(t).num_classes) or get_dataset_spec(t).num_classes == count
+    ]
+    dropped = [t for t in targets if t not in kept]
+    if not dropped:
+        return {}
+    note = f"dropped transfer targets {dropped} of class-specific method {method!r}: their classes are not {dataset}'s"
+    if note not in notes:
+        notes.append(note)
+    return {"eval_datasets": kept}
 
 
 def build_config(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "<sweep>") -> RunConfig:
