@@ -15,20 +15,13 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from calprompt.clip.zeroshot import zero_shot_text_features
-from calprompt.conventions import check_template
-from calprompt.methods.base import MethodConfig, PromptMethod
+from calprompt.methods.base import PromptMethod
+from calprompt.methods.zeroshot import ZeroShotConfig
 
 
 @dataclass(frozen=True)
-class ClassWeightsConfig(MethodConfig):
-    """The template(s) of the zero-shot class weights the method starts from."""
-
-    template: str = "a photo of a {}."
-    extra_templates: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for template in (self.template, *self.extra_templates):
-            check_template(template, "template")
+class ClassWeightsConfig(ZeroShotConfig):
+    """The template(s) of the zero-shot class weights the method starts from (zero-shot CLIP's settings)."""
 
 
 class ClassWeightsMethod(PromptMethod):
