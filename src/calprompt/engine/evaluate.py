@@ -101,6 +101,6 @@ def predict(
                 if text is None:
                     chunks.append(method(images).logits.float().cpu())
                 else:
-                    image_features = F.normalize(method.encode_image(images), dim=-1)
+                    image_features = method.image_head(F.normalize(method.encode_image(images), dim=-1))
                     chunks.append(method.logits(image_features, text).float().cpu())
     return Predictions(torch.cat(chunks), labels, None if text is None else text.float().cpu())
