@@ -66,10 +66,11 @@ def test_train_writes_metrics_for_base_and_novel(toy_weights, tmp_path, cache_en
     assert shifted["dataset"] == "toy-domain" and shifted["report"]["n_classes"] == 48
 
 
-@pytest.mark.parametrize("method", ["coop", "prograd"])  # ProGrad: its own update rule resumes exactly too
-def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env, method):
+# ProGrad: its own update rule resumes exactly too; CLAP: its multipliers are method state set before training.
+@pytest.mark.parametrize(("method", "extra"), [("coop", ()), ("prograd", ()), ("clap", ("--protocol", "all"))])
+def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env, method, extra):
     """SIGKILL after the first epoch's checkpoint, start again: the final prompts equal an uninterrupted run's."""
-    command = [sys.executable, "-m", "calprompt.cli", *_train_args(toy_weights, tmp_path / "cut")]
+    command = [sys.executable, "-m", "calprompt.cli", *_train_args(toy_weights, tmp_path / "cut", *extra)]
     command[command.index("3")] = "6"  # more epochs, so that the kill lands mid-run
     command[command.index("coop")] = method
     process = subprocess.Popen(command, env=cache_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -84,12 +85,12 @@ def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env
     assert epoch_at_kill < 5 and not (tmp_path / "cut" / "metrics.json").exists()
 
     subprocess.run(command, env=cache_env, check=True, capture_output=True)
-    full = [*command[:-1], str(tmp_path / "full")]
+    full = [str(tmp_path / "full") if arg == str(tmp_path / "cut") else arg for arg in command]
     subprocess.run(full, env=cache_env, check=True, capture_output=True)
     resumed = load_file(str(tmp_path / "cut" / "prompt.safetensors"))
     uninterrupted = load_file(str(tmp_path / "full" / "prompt.safetensors"))
-    assert resumed.keys() == uninterrupted.keys() == {"ctx"}
-    assert torch.equal(resumed["ctx"], uninterrupted["ctx"])
+    assert resumed.keys() == uninterrupted.keys() == {"prototypes" if method == "clap" else "ctx"}
+    assert all(torch.equal(resumed[key], uninterrupted[key]) for key in resumed)
 
 
 def test_bad_option_is_a_clear_error(toy_weights, tmp_path, cache_env):

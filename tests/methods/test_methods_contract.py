@@ -143,6 +143,7 @@ def _train(backbone, name, *, epochs=3, checkpoint_dir=None, progress=None, feat
 
 def test_every_builtin_method_is_in_the_suite():
     builtin = {"zeroshot", "coop", "cocoop", "kgcoop", "prograd", "maple", "ivlp", "vpt", "promptsrc"}
+    builtin |= {"clip_adapter", "zslp", "clap", "taskres"}
     assert {*builtin, "probe"} <= set(ALL)
 
 
@@ -187,13 +188,23 @@ def test_save_load_round_trip_is_exact(tiny_backbone, name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_class_list_switch_keeps_the_learned_prompts(tiny_backbone, name):
+    """A method switches class lists and back without losing anything; a class-specific one refuses any other list
+    (one weight per class: it cannot name a new class) and is left as it was."""
     splits = synthetic_splits(num_classes=6)
     base, novel = splits.classnames[:4], splits.classnames[4:]
     method = _build(tiny_backbone, name, base)
     images = _images()
     before = method(images).logits
-    method.set_classnames(novel)
-    assert method(images).logits.shape == (3, 2)
+    if method.class_specific:
+        for other in (novel, (*base[:3], novel[0]), base[::-1]):
+            with pytest.raises(ValueError, match=f"classnames of {name}.*protocol: all"):
+                method.set_classnames(other)
+        with pytest.raises(ValueError, match="can name other classes"):
+            method.encode_text_for(OUTLIER_NAMES)
+        assert method.classnames == tuple(base)
+    else:
+        method.set_classnames(novel)
+        assert method(images).logits.shape == (3, 2)
     method.set_classnames(base)
     assert torch.equal(method(images).logits, before)
 

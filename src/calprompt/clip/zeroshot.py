@@ -27,10 +27,12 @@ def zero_shot_text_features(
     *,
     batch_size: int = 512,
     normalize_each: bool = True,
+    normalize: bool = True,
 ) -> Tensor:
     """L2-normalised (C, D) class text features; with several templates, the normalised mean of their features.
 
-    ``normalize_each=False`` averages the raw (unnormalised) features instead, as PromptSRC's teacher does.
+    ``normalize_each=False`` averages the raw (unnormalised) features instead, as PromptSRC's teacher does;
+    ``normalize=False`` returns that mean itself, unnormalised (the class weights that TaskRes adds its residual to).
     """
     templates = [templates] if isinstance(templates, str) else list(templates)
     if not classnames or not templates:
@@ -42,4 +44,4 @@ def zero_shot_text_features(
         ids = backbone.tokenize(prompts[start : start + batch_size])
         chunks.append(backbone.encode_text(ids, normalize=normalize_each).float())
     features = torch.cat(chunks).view(len(templates), len(classnames), -1)  # (T, C, D)
-    return F.normalize(features.sum(dim=0), dim=-1)
+    return F.normalize(features.sum(dim=0), dim=-1) if normalize else features.mean(dim=0)

@@ -94,7 +94,7 @@ def predict(
                 if text is None:
                     chunks.append(method(image_features=batch).logits.float().cpu())
                 else:
-                    chunks.append(method.logits(batch, text).float().cpu())
+                    chunks.append(method.logits(method.image_head(batch), text).float().cpu())
         else:
             chunks, image_chunks = [], []
             batches = view_batches(
@@ -107,7 +107,7 @@ def predict(
                     image_chunks.append(output.image_features.float().cpu())
                 else:
                     image_features = F.normalize(method.encode_image(images), dim=-1)
-                    image_chunks.append(image_features.float().cpu())
-                    chunks.append(method.logits(image_features, text).float().cpu())
+                    image_chunks.append(image_features.float().cpu())  # before any head, as the cached branch
+                    chunks.append(method.logits(method.image_head(image_features), text).float().cpu())
     image_features = torch.cat(image_chunks)
     return Predictions(torch.cat(chunks), labels, None if text is None else text.float().cpu(), image_features)

@@ -106,6 +106,10 @@ class Trainer:
             return result
         start = self._resume(result)
         self._prepare_frozen_targets()
+        if start < self.config.epochs:
+            first_views = self._view_seed_epoch(0)
+            features = lambda: self.data.frozen_features(first_views, self.config)  # noqa: E731 (lazy: few need it)
+            self.method.on_fit_start(features, self.data.labels.to(self.config.device))
         self.method.train()
         for epoch in range(start, self.config.epochs):
             result.history.append(self._run_epoch(epoch))
@@ -231,8 +235,9 @@ class Trainer:
         if "image_features" in self.needs:
             inputs["image_features"] = output.image_features
         if self.needs & {"zs_image_features", "zs_logits"}:
-            frozen = output.image_features.detach()
-            if not self.method.image_encoder_untouched:  # the tuned image features differ from frozen CLIP's
+            if output.frozen_image_features is not None:  # the forward pass had frozen CLIP's features
+                frozen = output.frozen_image_features.detach()
+            else:  # the tuned image features differ from frozen CLIP's
                 with torch.no_grad(), autocast(self.config.device, self.config.precision):
                     frozen = F.normalize(self.method.backbone.encode_image(images), dim=-1)
             inputs["zs_image_features"] = frozen.float()

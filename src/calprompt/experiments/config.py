@@ -39,7 +39,9 @@ from calprompt._validation import (
 from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB, PRECISIONS
 
 RECIPE_NAMES = ("paper", "fast")
-_RECIPE_FIELDS = ("epochs", "batch_size", "lr", "options")
+#: Fields of the training loop's `TrainConfig` that a run leaves as ``None`` for the recipe (or the loop) to set.
+OPTIMIZER_FIELDS = ("momentum", "weight_decay", "warmup_epochs", "warmup_lr", "grad_accumulation")
+_RECIPE_FIELDS = ("epochs", "batch_size", "lr", *OPTIMIZER_FIELDS, "options")
 _ENTRY_KEYS = (*RECIPE_NAMES, "options", "datasets", "toy")
 _RESOLVED = "_calprompt_resolved"  # set on the objects `RunConfig.resolved` returns (not a field: not compared)
 
@@ -54,10 +56,6 @@ def setting(default: Any, help: str, *flags: str, mechanics: bool = False, shown
     fields change how a run computes, not what, and are left out of its identity; ``shown`` words the default in
     the help where the value alone would mislead."""
     return field(default=default, metadata={"help": help, "flags": flags, "mechanics": mechanics, "shown": shown})
-
-
-#: Fields that the training loop's `TrainConfig` takes under the same names; ``None`` means the loop's default.
-OPTIMIZER_FIELDS = ("momentum", "weight_decay", "warmup_epochs", "warmup_lr", "grad_accumulation")
 
 
 @dataclass(frozen=True)
@@ -203,6 +201,7 @@ class RunConfig:
             changes["tta_augmix"] = uses_augmix(self.dataset)
         options = dict(self.method_options)
         explicit = None not in (self.epochs, self.batch_size, self.lr)
+        recipe = None
         if not explicit or self.method in recipe_table():  # a method without a recipe runs on explicit settings
             recipe = resolve_recipe(self.recipe, self.method, self.dataset)
             for name in ("epochs", "batch_size", "lr"):
@@ -214,6 +213,7 @@ class RunConfig:
             from calprompt.engine.config import TrainConfig
 
             defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+            defaults.update(recipe.optimizer if recipe is not None else {})  # a recipe's own (CLIPCalib: no decay)
             changes.update({name: defaults[name] for name in missing})
         changes["method_options"] = coerce_options(options, method_option_types(self.method), self.method)
         changes["calibration_options"] = coerce_options(
@@ -395,6 +395,7 @@ class Recipe:
     batch_size: int
     lr: float
     options: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)  # OPTIMIZER_FIELDS the recipe sets (else the loop's)
 
 
 @functools.cache
@@ -431,7 +432,8 @@ def resolve_recipe(recipe: str, method: str, dataset: str) -> Recipe:
     options = {**entry.get("options", {}), **entry[recipe].get("options", {})}
     options.update({**scope.get("options", {}), **scope.get(recipe, {}).get("options", {})})
     resolved = Recipe(int(values["epochs"]), int(values["batch_size"]), float(values["lr"]))
-    return replace(resolved, options=options)
+    optimizer = {name: values[name] for name in OPTIMIZER_FIELDS if name in values}
+    return replace(resolved, options=options, optimizer=optimizer)
 
 
 def _check_keys(mapping: Any, allowed: tuple[str, ...], where: str) -> None:

@@ -40,7 +40,14 @@ from calprompt.experiments.identity import (
     target_fingerprint,
     weights_fingerprint,
 )
-from calprompt.experiments.protocols import RunContext, get_protocol, predict_split, seed_everything, split_report
+from calprompt.experiments.protocols import (
+    RunContext,
+    check_method_fits,
+    get_protocol,
+    predict_split,
+    seed_everything,
+    split_report,
+)
 from calprompt.experiments.rundir import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
@@ -181,11 +188,14 @@ def plan_run(config: RunConfig, *, machine: bool = True) -> PlannedRun:
     if machine:
         check_machine(config)
     protocol = get_protocol(config.protocol)
+    check_method_fits(config)
     splits = few_shot_splits(config)
     targets = load_targets(config)
+    tuned = protocol.rebuild(config, splits)[0]
+    fits = check_method_fits(config, tuned=tuned, targets={name: target.classnames for name, target in targets.items()})
     fingerprints = {name: target_fingerprint(target) for name, target in targets.items()}
     identity = run_identity(config, data_fingerprint(splits), fingerprints)
-    skipped = protocol.check(config, splits)
+    skipped = {**protocol.check(config, splits), **fits}
     return PlannedRun(config, splits, targets, identity, skipped, data_adaptations(config, splits, targets))
 
 

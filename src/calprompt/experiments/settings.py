@@ -108,7 +108,7 @@ def run_config(
     """The resolved run config of ``base`` settings, a config file, the command line's explicit flags and ``--set
     KEY=VALUE`` assignments, in that order of precedence; the protocol name is checked too."""
     from calprompt.calibration.presets import OBJECTIVE_PRESETS
-    from calprompt.experiments.protocols import get_protocol
+    from calprompt.experiments.protocols import check_method_fits, get_protocol
     from calprompt.methods import get_method
 
     settings = merged_settings(file, flags, sets, base=base, source=source)
@@ -119,6 +119,7 @@ def run_config(
         fail_unknown("calibration", settings["calibration"], OBJECTIVE_PRESETS)
     config = RunConfig(**settings).resolved()
     get_protocol(config.protocol)
+    check_method_fits(config)
     check_schedule(config)
     return config
 

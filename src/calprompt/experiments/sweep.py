@@ -9,7 +9,8 @@ A sweep file::
       recipe: fast
     matrix:                     # the cartesian product of these lists (a scalar is a list of one)
       dataset: [toy, toy-texture]
-      method: "*"               # every registered method that has a recipe for the dataset
+      method: "*"               # every registered method that has a recipe for the dataset (class-specific ones,
+                                # which cannot name novel classes, under protocol: all)
       calibration: [none, ours]
       seed: [1, 2, 3]
       method.n_ctx: [4]         # a dotted key sets one method option (calibration.KEY: one constant)
@@ -182,23 +183,66 @@ def expand(spec: SweepSpec, notes: list[str] | None = None) -> list[dict[str, An
 
 
 def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]) -> list[dict[str, Any]]:
-    """Expand ``method: "*"`` into every registered method with a recipe for the run's dataset (noting the others)."""
+    """Expand ``method: "*"`` into every registered method with a recipe for the run's dataset (noting the others).
+
+    A class-specific method (one weight per class) cannot name the unseen classes of a protocol such as
+    base-to-novel: it is planned under ``protocol: all`` instead (noted), and reports mark its novel columns n/a.
+    Its transfer targets with another number of classes are dropped (noted; one with as many classes is checked
+    against the tuned class list when the run reads its data).
+    """
     if run.get("method", base.get("method")) != EVERY_METHOD:
         return [run]
-    from calprompt.methods import available_methods
+    from calprompt.experiments.protocols import get_protocol
+    from calprompt.methods import available_methods, get_method
 
     dataset = run.get("dataset", base.get("dataset", RunConfig.dataset))
     recipe = run.get("recipe", base.get("recipe", RunConfig.recipe))
+    protocol = run.get("protocol", base.get("protocol", RunConfig.protocol))
     explicit = all(run.get(k, base.get(k)) is not None for k in ("epochs", "batch_size", "lr"))
     expanded = []
     for method in available_methods():
         if explicit or has_recipe(recipe, method, dataset):
-            expanded.append({**run, "method": method})
+            planned = {**run, "method": method}
+            if get_method(method).class_specific and get_protocol(protocol).evaluates_unseen_classes:
+                planned["protocol"] = "all"
+                note = (
+                    f"planned class-specific method {method!r} under protocol 'all' instead of {protocol!r}: it "
+                    "learns one weight per class and cannot name unseen classes (reports mark its novel columns n/a)"
+                )
+                if note not in notes:
+                    notes.append(note)
+            if get_method(method).class_specific:
+                planned.update(
+                    _same_class_targets(method, dataset, run.get("eval_datasets", base.get("eval_datasets")), notes)
+                )
+            expanded.append(planned)
         else:
             note = f"skipped method {method!r} on {dataset}: it has no {recipe!r} recipe for this dataset"
             if note not in notes:
                 notes.append(note)
     return expanded
+
+
+def _same_class_targets(method: str, dataset: str, targets: Any, notes: list[str]) -> dict[str, Any]:
+    """``{"eval_datasets": kept}`` without the targets whose registered class count differs from ``dataset``'s (a
+    class-specific ``method`` cannot name their classes); ``{}`` when none is dropped."""
+    from calprompt.data import get_dataset_spec
+
+    if not isinstance(targets, list | tuple):
+        return {}
+    count = get_dataset_spec(dataset).num_classes
+    kept = [
+        t
+        for t in targets
+        if None in (count, get_dataset_spec(t).num_classes) or get_dataset_spec(t).num_classes == count
+    ]
+    dropped = [t for t in targets if t not in kept]
+    if not dropped:
+        return {}
+    note = f"dropped transfer targets {dropped} of class-specific method {method!r}: their classes are not {dataset}'s"
+    if note not in notes:
+        notes.append(note)
+    return {"eval_datasets": kept}
 
 
 def build_config(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "<sweep>") -> RunConfig:

@@ -14,7 +14,12 @@ What a method may add, and the training loop (`calprompt.engine.train`) honours 
 - state beyond its parameters (:meth:`PromptMethod.extra_state`; PromptSRC's running prompt average), updated by
   :meth:`PromptMethod.on_epoch_end`, saved in every checkpoint and restored on resume, so resume stays exact;
 - whether it changes the image encoder or conditions its prompts on the image, as properties of the instance (they
-  may follow the method's config).
+  may follow the method's config);
+- a head on frozen image features (:meth:`PromptMethod.adapt_image_features`; CLIP-Adapter's residual MLP), which
+  keeps the frozen features cacheable;
+- whether it learns one weight per class (:attr:`PromptMethod.class_specific`: ZS-LP, TaskRes, CLAP): such a method
+  cannot name a class it was not trained on, so it refuses another class list, and runs refuse protocols that
+  evaluate unseen classes (`calprompt.experiments.protocols.check_method_fits`).
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class MethodOutput:
     logits: Tensor  # (B, C) scaled logits
     text_features: Tensor  # (C, D), or (B, C, D) when the prompts depend on the image; L2-normalised
     image_features: Tensor  # (B, D), L2-normalised
+    # (B, D) frozen CLIP's image features, L2-normalised, when the forward pass had them (image encoder untouched);
+    # they differ from ``image_features`` only for a method with a head on frozen features (CLIP-Adapter).
+    frozen_image_features: Tensor | None = None
 
 
 #: A method's own loss terms: name -> (weight, 0-dim value). Weight 0 logs a term without adding it to the loss
@@ -74,6 +82,9 @@ class PromptMethod(nn.Module, ABC):
 
     name: ClassVar[str]
     config_type: ClassVar[type[MethodConfig]] = MethodConfig
+    #: Whether the method learns one weight per class (a linear probe, a class residual): it cannot name a class it
+    #: was not trained on, so :meth:`set_classnames` refuses any other class list.
+    class_specific: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], config: MethodConfig) -> None:
         super().__init__()
@@ -122,6 +133,13 @@ class PromptMethod(nn.Module, ABC):
         names = tuple(classnames)
         if not names or any(not isinstance(n, str) or not n.strip() for n in names):
             fail("classnames", "a non-empty list of non-empty strings", classnames)
+        if self.class_specific and self._classnames and names != self._classnames:
+            fail(
+                f"classnames of {self.name}",
+                f"the {len(self._classnames)} classes it was trained on (it learns one weight per class and cannot "
+                "name others: run it under protocol: all, with transfer targets of the same class list)",
+                f"{len(names)} classes starting {list(names[:3])}",
+            )
         self._classnames = names
         self.build_prompts(names)
 
@@ -138,8 +156,12 @@ class PromptMethod(nn.Module, ABC):
     def encode_text_for(self, classnames: Sequence[str]) -> Tensor:
         """Text features (K, D) of other class names under the current prompts, with gradients, then back to the
         current class list (DOR pulls the tuned features of sampled outlier names towards frozen CLIP's)."""
-        if self.text_depends_on_image:
-            fail(f"{self.name} for outlier class names", "a method whose prompts do not depend on the image", self.name)
+        if self.text_depends_on_image or self.class_specific:
+            fail(
+                f"{self.name} for outlier class names",
+                "a method whose prompts do not depend on the image and that can name other classes",
+                self.name,
+            )
         current = self._classnames
         self.set_classnames(classnames)
         try:
@@ -152,6 +174,16 @@ class PromptMethod(nn.Module, ABC):
         with torch.no_grad():
             return self.backbone.encode_image(images)
 
+    def adapt_image_features(self, image_features: Tensor) -> Tensor:
+        """A head on the L2-normalised image features (B, D) before the logits; the identity unless a method learns
+        one on frozen features (CLIP-Adapter). :meth:`image_head` normalises its result."""
+        return image_features
+
+    def image_head(self, image_features: Tensor) -> Tensor:
+        """L2-normalised features (B, D) after :meth:`adapt_image_features` (the identity keeps them bit for bit)."""
+        adapted = self.adapt_image_features(image_features)
+        return image_features if adapted is image_features else F.normalize(adapted, dim=-1)
+
     def forward(self, images: Tensor | None = None, *, image_features: Tensor | None = None) -> MethodOutput:
         """Logits for images, or for precomputed (cached) frozen image features."""
         if (images is None) == (image_features is None):
@@ -160,9 +192,11 @@ class PromptMethod(nn.Module, ABC):
             image_features = self.encode_image(images)
         elif not self.image_encoder_untouched:
             fail("image_features", f"None for {self.name} (it changes the image encoder, so pass images)", "a tensor")
-        image_features = F.normalize(image_features, dim=-1)
+        encoded = F.normalize(image_features, dim=-1)
+        image_features = self.image_head(encoded)
         text_features = F.normalize(self.encode_text(image_features), dim=-1)
-        return MethodOutput(self.logits(image_features, text_features), text_features, image_features)
+        frozen = encoded if self.image_encoder_untouched else None
+        return MethodOutput(self.logits(image_features, text_features), text_features, image_features, frozen)
 
     def logits(self, image_features: Tensor, text_features: Tensor) -> Tensor:
         """``exp(logit_scale) * cos(image, text)`` for normalised features; per-image text (B, C, D) supported."""
@@ -189,6 +223,14 @@ class PromptMethod(nn.Module, ABC):
         ``loss + sum(weight * term)``.
         """
         scale(total_loss(loss, terms)).backward()
+
+    def on_fit_start(self, frozen_features: Callable[[], Tensor], labels: Tensor) -> None:
+        """Called once before the first epoch to be run (after a resume restored :meth:`extra_state`).
+
+        ``frozen_features()`` encodes (or reads from the cache) frozen CLIP's image features (N, D) of the training
+        items' first-epoch views, ``labels`` (N,) their labels: what a method that sets constants from the whole
+        training set before tuning needs (CLAP's class-wise multipliers). Default: nothing.
+        """
 
     def on_epoch_end(self, epoch: int, epochs: int) -> None:
         """Called after every epoch ``epoch`` (0-based) of ``epochs``, after the optimizer's last step."""

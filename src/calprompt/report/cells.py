@@ -44,17 +44,19 @@ class RowKey:
 @dataclass(frozen=True)
 class Cell:
     """Per-seed values of one table cell, as fractions (or plain numbers), with the seeds they come from and, where
-    every run stored one, each run's bootstrap interval. A ``delta`` cell holds paired differences (signed)."""
+    every run stored one, each run's bootstrap interval. A ``delta`` cell holds paired differences (signed); a
+    ``note`` is shown instead of values (`NOT_APPLICABLE`: the split does not apply to the row)."""
 
     values: tuple[float, ...]
     seeds: tuple[int, ...] = ()
     intervals: tuple[tuple[float, float], ...] = ()
     delta: bool = False
+    note: str = ""
 
     @property
     def text(self) -> str:
         if not self.values:
-            return ""
+            return self.note
         text = format_cell(self.values)
         if self.delta:
             return text if text.startswith("-") else f"+{text}"
@@ -74,6 +76,9 @@ class Cell:
         return f"{100 * statistics.fmean(self.values):.1f}" if self.values else ""
 
 
+#: What a cell shows for a split that does not apply to its row (novel classes of a class-specific method).
+NOT_APPLICABLE = "n/a"
+
 DELTA = "Δ "  # prefix of a difference column's title: "Δ novel ECE" beside "novel ECE"
 
 #: Which way is better for each report field (higher accuracy, lower calibration error).
@@ -87,13 +92,15 @@ def better_for(field_name: str) -> str:
 @dataclass(frozen=True)
 class Table:
     """Rows x columns of cells. ``better`` says per column which way is better ("" for difference columns, which
-    are never marked); ``keys`` are the rows' `RowKey` (what differences to a method's ``none`` row need)."""
+    are never marked); ``keys`` are the rows' `RowKey` (what differences to a method's ``none`` row need); ``notes``
+    say why a row's `NOT_APPLICABLE` cells do not apply, shown under the table."""
 
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, tuple[Cell, ...]], ...]
     better: tuple[str, ...] = ()
     keys: tuple[RowKey | None, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def best(self) -> set[tuple[int, int]]:
         """(row, column) of the best value of each column, as shown (ties at one decimal all marked)."""
@@ -115,7 +122,7 @@ class Table:
             texts = [c.text if intervals or c.delta or not c.values else format_cell(c.values) for c in cells]
             texts = [f"**{t}**" if (i, j) in best else t for j, t in enumerate(texts)]
             lines.append(f"| {label} | " + " | ".join(texts) + " |")
-        return "\n".join(lines)
+        return "\n".join(lines + ([""] if self.notes else []) + [f"{NOT_APPLICABLE}: {note}" for note in self.notes])
 
     def without_differences(self) -> Table:
         """The same table without its difference columns (what a terminal has room for)."""
@@ -126,4 +133,5 @@ class Table:
             tuple((label, tuple(cells[j] for j in keep)) for label, cells in self.rows),
             tuple(self.better[j] for j in keep) if self.better else (),
             self.keys,
+            self.notes,
         )

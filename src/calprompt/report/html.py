@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._io import write_atomic
-from calprompt.report.cells import DELTA, Cell, Table, format_cell
+from calprompt.report.cells import DELTA, NOT_APPLICABLE, Cell, Table, format_cell
 from calprompt.report.tables import TABLE_LEGEND
 
 # Everything is inline: no request may leave the page (images are data: URIs, the style sheet is a <style> block).
@@ -41,6 +41,7 @@ nav.toc ul { margin: 0.2em 0; }
 nav.toc ul ul { columns: 2; column-gap: 2em; }
 pre { background: #f7f7f7; padding: 0.5em; font-size: 0.8em; overflow-x: auto; }
 .failed { color: #a00; }
+.note { font-size: 0.85em; color: #555; margin-top: -1em; }
 """
 
 
@@ -53,7 +54,7 @@ def _cell_html(cell: Cell, best: bool) -> str:
     classes = [name for name, on in (("best", best), ("delta", cell.delta)) if on]
     attribute = f" class='{' '.join(classes)}'" if classes else ""
     if not cell.values:
-        return f"<td{attribute}></td>"
+        return f"<td{attribute}>{html.escape(cell.note)}</td>"
     text = html.escape(format_cell(cell.values) if not cell.delta else cell.text)
     interval = f"<span class='ci'>{html.escape(cell.interval_text)}</span>" if cell.interval_text else ""
     return f"<td{attribute}>{text}{interval}</td>"
@@ -73,6 +74,7 @@ def table_html(table: Table, anchor_id: str) -> str:
     return (
         f"<h3 id='{anchor_id}'>{html.escape(table.title)}</h3>\n<div class='scroll'><table class='results'><thead>"
         f"<tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        + "".join(f"<p class='note'>{NOT_APPLICABLE}: {html.escape(note)}</p>" for note in table.notes)
     )
 
 

@@ -6,6 +6,10 @@ that tell its row apart from other runs' (``row``). :func:`collect` groups runs 
 reduce each (row, dataset) to mean ± sample std over seeds. The average over datasets is taken per seed first
 (over the datasets that seed has for that row, only when it has all of them), then summarised over seeds, as the
 published 11-dataset averages are.
+
+A run that records why it has no novel classes (``metrics.json["skipped"]["novel"]``: a class-specific method, tuned
+and evaluated on every class) shows "n/a" in its novel and HM columns, and the reason under the table: never a blank
+that reads as a missing run, never a number.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from calprompt.conventions import BASE, NOVEL, POSTHOC_VARIANTS, TARGET_PREFIX, target_key
 from calprompt.metrics.classification import harmonic_mean
-from calprompt.report.cells import Cell, RowKey, Table, better_for, format_cell, mean_std
+from calprompt.report.cells import NOT_APPLICABLE, Cell, RowKey, Table, better_for, format_cell, mean_std
 from calprompt.report.differences import with_differences
 
 # (column title, metrics.json key, report field): the single-dataset table of `calprompt grid`.
@@ -57,7 +61,8 @@ def base_novel_table(
 ) -> str:
     """A markdown table: one row per label, each cell the mean ± std over that row's runs' ``metrics.json``.
 
-    Cells whose split is missing from a run (e.g. novel classes under the ``all`` protocol) are left empty.
+    Cells whose split is missing from a run (e.g. novel classes under the ``all`` protocol) are left empty, or
+    "n/a" when the runs record why the split does not apply (``skipped``).
     """
     header = "| | " + " | ".join(title for title, _, _ in columns) + " |"
     lines = [header, "|---" * (len(columns) + 1) + "|"]
@@ -65,7 +70,8 @@ def base_novel_table(
         cells = []
         for _, split, field_name in columns:
             values = [run[split][field_name] for run in runs if run.get(split)]
-            cells.append(format_cell(values) if values else "")
+            not_applicable = any(run.get("skipped", {}).get(split) for run in runs)
+            cells.append(format_cell(values) if values else (NOT_APPLICABLE if not_applicable else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -80,6 +86,7 @@ class Results:
     datasets: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)  # transfer targets (``eval:<dataset>`` keys)
     configs: dict[RowKey, dict[str, Any]] = field(default_factory=dict)  # one example config per training row
+    not_applicable: dict[RowKey, str] = field(default_factory=dict)  # row -> why it has no novel classes
 
     @property
     def rows(self) -> list[RowKey]:
@@ -117,6 +124,9 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
                 continue  # DAC was the identity (tuned text = zero-shot text): the row would repeat another
             split_reports = {BASE: metrics.get(base_key), NOVEL: metrics.get(novel_key) if has_novel else None}
             key = RowKey(config["method"], config["calibration"], suffix, shown)
+            reason = metrics.get("skipped", {}).get(NOVEL)
+            if reason and not has_novel:
+                results.not_applicable[key] = reason
             if not suffix:
                 split_reports.update({_target_key(k): v for k, v in metrics.items() if k.startswith(TARGET_PREFIX)})
                 results.configs.setdefault(key, dict(config))
@@ -233,6 +243,19 @@ def _cell(results: Results, key: RowKey, split: str, field_name: str) -> Cell:
     return _average(results, key, split, field_name)
 
 
+def _marked(results: Results, key: RowKey, split: str, cell: Cell) -> Cell:
+    """``cell``, or "n/a" where it is empty because the split does not apply to the row (see the module docstring)."""
+    if cell.values or split not in (NOVEL, "hm") or key not in results.not_applicable:
+        return cell
+    return Cell((), note=NOT_APPLICABLE)
+
+
+def _notes(results: Results, rows: Sequence[tuple[str, tuple[Cell, ...]]], keys: Sequence[RowKey]) -> tuple[str, ...]:
+    """"row: reason" for each shown row with an n/a cell."""
+    marked = {label for label, cells in rows if any(cell.note for cell in cells)}
+    return tuple(sorted({f"{key.label}: {results.not_applicable[key]}" for key in keys if key.label in marked}))
+
+
 def quantity_table(results: Results, title: str, split: str, field_name: str) -> Table:
     """One quantity (e.g. novel ECE): rows x (datasets + average over datasets)."""
     rows, keys = [], []
@@ -240,11 +263,13 @@ def quantity_table(results: Results, title: str, split: str, field_name: str) ->
         cells = [dataset_cell(results, key, d, split, field_name) for d in results.datasets]
         if len(results.datasets) > 1:
             cells.append(_average(results, key, split, field_name))
-        if any(cell.values for cell in cells):
+        cells = [_marked(results, key, split, cell) for cell in cells]
+        if any(cell.values or cell.note for cell in cells):
             rows.append((key.label, tuple(cells)))
             keys.append(key)
     columns = (*results.datasets, "average") if len(results.datasets) > 1 else tuple(results.datasets)
-    return Table(title, columns, tuple(rows), (better_for(field_name),) * len(columns), tuple(keys))
+    better = (better_for(field_name),) * len(columns)
+    return Table(title, columns, tuple(rows), better, tuple(keys), _notes(results, rows, keys))
 
 
 def summary_table(results: Results) -> Table:
@@ -252,12 +277,15 @@ def summary_table(results: Results) -> Table:
     scope = results.datasets[0] if len(results.datasets) == 1 else f"average over {len(results.datasets)} datasets"
     rows, keys = [], []
     for key in results.rows:
-        cells = tuple(_cell(results, key, split, field_name) for _, split, field_name in QUANTITIES)
+        cells = tuple(
+            _marked(results, key, split, _cell(results, key, split, field_name)) for _, split, field_name in QUANTITIES
+        )
         if any(cell.values for cell in cells):
             rows.append((key.label, cells))
             keys.append(key)
     better = tuple(better_for(field_name) for _, _, field_name in QUANTITIES)
-    return Table(scope, tuple(title for title, _, _ in QUANTITIES), tuple(rows), better, tuple(keys))
+    titles = tuple(title for title, _, _ in QUANTITIES)
+    return Table(scope, titles, tuple(rows), better, tuple(keys), _notes(results, rows, keys))
 
 
 def transfer_table(results: Results, field_name: str) -> Table:

@@ -7,6 +7,11 @@ runner (`calprompt.experiments.runner`), the results store, sweeps and reports u
 and the files a run writes, never by its name. Transfer targets (``eval_datasets``) are evaluated by the runner for
 every protocol.
 
+A method that learns one weight per class (`PromptMethod.class_specific`) cannot name a class it was not tuned on:
+`check_method_fits` refuses, before any work, a protocol that evaluates classes unseen while tuning
+(`Protocol.evaluates_unseen_classes`), an objective that needs prompts for outlier class names, and transfer
+targets with another class list.
+
 A protocol's ``run`` returns the tuned method and what it measured; the runner saves the prompts, evaluates the
 targets and writes every file.
 """
@@ -18,12 +23,13 @@ import pkgutil
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from calprompt._validation import fail_unknown
+from calprompt._validation import fail, fail_unknown
+from calprompt.conventions import NOVEL
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -79,6 +85,8 @@ class Protocol(ABC):
     """One way of using a dataset in a run. Subclasses set ``name`` and register with `register_protocol`."""
 
     name: ClassVar[str]
+    #: Whether the protocol evaluates classes the prompts were not tuned on (base-to-novel's novel half).
+    evaluates_unseen_classes: ClassVar[bool] = False
 
     @abstractmethod
     def check(self, config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
@@ -104,6 +112,44 @@ class Protocol(ABC):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # What every protocol (and the runner's transfer targets) uses
+def check_method_fits(
+    config: RunConfig, *, tuned: Sequence[str] = (), targets: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, str]:
+    """Refuse what a class-specific method cannot run: a protocol with unseen classes, an objective that needs
+    prompts for outlier names, and a transfer target (``targets``: name -> class names) whose class list differs
+    from the ``tuned`` one. Returns what does not apply to the run, with the reason (``metrics.json["skipped"]``:
+    the novel split of a class-specific method, which reports show as n/a); nothing for other methods."""
+    from calprompt.calibration import build_objective
+    from calprompt.calibration.registry import OUTLIER_INPUTS
+    from calprompt.methods import get_method
+
+    method = get_method(config.method)
+    if not method.class_specific:
+        return {}
+    why = f"{config.method} learns one weight per class and cannot name classes it was not tuned on"
+    protocol = get_protocol(config.protocol)
+    if protocol.evaluates_unseen_classes:
+        expected = f"'all' for method {config.method!r} ({why}); use protocol: all (--protocol all)"
+        fail("protocol", expected, config.protocol)
+    needs = build_objective(config.calibration, **config.calibration_options).needs
+    if needs & set(OUTLIER_INPUTS):
+        fail(
+            "calibration",
+            f"an objective without outlier-name prompts for method {config.method!r} ({why}); "
+            f"{config.calibration!r} needs them",
+            config.calibration,
+        )
+    for name, classnames in (targets or {}).items():
+        if list(classnames) != list(tuned):
+            fail(
+                f"eval_datasets entry {name!r}",
+                f"a dataset with the {len(tuned)} tuned classes, in their order, for method {config.method!r} "
+                f"({why}); drop it from eval_datasets",
+                f"{len(classnames)} other classes",
+            )
+    return {NOVEL: f"{why}: tuned and evaluated on every class (protocol {config.protocol!r}), no novel split"}
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (what the published few-shot code does before building data and prompts)."""
     import numpy as np

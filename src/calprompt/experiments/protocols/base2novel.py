@@ -55,6 +55,7 @@ class BaseToNovel(Protocol):
     """Tune on the base classes (`halves`), evaluate base and novel test classes."""
 
     name = "base2novel"
+    evaluates_unseen_classes = True
 
     def halves(self, splits: DatasetSplits) -> tuple[DatasetSplits, DatasetSplits | None]:
         """The classes the prompts are tuned on and the unseen ones (None when every class is tuned on)."""

@@ -17,6 +17,7 @@ class AllClasses(BaseToNovel):
     """Tune and evaluate on every class."""
 
     name = "all"
+    evaluates_unseen_classes = False
 
     def halves(self, splits: DatasetSplits) -> tuple[DatasetSplits, DatasetSplits | None]:
         return splits, None
