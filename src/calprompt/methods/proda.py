@@ -112,11 +112,20 @@ class ProDA(PromptMethod):
 
     def encode_text(self, image_features: Tensor | None = None) -> Tensor:
         """Mean (C, E) of the normalised features of the active prompts (all of them outside training)."""
-        features = []
-        for p in self._prompt_indices():
-            tokens = self.tokens[self.positions[p]]
-            embeddings = tokens.assemble(self.ctx[p]).to(self.backbone.dtype)  # (C, L, D)
-            features.append(self.backbone.encode_text_embeddings(embeddings, tokens.ids))
+        indices = self._prompt_indices()
+        features: list[Tensor | None] = [None] * len(indices)
+        for position, tokens in self.tokens.items():  # one text-encoder pass per class-name position
+            group = [i for i, p in enumerate(indices) if self.positions[p] == position]
+            if not group:
+                continue
+            prompts = torch.stack([tokens.assemble(self.ctx[indices[i]]) for i in group])  # (G, C, L, D)
+            rows = prompts.flatten(0, 1).to(self.backbone.dtype)  # (G * C, L, D)
+            ids = tokens.ids.repeat(len(group), 1)  # (G * C, L)
+            encoded = self.backbone.encode_text_embeddings(rows, ids).view(
+                len(group), prompts.shape[1], -1
+            )  # (G, C, E)
+            for j, i in enumerate(group):
+                features[i] = encoded[j]
         stacked = F.normalize(torch.stack(features, dim=1).float(), dim=-1)  # (C, K, E)
         self._prompt_features = stacked
         mean = stacked.mean(dim=1)  # (C, E)
