@@ -131,7 +131,10 @@ def test_evaluation_averages_every_prompt(tiny_backbone):
         logits = method(image_features=image).logits
     positions = prompt_positions(8)
     texts = torch.stack(
-        [_open_clip_text(tiny_backbone, [_sentence(p, n, pos) for p, pos in zip(PHRASES, positions)]) for n in NAMES]
+        [
+            _open_clip_text(tiny_backbone, [_sentence(p, n, pos) for p, pos in zip(PHRASES, positions, strict=True)])
+            for n in NAMES
+        ]
     )
     expected = float(tiny_backbone.logit_scale) * image.double() @ texts.mean(1).t()
     torch.testing.assert_close(logits.double(), expected, rtol=1e-4, atol=1e-4)
@@ -161,5 +164,5 @@ def test_proda_vitb16_parameter_count(vitb16_backbone):
 
 
 def test_prompt_batch_size_must_divide_the_prompts(tiny_backbone):
-    with pytest.raises(ValueError, match="prompt_batch_size.*divisor of n_prompts=32"):
+    with pytest.raises(ValueError, match=r"prompt_batch_size.*divisor of n_prompts=32"):
         build_method("proda", tiny_backbone, NAMES, prompt_batch_size=5)

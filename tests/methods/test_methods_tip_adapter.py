@@ -88,7 +88,7 @@ def test_the_cache_is_saved_and_restored_with_the_weights(tiny_backbone, name):
     image = F.normalize(torch.randn(3, tiny_backbone.embed_dim), dim=-1)
     with torch.no_grad():
         assert torch.equal(fresh(image_features=image).logits, method(image_features=image).logits)
-    with pytest.raises(ValueError, match="Tip-Adapter weights.*cache_keys"):
+    with pytest.raises(ValueError, match=r"Tip-Adapter weights.*cache_keys"):
         fresh.load_trainable_state_dict({"cache_keys": state["cache_keys"]})
     with pytest.raises(ValueError, match=r"cache values.*of shape \(24, 4\)"):
         fresh.load_trainable_state_dict({**state, "cache_values": state["cache_values"][:, :3]})
