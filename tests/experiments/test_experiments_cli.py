@@ -66,10 +66,13 @@ def test_train_writes_metrics_for_base_and_novel(toy_weights, tmp_path, cache_en
     assert shifted["dataset"] == "toy-domain" and shifted["report"]["n_classes"] == 48
 
 
-@pytest.mark.parametrize("method", ["coop", "prograd"])  # ProGrad: its own update rule resumes exactly too
+# ProGrad: its own update rule resumes exactly too; ProDA: its per-step prompt batches; Tip-Adapter-F: its cache
+# (built when training starts) and learned keys, under protocol all (it names only its training classes).
+@pytest.mark.parametrize("method", ["coop", "prograd", "proda", "tip_adapter_f"])
 def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env, method):
     """SIGKILL after the first epoch's checkpoint, start again: the final prompts equal an uninterrupted run's."""
-    command = [sys.executable, "-m", "calprompt.cli", *_train_args(toy_weights, tmp_path / "cut")]
+    extra = ("--protocol", "all") if method == "tip_adapter_f" else ()
+    command = [sys.executable, "-m", "calprompt.cli", *_train_args(toy_weights, tmp_path / "cut", *extra)]
     command[command.index("3")] = "6"  # more epochs, so that the kill lands mid-run
     command[command.index("coop")] = method
     process = subprocess.Popen(command, env=cache_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -88,8 +91,10 @@ def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env
     subprocess.run(full, env=cache_env, check=True, capture_output=True)
     resumed = load_file(str(tmp_path / "cut" / "prompt.safetensors"))
     uninterrupted = load_file(str(tmp_path / "full" / "prompt.safetensors"))
-    assert resumed.keys() == uninterrupted.keys() == {"ctx"}
-    assert torch.equal(resumed["ctx"], uninterrupted["ctx"])
+    expected = {"tip_adapter_f": {"cache_keys", "cache_values"}}.get(method, {"ctx"})
+    assert resumed.keys() == uninterrupted.keys() == expected
+    for key in expected:
+        assert torch.equal(resumed[key], uninterrupted[key]), key
 
 
 def test_bad_option_is_a_clear_error(toy_weights, tmp_path, cache_env):
