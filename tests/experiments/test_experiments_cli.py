@@ -87,7 +87,7 @@ def test_killed_run_resumes_to_the_same_prompts(toy_weights, tmp_path, cache_env
     assert epoch_at_kill < 5 and not (tmp_path / "cut" / "metrics.json").exists()
 
     subprocess.run(command, env=cache_env, check=True, capture_output=True)
-    full = [*command[:-1], str(tmp_path / "full")]
+    full = [str(tmp_path / "full") if arg == str(tmp_path / "cut") else arg for arg in command]
     subprocess.run(full, env=cache_env, check=True, capture_output=True)
     resumed = load_file(str(tmp_path / "cut" / "prompt.safetensors"))
     uninterrupted = load_file(str(tmp_path / "full" / "prompt.safetensors"))
