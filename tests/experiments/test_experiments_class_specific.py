@@ -15,10 +15,10 @@ from calprompt.experiments.config import RunConfig
 from calprompt.experiments.protocols import check_method_fits
 from calprompt.experiments.settings import run_config
 from calprompt.experiments.store import ResultsStore
-from calprompt.report.cells import DELTA
 from calprompt.experiments.sweep import SweepSpec, load_sweep, plan_sweep, run_sweep
 from calprompt.methods import available_methods, get_method
 from calprompt.report.build import write_report
+from calprompt.report.cells import DELTA
 
 CLASS_SPECIFIC = ("zslp", "clap", "taskres")
 

@@ -85,12 +85,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress
         self.use_cache = config.feature_cache and method.image_encoder_untouched
-        params = list(method.trainable_parameters().values())
-        self.optimizer = (
-            torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-            if params
-            else None
-        )
+        self.optimizer = self._build_optimizer()  # built again in `fit`, once the method saw its training set
         self.scaler = torch.amp.GradScaler(enabled=config.precision == "fp16" and config.device.startswith("cuda"))
         self.needs = objective.needs | method.needs
         self._frozen: dict[str, Any] = {}  # per-class-list teachers: zs_text_features, zs_text_moments
@@ -101,15 +96,12 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Run (or resume) training to the last epoch; returns the per-epoch loss history."""
         result = TrainResult(used_feature_cache=self.use_cache)
+        self.begin()
         if self.optimizer is None:
             logger.info("%s has no trainable parameters: nothing to train.", self.method.name)
             return result
         start = self._resume(result)
         self._prepare_frozen_targets()
-        if start < self.config.epochs:
-            first_views = self._view_seed_epoch(0)
-            features = lambda: self.data.frozen_features(first_views, self.config)  # noqa: E731 (lazy: few need it)
-            self.method.on_fit_start(features, self.data.labels.to(self.config.device))
         self.method.train()
         for epoch in range(start, self.config.epochs):
             result.history.append(self._run_epoch(epoch))
@@ -120,6 +112,22 @@ class Trainer:
         self.method.on_fit_end()
         self.method.eval()
         return result
+
+    def begin(self) -> None:
+        """Show the method its training set (:meth:`PromptMethod.on_fit_start`: Tip-Adapter's cache, which may hold
+        its parameters; CLAP's multipliers), then build the optimizer over its parameters. :meth:`fit` starts with
+        this (a resume then overwrites the parameters); a run of 0 epochs calls only this."""
+        first_views = self._view_seed_epoch(0)
+        features = lambda: self.data.frozen_features(first_views, self.config)  # noqa: E731 (lazy: few need it)
+        self.method.on_fit_start(features, self.data.labels.to(self.config.device))
+        self.optimizer = self._build_optimizer()
+
+    def _build_optimizer(self) -> torch.optim.SGD | None:
+        """SGD over the method's trainable parameters; None when it has none."""
+        params, config = list(self.method.trainable_parameters().values()), self.config
+        if not params:
+            return None
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
     # ----------------------------------------------------------------------------------------------------------------
     def _prepare_frozen_targets(self) -> None:
@@ -200,6 +208,7 @@ class Trainer:
         device = self.config.device
         if images is not None:
             images = images.to(device)
+        self.method.on_step_start(*position)
         with autocast(device, self.config.precision):
             output = self.method(images) if features is None else self.method(image_features=features.to(device))
         inputs = self._inputs(output, labels, images, position)

@@ -225,12 +225,18 @@ class PromptMethod(nn.Module, ABC):
         scale(total_loss(loss, terms)).backward()
 
     def on_fit_start(self, frozen_features: Callable[[], Tensor], labels: Tensor) -> None:
-        """Called once before the first epoch to be run (after a resume restored :meth:`extra_state`).
+        """Called once when training starts, also for a method without parameters (Tip-Adapter builds its cache
+        here), before the optimizer takes the parameters and before a resume restores the checkpoint's parameters
+        and :meth:`extra_state` (which then overwrite what this set).
 
         ``frozen_features()`` encodes (or reads from the cache) frozen CLIP's image features (N, D) of the training
         items' first-epoch views, ``labels`` (N,) their labels: what a method that sets constants from the whole
         training set before tuning needs (CLAP's class-wise multipliers). Default: nothing.
         """
+
+    def on_step_start(self, epoch: int, step: int) -> None:
+        """Called before each training step's forward pass (0-based ``epoch`` and ``step`` within it). A method that
+        draws something per step (ProDA's prompt batch) derives it from these, so a resumed run repeats it."""
 
     def on_epoch_end(self, epoch: int, epochs: int) -> None:
         """Called after every epoch ``epoch`` (0-based) of ``epochs``, after the optimizer's last step."""

@@ -251,7 +251,7 @@ def _marked(results: Results, key: RowKey, split: str, cell: Cell) -> Cell:
 
 
 def _notes(results: Results, rows: Sequence[tuple[str, tuple[Cell, ...]]], keys: Sequence[RowKey]) -> tuple[str, ...]:
-    """"row: reason" for each shown row with an n/a cell."""
+    """ "row: reason" for each shown row with an n/a cell."""
     marked = {label for label, cells in rows if any(cell.note for cell in cells)}
     return tuple(sorted({f"{key.label}: {results.not_applicable[key]}" for key in keys if key.label in marked}))
 

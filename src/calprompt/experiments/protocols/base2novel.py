@@ -136,13 +136,13 @@ class BaseToNovel(Protocol):
             **{**{name: getattr(config, name) for name in shared}, "epochs": max(config.epochs, 1)}
         )
         history = []
-        if config.epochs > 0:
-            checkpoints = context.out / "checkpoint"
-            trainer = Trainer(
-                method, objective, data, train_config, checkpoint_dir=checkpoints, progress=context.progress
-            )
-            with backbone.text_memory_budget(config.text_memory_mb):
+        checkpoints = context.out / "checkpoint"
+        trainer = Trainer(method, objective, data, train_config, checkpoint_dir=checkpoints, progress=context.progress)
+        with backbone.text_memory_budget(config.text_memory_mb):
+            if config.epochs > 0:
                 history = trainer.fit().history
+            else:  # no training, but a training-free method still builds from its training set (Tip-Adapter)
+                trainer.begin()
         train = {
             "epochs": config.epochs,
             "seconds": round(time.perf_counter() - context.started, 2),
