@@ -7,6 +7,7 @@ import re
 from typer.testing import CliRunner
 
 from calprompt.cli import app
+from calprompt.report.tables import EXTRA_QUANTITIES
 from tests.report.chromium import blue_pixels, needs_chromium, open_page, page_requests
 
 pytestmark = needs_chromium
@@ -33,9 +34,10 @@ def test_quick_demo_prints_the_table_and_writes_a_report_chromium_renders(toy_we
         "reliability-toy-zeroshot-novel.png",
     ]
     dom, shot, netlog = open_page(html, tmp_path / "chromium")
-    assert dom.count("<table") == 3 and len(re.findall(r"<img class=\"\w+\" src=\"data:image/png;base64,", dom)) == len(
-        figures
-    )
+    tables = 1 + len(EXTRA_QUANTITIES) + 2  # the summary, PIECE / sample-weighted MCE / macro-F1, transfer acc / ECE
+    assert dom.count("<table") == tables and len(
+        re.findall(r"<img class=\"\w+\" src=\"data:image/png;base64,", dom)
+    ) == len(figures)
     assert blue_pixels(shot) > 1000 and page_requests(netlog) == set()
     assert "200 resamples" in dom  # the demo's intervals come from fewer resamples than a run's default: said
 

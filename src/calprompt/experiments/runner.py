@@ -72,7 +72,7 @@ from calprompt.experiments.rundir import (
     run_lock,
     write_record,
 )
-from calprompt.methods import PromptMethod, build_method
+from calprompt.methods import PromptMethod, build_method, get_method
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ def plan_run(config: RunConfig, *, machine: bool = True) -> PlannedRun:
     check_method_fits(config)
     splits = few_shot_splits(config)
     targets = load_targets(config)
-    tuned = protocol.rebuild(config, splits)[0]
+    class_specific = get_method(config.method).class_specific  # only then do targets need the tuned class list
+    tuned = protocol.rebuild(config, splits)[0] if class_specific and targets else []
     fits = check_method_fits(config, tuned=tuned, targets={name: target.classnames for name, target in targets.items()})
     fingerprints = {name: target_fingerprint(target) for name, target in targets.items()}
     identity = run_identity(config, data_fingerprint(splits), fingerprints)

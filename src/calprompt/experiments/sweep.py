@@ -192,7 +192,7 @@ def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]
     """
     if run.get("method", base.get("method")) != EVERY_METHOD:
         return [run]
-    from calprompt.experiments.protocols import get_protocol
+    from calprompt.experiments.protocols import EVERY_CLASS_PROTOCOL, get_protocol
     from calprompt.methods import available_methods, get_method
 
     dataset = run.get("dataset", base.get("dataset", RunConfig.dataset))
@@ -204,9 +204,10 @@ def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]
         if explicit or has_recipe(recipe, method, dataset):
             planned = {**run, "method": method}
             if get_method(method).class_specific and get_protocol(protocol).evaluates_unseen_classes:
-                planned["protocol"] = "all"
+                planned["protocol"] = EVERY_CLASS_PROTOCOL
                 note = (
-                    f"planned class-specific method {method!r} under protocol 'all' instead of {protocol!r}: it "
+                    f"planned class-specific method {method!r} under protocol {EVERY_CLASS_PROTOCOL!r} instead of "
+                    f"{protocol!r}: it "
                     "learns one weight per class and cannot name unseen classes (reports mark its novel columns n/a)"
                 )
                 if note not in notes:

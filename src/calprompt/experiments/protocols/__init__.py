@@ -110,6 +110,11 @@ class Protocol(ABC):
         raise NotImplementedError(f"protocol {self.name!r} cannot rebuild a run without its run record")
 
 
+#: The protocol a sweep moves a class-specific method to when it asks for one with unseen classes: every class tuned
+#: and evaluated (the few-shot protocol).
+EVERY_CLASS_PROTOCOL = "all"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # What every protocol (and the runner's transfer targets) uses
 def check_method_fits(
