@@ -182,5 +182,6 @@ def headline_figures(results: Results, out_dir: Path) -> list[tuple[Scope, str, 
         figure.suptitle(f"{scope.title}: ECE of none / ours / TS / DAC", fontsize=10)
         path = out_dir / f"headline-{n}-ece.png"
         figure.savefig(path, dpi=_DPI)
-        drawn.append((scope, f"{scope.title}: base and novel ECE per method", path))
+        splits = "base and novel ECE" if scope.has_novel else "ECE"
+        drawn.append((scope, f"{scope.title}: {splits} per method", path))
     return drawn

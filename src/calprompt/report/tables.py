@@ -251,9 +251,9 @@ def _marked(results: Results, key: RowKey, split: str, cell: Cell) -> Cell:
 
 
 def _notes(results: Results, rows: Sequence[tuple[str, tuple[Cell, ...]]], keys: Sequence[RowKey]) -> tuple[str, ...]:
-    """ "row: reason" for each shown row with an n/a cell."""
+    """'method: reason' once per method with an n/a cell in a shown row (its post-hoc and objective rows share it)."""
     marked = {label for label, cells in rows if any(cell.note for cell in cells)}
-    return tuple(sorted({f"{key.label}: {results.not_applicable[key]}" for key in keys if key.label in marked}))
+    return tuple(sorted({f"{key.method}: {results.not_applicable[key]}" for key in keys if key.label in marked}))
 
 
 def quantity_table(results: Results, title: str, split: str, field_name: str) -> Table:
