@@ -109,16 +109,7 @@ def test_a_folder_of_no_run_is_refused(tmp_path, backbone, base_config, shared_c
 def test_leftovers_of_a_killed_first_write_do_not_block_the_restart(tmp_path, backbone, toy_weights, shared_cache):
     """Found by the fault injection: a kill while identity.json was written left only its temporary file."""
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(
-        dataset="folder",
-        backbone="toy",
-        root=str(root),
-        shots=2,
-        epochs=1,
-        warmup_epochs=0,
-        batch_size=4,
-        pretrained=toy_weights,
-    )
+    config = _folder_config(root, toy_weights)
     out = tmp_path / "run"
     out.mkdir()
     (out / LOCK_FILE).touch()
@@ -146,16 +137,7 @@ def test_rerunning_a_finished_run_keeps_it_and_its_evaluations(tmp_path, backbon
 
 def test_evaluation_refuses_a_run_whose_data_changed(tmp_path, backbone, toy_weights, shared_cache):
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(
-        dataset="folder",
-        backbone="toy",
-        root=str(root),
-        shots=2,
-        epochs=1,
-        warmup_epochs=0,
-        batch_size=4,
-        pretrained=toy_weights,
-    )
+    config = _folder_config(root, toy_weights)
     out = tmp_path / "run"
     run_experiment(config, out, backbone=backbone, cache_dir=shared_cache)
     write_images(root / "test" / "red_star", 3, seed=99)  # replaced in place: other pixels, same names
@@ -195,16 +177,7 @@ def test_the_store_reuses_only_the_same_identity(tmp_path, backbone, toy_weights
     from calprompt.experiments.store import ResultsStore
 
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(
-        dataset="folder",
-        backbone="toy",
-        root=str(root),
-        shots=2,
-        epochs=1,
-        warmup_epochs=0,
-        batch_size=4,
-        pretrained=toy_weights,
-    )
+    config = _folder_config(root, toy_weights)
     store = ResultsStore(tmp_path / "store")
     assert store.finished(config) is None
     metrics = store.run(config, backbone=backbone, cache_dir=shared_cache).metrics
@@ -305,16 +278,7 @@ def test_a_corrupt_checkpoint_is_named(tmp_path, backbone, base_config, shared_c
 
 def test_a_zero_byte_feature_cache_entry_is_recomputed_with_a_warning(tmp_path, backbone, toy_weights):
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(
-        dataset="folder",
-        backbone="toy",
-        root=str(root),
-        shots=2,
-        epochs=1,
-        warmup_epochs=0,
-        batch_size=4,
-        pretrained=toy_weights,
-    )
+    config = _folder_config(root, toy_weights)
     cache = tmp_path / "cache"
     first = run_experiment(config, tmp_path / "a", backbone=backbone, cache_dir=cache).metrics
     entries = sorted((cache / "features").rglob("*.npy"))
@@ -366,16 +330,7 @@ def test_a_non_finite_number_is_refused_naming_the_setting(tmp_path, toy_weights
 
 def test_six_classes_train_and_evaluate_with_dac_on_three_base_classes(tmp_path, backbone, toy_weights, shared_cache):
     root = image_folder(tmp_path / "data", six_classes())
-    config = RunConfig(
-        dataset="folder",
-        backbone="toy",
-        root=str(root),
-        shots=2,
-        epochs=1,
-        warmup_epochs=0,
-        batch_size=4,
-        pretrained=toy_weights,
-    )
+    config = _folder_config(root, toy_weights)
     metrics = run_experiment(config, tmp_path / "run", backbone=backbone, cache_dir=shared_cache).metrics
     assert metrics["base"]["n_classes"] == 3 and metrics["novel"]["n_classes"] == 3
     assert metrics["novel+dac"]["n"] == 9
@@ -386,7 +341,14 @@ def test_no_validation_split_records_that_temperature_scaling_was_skipped(
     tmp_path, backbone, toy_weights, shared_cache
 ):
     root = image_folder(tmp_path / "data", six_classes(), val=0)
-    config = RunConfig(
+    config = _folder_config(root, toy_weights)
+    metrics = run_experiment(config, tmp_path / "run", backbone=backbone, cache_dir=shared_cache).metrics
+    assert "base+ts" not in metrics and "validation" in metrics["skipped"]["ts"]
+
+
+def _folder_config(root: Path, toy_weights: str) -> RunConfig:
+    """One epoch of CoOp on a folder dataset at ``root`` (the data the integrity checks edit)."""
+    return RunConfig(
         dataset="folder",
         backbone="toy",
         root=str(root),
@@ -396,8 +358,6 @@ def test_no_validation_split_records_that_temperature_scaling_was_skipped(
         batch_size=4,
         pretrained=toy_weights,
     )
-    metrics = run_experiment(config, tmp_path / "run", backbone=backbone, cache_dir=shared_cache).metrics
-    assert "base+ts" not in metrics and "validation" in metrics["skipped"]["ts"]
 
 
 def _check(root: Path, name: str = "folder"):
