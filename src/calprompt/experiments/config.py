@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -367,12 +368,19 @@ def coerce_options(values: Mapping[str, Any], hints: Mapping[str, Any], owner: s
     return {key: parse_value(value, hints[key], f"{owner} option {key}") for key, value in values.items()}
 
 
+@functools.cache
+def type_hints(cls: type) -> Mapping[str, Any]:
+    """``typing.get_type_hints(cls)``, resolved once per class: planning a sweep of thousands of runs asks for the
+    same dataclasses' hints twice per run, and resolving string annotations is slow."""
+    return types.MappingProxyType(typing.get_type_hints(cls))
+
+
 def method_option_types(method: str) -> dict[str, Any]:
     """Field name -> type of the config dataclass of ``method`` (``template`` is set from the dataset)."""
     from calprompt.methods import get_method
 
     config_type = get_method(method).config_type
-    hints = typing.get_type_hints(config_type)
+    hints = type_hints(config_type)
     return {f.name: hints[f.name] for f in dataclasses.fields(config_type) if f.name != "template"}
 
 

@@ -23,22 +23,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from calprompt._parsing import parse_assignments, parse_value
 from calprompt._validation import fail, fail_unknown
-from calprompt.experiments.config import RunConfig, check_schedule
+from calprompt.experiments.config import RunConfig, check_schedule, type_hints
 
 _OPTION_GROUPS = {"method": "method_options", "calibration": "calibration_options"}
 _OPTION_GROUPS.update({group: group for group in _OPTION_GROUPS.values()})
 
 
-def field_types() -> dict[str, Any]:
+def field_types() -> Mapping[str, Any]:
     """`RunConfig` field name -> its type."""
-    return typing.get_type_hints(RunConfig)
+    return type_hints(RunConfig)
 
 
 def _unknown(key: str, source: str) -> None:
