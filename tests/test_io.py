@@ -49,3 +49,20 @@ def test_only_durable_writes_sync_the_file(tmp_path, monkeypatch, durable):
     write_atomic(tmp_path / "a.txt", lambda temp: temp.write_text("new"), durable=durable)
     assert (tmp_path / "a.txt").read_text() == "new" and len(synced) == int(durable)
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_written_files_get_the_permissions_a_plain_open_would_give(tmp_path):
+    """mkstemp's temporaries are 0600; the file moved into place must have what the umask allows (a report copied to
+    a web folder must be readable there)."""
+    import os
+    import stat
+
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")  # created by open(): 0666 minus the umask, the oracle
+    written = tmp_path / "report.html"
+    write_atomic(written, lambda temp: temp.write_text("<html></html>"))
+    write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    expected = stat.S_IMODE(os.stat(plain).st_mode)
+    assert expected & stat.S_IROTH  # the usual umasks (022, 002) let others read
+    assert stat.S_IMODE(os.stat(written).st_mode) == expected
+    assert stat.S_IMODE(os.stat(tmp_path / "metrics.json").st_mode) == expected

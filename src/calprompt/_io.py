@@ -5,6 +5,7 @@ A reader therefore sees either the old file or the complete new one, never a par
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,14 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (reading it means setting it: it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
     """Call ``write(temp_path)`` and atomically move the result to ``path`` (parent folders are created).
 
@@ -38,6 +47,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, durable: bo
     temp = Path(temp_name)
     try:
         write(temp)
+        # mkstemp makes the file private (0600); a run's files are for everyone the umask lets read them, as a plain
+        # open() would create them (a report copied to a web folder must be readable there).
+        os.chmod(temp, 0o666 & ~_umask())
         if durable:
             with temp.open("rb") as stream:
                 os.fsync(stream.fileno())
