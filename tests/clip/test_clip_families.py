@@ -8,6 +8,7 @@ import torch
 
 from calprompt.clip import Preprocess, load_clip, wrap_open_clip_model
 from calprompt.clip.loading import check_backbone_name
+from calprompt.clip.missing import WeightsNotFoundError
 from calprompt.methods import build_method
 
 # A tiny CLIP with a ModifiedResNet image tower (open_clip's RN50 layout, one bottleneck per stage).
@@ -48,11 +49,15 @@ def test_other_hugging_face_text_encoders_are_refused_naming_them():
 
 
 @pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"])
-def test_siglip_checkpoints_with_their_own_tokenizer_are_refused_before_building(name):
-    """The real SigLIP vocabularies (SentencePiece/Gemma) are not hooked: refused from the config, in milliseconds."""
-    with pytest.raises(ValueError, match="tokenizer") as error:
+def test_siglip_checkpoints_load_their_tokenizer_before_building(name, monkeypatch):
+    """SigLIP's SentencePiece/Gemma tokenizers are named in open_clip's configs and read before the weights: offline
+    and uncached, the tokenizer's absence is the one-line error, and no model is built (test_clip_siglip_tokenizer
+    runs such a tokenizer)."""
+    assert check_backbone_name(name) == name
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("built before the tokenizer"))
+    with pytest.raises(WeightsNotFoundError, match="tokenizer") as error:
         load_clip(name)
-    assert name in _one_line(error) and "vocabulary" in str(error.value)
+    assert name in _one_line(error) and f"timm/{name}" in str(error.value)
 
 
 @pytest.mark.parametrize("method", ["vpt", "maple", "ivlp"])

@@ -14,6 +14,7 @@ run (the last block at the end-of-text position or at the class token only) are 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from calprompt.clip.kernels import (
 )
 from calprompt.clip.text_plan import SharedPrefix, TextPlanner, marked_shared_prefix
 from calprompt.clip.text_plan import mark_shared_prefix as mark_shared_prefix  # re-exported for prompt learners
+from calprompt.clip.token_layout import text_start
 from calprompt.conventions import CLIP_MEAN, CLIP_STD, DEFAULT_TEXT_MEMORY_MB
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
@@ -172,8 +174,14 @@ class ClipBackbone(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Text
+    @functools.cached_property
+    def text_start(self) -> int:
+        """The position a text's first token takes (1 after CLIP's [SOS] or BERT's [CLS], 0 for SigLIP's tokenizers):
+        where learnable context goes (`calprompt.clip.token_layout`)."""
+        return text_start(self.tokenizer)
+
     def tokenize(self, texts: str | Sequence[str]) -> Tensor:
-        """Token ids (N, context_length) on the backbone's device; SOT/EOT added, zero padded."""
+        """Token ids (N, context_length) on the backbone's device, with the tokenizer's special tokens and padding."""
         if isinstance(texts, str):
             texts = [texts]
         return self.tokenizer(list(texts)).to(self.device)
@@ -207,7 +215,7 @@ class ClipBackbone(nn.Module):
         token_ids: Tensor,
         *,
         deep_prompts: DeepPrompts | None = None,
-        prompt_start: int = 1,
+        prompt_start: int | None = None,
         normalize: bool = False,
         truncate: bool = True,
         shared_prefix: SharedPrefix | None = None,
@@ -219,7 +227,8 @@ class ClipBackbone(nn.Module):
             token_ids: (N, L) ids, only used to locate the end-of-text token.
             deep_prompts: optional per-layer prompts; entry ``j`` of shape (P, D) or (N, P, D) replaces positions
                 ``prompt_start : prompt_start + P`` at the input of text layer ``j`` (entry 0 is usually ``None``
-                because layer 0 receives the prompts through ``embeddings``).
+                because layer 0 receives the prompts through ``embeddings``); by default where the text starts
+                (`text_start`).
             truncate: run the causal transformer only on the first ``max_eot + 1`` positions. The attention mask is
                 causal, so the end-of-text feature never depends on later positions: the result is exact.
             shared_prefix: rows share their first positions (see `SharedPrefix`); by default the mark that
@@ -234,6 +243,7 @@ class ClipBackbone(nn.Module):
                 self.text_layers  # noqa: B018 (raises the family's refusal)
             features = bert_text.encode(self.model.text, embeddings, token_ids, truncate)
             return F.normalize(features, dim=-1) if normalize else features
+        prompt_start = self.text_start if prompt_start is None else prompt_start
         eot = self.eot_positions(token_ids)
         if int(eot.max()) >= embeddings.shape[1]:
             fail("token_ids", f"sequences reaching the pooled position {int(eot.max())}", tuple(token_ids.shape))

@@ -28,8 +28,8 @@ SUPPORTED = (
 
 CLIP_VOCABULARY = 49408  # CLIP's BPE tokenizer, the one open_clip architectures get here
 OTHER_TOKENIZERS = (
-    "its own tokenizer (e.g. SigLIP's SentencePiece, without a start token) is not hooked yet: use a "
-    "transformers: checkpoint, which brings its tokenizer, or a model with CLIP's vocabulary"
+    "a model with another vocabulary needs its tokenizer named in its config (text_cfg.hf_tokenizer_name, as "
+    "open_clip's SigLIP configs do), or passed as wrap_open_clip_model(tokenizer=...)"
 )
 _COCA = "a CoCa model (contrastive + captioning: its text tower feeds a multimodal decoder)"
 
@@ -104,14 +104,18 @@ def refuse_family(what: str, reason: str) -> NoReturn:
 def refuse_unsupported_architecture(architecture: str) -> None:
     """Refuse, from its config alone (nothing is built or downloaded), an open_clip architecture of a family the
     facade does not host."""
-    cfg = open_clip.get_model_config(architecture) or {}
+    refuse_unsupported_config(architecture, open_clip.get_model_config(architecture) or {})
+
+
+def refuse_unsupported_config(name: str, cfg: dict) -> None:
+    """Refuse, from an open_clip ``model_cfg`` (a built-in config, or a ``local-dir:`` / ``hf-hub:`` model's
+    ``open_clip_config.json``), a model of a family the facade does not host, before its weights are read."""
+    text_cfg = cfg.get("text_cfg", {})
     if "multimodal_cfg" in cfg:
-        refuse_family(
-            architecture, "a CoCa model (contrastive + captioning, its text tower feeds a multimodal decoder)"
-        )
-    vocabulary = cfg.get("text_cfg", {}).get("vocab_size", CLIP_VOCABULARY)
-    if vocabulary != CLIP_VOCABULARY and not cfg.get("text_cfg", {}).get("hf_model_name"):
-        refuse_family(architecture, f"a {vocabulary}-token vocabulary; {OTHER_TOKENIZERS}")
-    hf_text = cfg.get("text_cfg", {}).get("hf_model_name")
+        refuse_family(name, _COCA)
+    vocabulary = text_cfg.get("vocab_size", CLIP_VOCABULARY)
+    if vocabulary != CLIP_VOCABULARY and not (text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")):
+        refuse_family(name, f"a {vocabulary}-token vocabulary and no tokenizer named in its config; {OTHER_TOKENIZERS}")
+    hf_text = text_cfg.get("hf_model_name")
     if hf_text and "bert" not in hf_text.lower().replace("roberta", ""):
-        refuse_family(architecture, f"a CLIP with the Hugging Face text encoder {hf_text} (hosted: BERT)")
+        refuse_family(name, f"a CLIP with the Hugging Face text encoder {hf_text} (hosted: BERT)")
