@@ -25,7 +25,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.clip import bert_text
+from calprompt.clip import bert_text, timm_prompts
 from calprompt.clip.families import FamilyLimitError, family_of, text_tower
 from calprompt.clip.kernels import (
     block_at_end,
@@ -151,8 +151,8 @@ class ClipBackbone(nn.Module):
 
     @property
     def vision_width(self) -> int:
-        visual = self._vision_transformer()
-        return int(visual.conv1.out_channels)
+        visual = self._prompt_host()
+        return timm_prompts.width(visual) if self._timm_vision else int(visual.conv1.out_channels)
 
     @property
     def embed_dim(self) -> int:
@@ -170,7 +170,12 @@ class ClipBackbone(nn.Module):
 
     @property
     def vision_layers(self) -> int:
-        return len(self._vision_transformer().transformer.resblocks)
+        visual = self._prompt_host()
+        return timm_prompts.layers(visual) if self._timm_vision else len(visual.transformer.resblocks)
+
+    @property
+    def _timm_vision(self) -> bool:
+        return timm_prompts.timm_trunk(self.model.visual) is not None
 
     # ----------------------------------------------------------------------------------------------------------------
     # Text
@@ -289,16 +294,19 @@ class ClipBackbone(nn.Module):
         Args:
             images: (N, 3, H, W) preprocessed images.
             prompts: (P, W) or (N, P, W) tokens appended after the patch tokens, after the positional embedding and
-                before ``ln_pre`` (they get no positional embedding).
+                before ``ln_pre`` (they get no positional embedding); in timm towers see `calprompt.clip.timm_prompts`.
             deep_prompts: entry ``j`` of shape (P, W) or (N, P, W) replaces the last P tokens at the input of vision
                 layer ``j``; requires ``prompts`` of the same P (entry 0 is usually ``None``).
         """
         if prompts is None and deep_prompts is None and not isinstance(self.model.visual, VisionTransformer):
             return self.model.encode_image(images.to(self.dtype), normalize=normalize)
-        visual = self._vision_transformer()
+        visual = self._prompt_host()
         if deep_prompts is not None and prompts is None:
             fail("prompts", "given whenever deep_prompts are (deep prompts replace appended tokens)", None)
         self._check_deep_prompts(deep_prompts, self.vision_layers, "deep_prompts")
+        if self._timm_vision:
+            pooled = timm_prompts.encode_prompted(visual, images.to(self.dtype), prompts, deep_prompts)
+            return F.normalize(pooled, dim=-1) if normalize else pooled
 
         x = visual.conv1(images.to(self.dtype))  # (N, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (N, g*g, W)
@@ -327,16 +335,20 @@ class ClipBackbone(nn.Module):
             pooled = pooled @ visual.proj
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
-    def _vision_transformer(self) -> VisionTransformer:
+    def _prompt_host(self) -> nn.Module:
+        """The image tower, when visual prompt tokens can be placed in it (open_clip's ViT, timm ViT or EVA)."""
         visual = self.model.visual
-        if not isinstance(visual, VisionTransformer):
-            raise FamilyLimitError(
-                self.family,
-                "visual prompt tokens",
-                f"its image tower is a {self.family.vision}, not open_clip's VisionTransformer (prompt tokens are "
-                "placed inside open_clip ViT blocks only)",
+        if isinstance(visual, VisionTransformer):
+            return visual
+        reason = timm_prompts.unhosted_reason(visual)
+        if reason is None:
+            return visual
+        if timm_prompts.timm_trunk(visual) is None:
+            reason = (
+                f"its image tower is a {self.family.vision}, not a ViT (prompt tokens are placed inside open_clip "
+                "ViT and timm ViT/EVA blocks only)"
             )
-        return visual
+        raise FamilyLimitError(self.family, "visual prompt tokens", reason)
 
     @staticmethod
     def _check_deep_prompts(deep_prompts: DeepPrompts | None, layers: int, name: str) -> None:

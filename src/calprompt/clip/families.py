@@ -3,7 +3,7 @@
 A family is named from the model itself (never from a user string), so that a method or a lever the towers cannot
 host is refused with one line that names the family and the reason, before any training. The levers of
 `calprompt.clip.text_plan` are exact only for a causal text tower (`Family.causal_text`); visual prompt tokens need
-open_clip's own ``VisionTransformer`` (`Family.visual_prompts`).
+a ViT image tower, open_clip's own or timm's ViT / EVA (`Family.visual_prompts`, `calprompt.clip.timm_prompts`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from open_clip.transformer import TextTransformer, VisionTransformer
 from torch import nn
 
 from calprompt._validation import fail
-from calprompt.clip import bert_text
+from calprompt.clip import bert_text, timm_prompts
 
 SUPPORTED = (
     "CLIP (open_clip CLIP with a ViT or ResNet image tower; transformers CLIPModel, converted)",
@@ -88,7 +88,8 @@ def family_of(model: nn.Module) -> Family:
     pools = ("argmax", "eos") if causal else ("argmax", "eos", "last", "bert")
     if pool not in pools:
         refuse_family(type(model).__name__, f"a text tower pooled by '{pool}' (prompt learning reads one of {pools})")
-    return Family(name, causal, visual_prompts=is_vit, vision=vision, text_pool=pool, eos_id=eos_id)
+    hosts_prompts = is_vit or (timm_prompts.timm_trunk(visual) is not None and not timm_prompts.unhosted_reason(visual))
+    return Family(name, causal, visual_prompts=hosts_prompts, vision=vision, text_pool=pool, eos_id=eos_id)
 
 
 def _reason(model: nn.Module) -> str:
