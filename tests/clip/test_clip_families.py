@@ -120,3 +120,20 @@ def test_a_hub_model_of_a_refused_family_is_refused_from_its_config_alone(refuse
     backbone = load_clip("hf-hub:someone/hosted-model")
     assert hub.asked[0] == HF_CONFIG_NAME and HF_SAFE_WEIGHTS_NAME in hub.asked
     torch.testing.assert_close(backbone.model.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
+def test_a_local_text_encoder_is_judged_by_its_config_not_its_folder_name(tmp_path):
+    import json
+
+    from calprompt.clip.families import refuse_unsupported_config
+
+    for model_type in ("bert", "roberta"):
+        folder = tmp_path / f"encoder-{len(model_type)}"  # no family in the folder name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+        cfg = {"text_cfg": {"hf_model_name": str(folder), "hf_tokenizer_name": str(folder)}}
+        if model_type == "bert":
+            refuse_unsupported_config("local-dir:/models/x", cfg)
+        else:
+            with pytest.raises(ValueError, match="hosted: BERT"):
+                refuse_unsupported_config("local-dir:/models/x", cfg)

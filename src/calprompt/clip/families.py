@@ -8,7 +8,9 @@ a ViT image tower, open_clip's own or timm's ViT / EVA (`Family.visual_prompts`,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 import open_clip
@@ -118,5 +120,14 @@ def refuse_unsupported_config(name: str, cfg: dict) -> None:
     if vocabulary != CLIP_VOCABULARY and not (text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")):
         refuse_family(name, f"a {vocabulary}-token vocabulary and no tokenizer named in its config; {OTHER_TOKENIZERS}")
     hf_text = text_cfg.get("hf_model_name")
-    if hf_text and "bert" not in hf_text.lower().replace("roberta", ""):
+    if hf_text and not _names_bert(hf_text):
         refuse_family(name, f"a CLIP with the Hugging Face text encoder {hf_text} (hosted: BERT)")
+
+
+def _names_bert(hf_text: str) -> bool:
+    """Whether a text encoder named in a config is BERT: a local folder says so in its config.json (``model_type``),
+    a hub id in its name."""
+    local = Path(hf_text).expanduser() / "config.json"
+    if local.is_file():
+        return json.loads(local.read_text(encoding="utf-8")).get("model_type") == "bert"
+    return "bert" in hf_text.lower().replace("roberta", "")
