@@ -9,7 +9,6 @@ where the text starts (`text_start`) and the tokenizer's own tokens (end of text
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from torch import Tensor
 
@@ -18,16 +17,9 @@ from calprompt._validation import fail
 PROBE = "X"  # the placeholder text prompt learners tokenize; one word every vocabulary can spell
 
 
-class TextTokenizer(Protocol):
-    """What the backbone needs of a tokenizer: rows of ids with its special tokens and padding, and the bare ids."""
-
-    def __call__(self, texts: list[str]) -> Tensor: ...
-
-    def encode(self, text: str) -> list[int]: ...
-
-
 def text_start(tokenizer: Callable[..., Tensor]) -> int:
-    """The number of positions the tokenizer puts before the text (1 for CLIP and BERT, 0 for SigLIP's)."""
+    """The number of positions the tokenizer puts before the text (1 for CLIP and BERT, 0 for SigLIP's), found
+    by locating ``tokenizer.encode`` (ids without special tokens) in the row ``tokenizer([text])``."""
     encode = getattr(tokenizer, "encode", None)
     if encode is None:
         fail("tokenizer", "an object with encode(text) -> ids without special tokens", type(tokenizer).__name__)
