@@ -194,3 +194,53 @@ def bert_text_cfg(bert_folder, pooler: str = "mean_pooler") -> dict:
             "context_length": 24,
         },
     }
+
+
+# Sentences the tiny SentencePiece model is trained on: the test prompts, class names and templates.
+SENTENCEPIECE_CORPUS = (
+    "a photo of a red circle",
+    "a photo of a blue square",
+    "a photo of a golden retriever",
+    "a cat on a mat",
+    "red square red triangle red cross red star red ring",
+    "a photo of the dog",
+)
+
+
+def save_tiny_sentencepiece_tokenizer(folder):
+    """Train a T5-style SentencePiece model (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, no start token, as SigLIP's)
+    on `SENTENCEPIECE_CORPUS` and save it as a Hugging Face tokenizer folder (what open_clip's ``HFTokenizer`` reads);
+    returns the ``sentencepiece`` processor, an oracle independent of ``transformers``."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(  # whole words as pieces: "a photo of a" is 4 pieces, as in SigLIP's vocabulary
+        sentence_iterator=iter(SENTENCEPIECE_CORPUS),
+        model_writer=proto,
+        vocab_size=64,
+        hard_vocab_limit=False,
+        model_type="word",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    pieces = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+    folder.mkdir(parents=True, exist_ok=True)
+    T5Tokenizer(vocab=pieces, extra_ids=0).save_pretrained(folder)
+    return processor
+
+
+def siglip_sentencepiece_cfg(vocab_size: int, context_length: int = 16) -> dict:
+    """`siglip_style_cfg` with its own vocabulary and tokenizer named the way open_clip's ``ViT-B-16-SigLIP.json``
+    names it (``hf_tokenizer_name``, ``tokenizer_kwargs.clean = "canonicalize"``); a `local-dir:` folder holds it."""
+    cfg = siglip_style_cfg(context_length)
+    cfg["text_cfg"].update(
+        vocab_size=vocab_size, hf_tokenizer_name="timm/tiny-test", tokenizer_kwargs={"clean": "canonicalize"}
+    )
+    return cfg

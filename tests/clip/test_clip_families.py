@@ -8,6 +8,7 @@ import torch
 
 from calprompt.clip import Preprocess, load_clip, wrap_open_clip_model
 from calprompt.clip.loading import check_backbone_name
+from calprompt.clip.missing import WeightsNotFoundError
 from calprompt.methods import build_method
 
 # A tiny CLIP with a ModifiedResNet image tower (open_clip's RN50 layout, one bottleneck per stage).
@@ -48,11 +49,15 @@ def test_other_hugging_face_text_encoders_are_refused_naming_them():
 
 
 @pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"])
-def test_siglip_checkpoints_with_their_own_tokenizer_are_refused_before_building(name):
-    """The real SigLIP vocabularies (SentencePiece/Gemma) are not hooked: refused from the config, in milliseconds."""
-    with pytest.raises(ValueError, match="tokenizer") as error:
+def test_siglip_checkpoints_load_their_tokenizer_before_building(name, monkeypatch):
+    """SigLIP's SentencePiece/Gemma tokenizers are named in open_clip's configs and read before the weights: offline
+    and uncached, the tokenizer's absence is the one-line error, and no model is built (test_clip_siglip_tokenizer
+    runs such a tokenizer)."""
+    assert check_backbone_name(name) == name
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("built before the tokenizer"))
+    with pytest.raises(WeightsNotFoundError, match="tokenizer") as error:
         load_clip(name)
-    assert name in _one_line(error) and "vocabulary" in str(error.value)
+    assert name in _one_line(error) and f"timm/{name}" in str(error.value)
 
 
 @pytest.mark.parametrize("method", ["vpt", "maple", "ivlp"])
@@ -72,3 +77,63 @@ def test_text_methods_run_on_a_convolutional_tower(resnet_backbone):
         features = resnet_backbone.encode_image(images)
         torch.testing.assert_close(features, resnet_backbone.model.encode_image(images), rtol=0, atol=0)
         assert method(image_features=features).logits.shape == (2, 2)
+
+
+class _RecordingHub:
+    """Stands in for the hub download open_clip calls (``open_clip.pretrained.hf_hub_download``): serves the files
+    of one fake repository from a folder and records which were asked for, in order."""
+
+    def __init__(self, folder):
+        self.folder, self.asked = folder, []
+
+    def __call__(self, repo_id: str, filename: str, **kwargs):
+        self.asked.append(filename)
+        path = self.folder / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{repo_id} has no {filename}")
+        return str(path)
+
+
+@pytest.mark.parametrize("refused", ["coca_ViT-B-32", "roberta-ViT-B-32"])
+def test_a_hub_model_of_a_refused_family_is_refused_from_its_config_alone(refused, tmp_path, monkeypatch):
+    import json
+
+    from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    (tmp_path / HF_CONFIG_NAME).write_text(json.dumps({"model_cfg": open_clip.get_model_config(refused)}))
+    (tmp_path / HF_WEIGHTS_NAME).write_bytes(b"never read")  # would be downloaded if the config were not read first
+    hub = _RecordingHub(tmp_path)
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", hub)
+    with pytest.raises(ValueError, match="backbone family") as error:
+        load_clip("hf-hub:someone/refused-model")
+    assert "hf-hub:someone/refused-model" in _one_line(error)
+    assert hub.asked == [HF_CONFIG_NAME]
+    # The same fake hub with a hosted family's config: its weights are asked for after the config.
+    from safetensors.torch import save_file
+
+    from tests.tiny_models import TINY_CLIP_CFG, make_tiny_clip
+
+    model = make_tiny_clip(seed=4)
+    (tmp_path / HF_CONFIG_NAME).write_text(json.dumps({"model_cfg": TINY_CLIP_CFG}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / HF_SAFE_WEIGHTS_NAME)
+    hub.asked.clear()
+    backbone = load_clip("hf-hub:someone/hosted-model")
+    assert hub.asked[0] == HF_CONFIG_NAME and HF_SAFE_WEIGHTS_NAME in hub.asked
+    torch.testing.assert_close(backbone.model.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
+def test_a_local_text_encoder_is_judged_by_its_config_not_its_folder_name(tmp_path):
+    import json
+
+    from calprompt.clip.families import refuse_unsupported_config
+
+    for model_type in ("bert", "roberta"):
+        folder = tmp_path / f"encoder-{len(model_type)}"  # no family in the folder name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+        cfg = {"text_cfg": {"hf_model_name": str(folder), "hf_tokenizer_name": str(folder)}}
+        if model_type == "bert":
+            refuse_unsupported_config("local-dir:/models/x", cfg)
+        else:
+            with pytest.raises(ValueError, match="hosted: BERT"):
+                refuse_unsupported_config("local-dir:/models/x", cfg)

@@ -14,6 +14,7 @@ run (the last block at the end-of-text position or at the class token only) are 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from calprompt._validation import fail
-from calprompt.clip import bert_text
+from calprompt.clip import bert_text, timm_prompts
 from calprompt.clip.families import FamilyLimitError, family_of, text_tower
 from calprompt.clip.kernels import (
     block_at_end,
@@ -36,6 +37,7 @@ from calprompt.clip.kernels import (
 )
 from calprompt.clip.text_plan import SharedPrefix, TextPlanner, marked_shared_prefix
 from calprompt.clip.text_plan import mark_shared_prefix as mark_shared_prefix  # re-exported for prompt learners
+from calprompt.clip.token_layout import text_start
 from calprompt.conventions import CLIP_MEAN, CLIP_STD, DEFAULT_TEXT_MEMORY_MB
 
 # A deep prompt per transformer layer: entry j (or None) replaces prompt tokens at the *input* of layer j.
@@ -149,8 +151,8 @@ class ClipBackbone(nn.Module):
 
     @property
     def vision_width(self) -> int:
-        visual = self._vision_transformer()
-        return int(visual.conv1.out_channels)
+        visual = self._prompt_host()
+        return timm_prompts.width(visual) if self._timm_vision else int(visual.conv1.out_channels)
 
     @property
     def embed_dim(self) -> int:
@@ -168,12 +170,23 @@ class ClipBackbone(nn.Module):
 
     @property
     def vision_layers(self) -> int:
-        return len(self._vision_transformer().transformer.resblocks)
+        visual = self._prompt_host()
+        return timm_prompts.layers(visual) if self._timm_vision else len(visual.transformer.resblocks)
+
+    @property
+    def _timm_vision(self) -> bool:
+        return timm_prompts.timm_trunk(self.model.visual) is not None
 
     # ----------------------------------------------------------------------------------------------------------------
     # Text
+    @functools.cached_property
+    def text_start(self) -> int:
+        """The position a text's first token takes (1 after CLIP's [SOS] or BERT's [CLS], 0 for SigLIP's tokenizers):
+        where learnable context goes (`calprompt.clip.token_layout`)."""
+        return text_start(self.tokenizer)
+
     def tokenize(self, texts: str | Sequence[str]) -> Tensor:
-        """Token ids (N, context_length) on the backbone's device; SOT/EOT added, zero padded."""
+        """Token ids (N, context_length) on the backbone's device, with the tokenizer's special tokens and padding."""
         if isinstance(texts, str):
             texts = [texts]
         return self.tokenizer(list(texts)).to(self.device)
@@ -207,7 +220,7 @@ class ClipBackbone(nn.Module):
         token_ids: Tensor,
         *,
         deep_prompts: DeepPrompts | None = None,
-        prompt_start: int = 1,
+        prompt_start: int | None = None,
         normalize: bool = False,
         truncate: bool = True,
         shared_prefix: SharedPrefix | None = None,
@@ -219,7 +232,8 @@ class ClipBackbone(nn.Module):
             token_ids: (N, L) ids, only used to locate the end-of-text token.
             deep_prompts: optional per-layer prompts; entry ``j`` of shape (P, D) or (N, P, D) replaces positions
                 ``prompt_start : prompt_start + P`` at the input of text layer ``j`` (entry 0 is usually ``None``
-                because layer 0 receives the prompts through ``embeddings``).
+                because layer 0 receives the prompts through ``embeddings``); by default where the text starts
+                (`text_start`).
             truncate: run the causal transformer only on the first ``max_eot + 1`` positions. The attention mask is
                 causal, so the end-of-text feature never depends on later positions: the result is exact.
             shared_prefix: rows share their first positions (see `SharedPrefix`); by default the mark that
@@ -234,6 +248,7 @@ class ClipBackbone(nn.Module):
                 self.text_layers  # noqa: B018 (raises the family's refusal)
             features = bert_text.encode(self.model.text, embeddings, token_ids, truncate)
             return F.normalize(features, dim=-1) if normalize else features
+        prompt_start = self.text_start if prompt_start is None else prompt_start
         eot = self.eot_positions(token_ids)
         if int(eot.max()) >= embeddings.shape[1]:
             fail("token_ids", f"sequences reaching the pooled position {int(eot.max())}", tuple(token_ids.shape))
@@ -279,16 +294,19 @@ class ClipBackbone(nn.Module):
         Args:
             images: (N, 3, H, W) preprocessed images.
             prompts: (P, W) or (N, P, W) tokens appended after the patch tokens, after the positional embedding and
-                before ``ln_pre`` (they get no positional embedding).
+                before ``ln_pre`` (they get no positional embedding); in timm towers see `calprompt.clip.timm_prompts`.
             deep_prompts: entry ``j`` of shape (P, W) or (N, P, W) replaces the last P tokens at the input of vision
                 layer ``j``; requires ``prompts`` of the same P (entry 0 is usually ``None``).
         """
         if prompts is None and deep_prompts is None and not isinstance(self.model.visual, VisionTransformer):
             return self.model.encode_image(images.to(self.dtype), normalize=normalize)
-        visual = self._vision_transformer()
+        visual = self._prompt_host()
         if deep_prompts is not None and prompts is None:
             fail("prompts", "given whenever deep_prompts are (deep prompts replace appended tokens)", None)
         self._check_deep_prompts(deep_prompts, self.vision_layers, "deep_prompts")
+        if self._timm_vision:
+            pooled = timm_prompts.encode_prompted(visual, images.to(self.dtype), prompts, deep_prompts)
+            return F.normalize(pooled, dim=-1) if normalize else pooled
 
         x = visual.conv1(images.to(self.dtype))  # (N, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (N, g*g, W)
@@ -317,16 +335,20 @@ class ClipBackbone(nn.Module):
             pooled = pooled @ visual.proj
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
-    def _vision_transformer(self) -> VisionTransformer:
+    def _prompt_host(self) -> nn.Module:
+        """The image tower, when visual prompt tokens can be placed in it (open_clip's ViT, timm ViT or EVA)."""
         visual = self.model.visual
-        if not isinstance(visual, VisionTransformer):
-            raise FamilyLimitError(
-                self.family,
-                "visual prompt tokens",
-                f"its image tower is a {self.family.vision}, not open_clip's VisionTransformer (prompt tokens are "
-                "placed inside open_clip ViT blocks only)",
+        if isinstance(visual, VisionTransformer):
+            return visual
+        reason = timm_prompts.unhosted_reason(visual)
+        if reason is None:
+            return visual
+        if timm_prompts.timm_trunk(visual) is None:
+            reason = (
+                f"its image tower is a {self.family.vision}, not a ViT (prompt tokens are placed inside open_clip "
+                "ViT and timm ViT/EVA blocks only)"
             )
-        return visual
+        raise FamilyLimitError(self.family, "visual prompt tokens", reason)
 
     @staticmethod
     def _check_deep_prompts(deep_prompts: DeepPrompts | None, layers: int, name: str) -> None:

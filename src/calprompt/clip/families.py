@@ -3,12 +3,14 @@
 A family is named from the model itself (never from a user string), so that a method or a lever the towers cannot
 host is refused with one line that names the family and the reason, before any training. The levers of
 `calprompt.clip.text_plan` are exact only for a causal text tower (`Family.causal_text`); visual prompt tokens need
-open_clip's own ``VisionTransformer`` (`Family.visual_prompts`).
+a ViT image tower, open_clip's own or timm's ViT / EVA (`Family.visual_prompts`, `calprompt.clip.timm_prompts`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 import open_clip
@@ -17,7 +19,7 @@ from open_clip.transformer import TextTransformer, VisionTransformer
 from torch import nn
 
 from calprompt._validation import fail
-from calprompt.clip import bert_text
+from calprompt.clip import bert_text, timm_prompts
 
 SUPPORTED = (
     "CLIP (open_clip CLIP with a ViT or ResNet image tower; transformers CLIPModel, converted)",
@@ -28,8 +30,8 @@ SUPPORTED = (
 
 CLIP_VOCABULARY = 49408  # CLIP's BPE tokenizer, the one open_clip architectures get here
 OTHER_TOKENIZERS = (
-    "its own tokenizer (e.g. SigLIP's SentencePiece, without a start token) is not hooked yet: use a "
-    "transformers: checkpoint, which brings its tokenizer, or a model with CLIP's vocabulary"
+    "a model with another vocabulary needs its tokenizer named in its config (text_cfg.hf_tokenizer_name, as "
+    "open_clip's SigLIP configs do), or passed as wrap_open_clip_model(tokenizer=...)"
 )
 _COCA = "a CoCa model (contrastive + captioning: its text tower feeds a multimodal decoder)"
 
@@ -88,7 +90,8 @@ def family_of(model: nn.Module) -> Family:
     pools = ("argmax", "eos") if causal else ("argmax", "eos", "last", "bert")
     if pool not in pools:
         refuse_family(type(model).__name__, f"a text tower pooled by '{pool}' (prompt learning reads one of {pools})")
-    return Family(name, causal, visual_prompts=is_vit, vision=vision, text_pool=pool, eos_id=eos_id)
+    hosts_prompts = is_vit or (timm_prompts.timm_trunk(visual) is not None and not timm_prompts.unhosted_reason(visual))
+    return Family(name, causal, visual_prompts=hosts_prompts, vision=vision, text_pool=pool, eos_id=eos_id)
 
 
 def _reason(model: nn.Module) -> str:
@@ -104,14 +107,27 @@ def refuse_family(what: str, reason: str) -> NoReturn:
 def refuse_unsupported_architecture(architecture: str) -> None:
     """Refuse, from its config alone (nothing is built or downloaded), an open_clip architecture of a family the
     facade does not host."""
-    cfg = open_clip.get_model_config(architecture) or {}
+    refuse_unsupported_config(architecture, open_clip.get_model_config(architecture) or {})
+
+
+def refuse_unsupported_config(name: str, cfg: dict) -> None:
+    """Refuse, from an open_clip ``model_cfg`` (a built-in config, or a ``local-dir:`` / ``hf-hub:`` model's
+    ``open_clip_config.json``), a model of a family the facade does not host, before its weights are read."""
+    text_cfg = cfg.get("text_cfg", {})
     if "multimodal_cfg" in cfg:
-        refuse_family(
-            architecture, "a CoCa model (contrastive + captioning, its text tower feeds a multimodal decoder)"
-        )
-    vocabulary = cfg.get("text_cfg", {}).get("vocab_size", CLIP_VOCABULARY)
-    if vocabulary != CLIP_VOCABULARY and not cfg.get("text_cfg", {}).get("hf_model_name"):
-        refuse_family(architecture, f"a {vocabulary}-token vocabulary; {OTHER_TOKENIZERS}")
-    hf_text = cfg.get("text_cfg", {}).get("hf_model_name")
-    if hf_text and "bert" not in hf_text.lower().replace("roberta", ""):
-        refuse_family(architecture, f"a CLIP with the Hugging Face text encoder {hf_text} (hosted: BERT)")
+        refuse_family(name, _COCA)
+    vocabulary = text_cfg.get("vocab_size", CLIP_VOCABULARY)
+    if vocabulary != CLIP_VOCABULARY and not (text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")):
+        refuse_family(name, f"a {vocabulary}-token vocabulary and no tokenizer named in its config; {OTHER_TOKENIZERS}")
+    hf_text = text_cfg.get("hf_model_name")
+    if hf_text and not _names_bert(hf_text):
+        refuse_family(name, f"a CLIP with the Hugging Face text encoder {hf_text} (hosted: BERT)")
+
+
+def _names_bert(hf_text: str) -> bool:
+    """Whether a text encoder named in a config is BERT: a local folder says so in its config.json (``model_type``),
+    a hub id in its name."""
+    local = Path(hf_text).expanduser() / "config.json"
+    if local.is_file():
+        return json.loads(local.read_text(encoding="utf-8")).get("model_type") == "bert"
+    return "bert" in hf_text.lower().replace("roberta", "")

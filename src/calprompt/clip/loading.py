@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import json
 import logging
 import zipfile
 from collections.abc import Callable
@@ -17,13 +18,20 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.model import CLIP
+from open_clip.pretrained import download_pretrained_from_hf
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor
 
 from calprompt._validation import check_choice, fail
 from calprompt.clip.backbone import ClipBackbone, Preprocess
-from calprompt.clip.families import CLIP_VOCABULARY, OTHER_TOKENIZERS, family_of, refuse_unsupported_architecture
-from calprompt.clip.missing import WeightsNotFoundError, how_to_fix, hub_cache_dir, hub_failure, offline
+from calprompt.clip.families import (
+    CLIP_VOCABULARY,
+    OTHER_TOKENIZERS,
+    family_of,
+    refuse_unsupported_architecture,
+    refuse_unsupported_config,
+)
+from calprompt.clip.missing import WeightsNotFoundError, how_to_fix, hub_cache_dir, hub_failure, offline, one_line
 from calprompt.clip.transformers_clip import HubTokenizer, is_transformers_name, load_transformers_clip
 from calprompt.plugins import EMBEDDED_BACKBONES
 
@@ -67,8 +75,11 @@ def load_clip(
             fail(
                 "pretrained", f"None for '{name}' (its folder or hub repository already names the weights)", pretrained
             )
+        cfg = _schema_config(name, cache_dir)  # the small config first: a refused family downloads no weights
+        refuse_unsupported_config(name, cfg)
+        tokenizer = _configured_tokenizer(name, cfg)
         model = _create_from_schema(name, device=device, precision=precision, cache_dir=cache_dir)
-        return wrap_open_clip_model(model, name=name, pretrained=None)
+        return wrap_open_clip_model(model, name=name, pretrained=None, tokenizer=tokenizer)
     if is_transformers_name(name):
         if pretrained is not None:
             fail("pretrained", f"None for '{name}' (its folder or hub id already names the weights)", pretrained)
@@ -79,6 +90,7 @@ def load_clip(
 
     architecture = _resolve_architecture(name)
     refuse_unsupported_architecture(architecture)
+    tokenizer = _configured_tokenizer(architecture, open_clip.get_model_config(architecture) or {})
     if pretrained is None:
         logger.info("Building %s with random weights (no `pretrained` given).", architecture)
         model = open_clip.create_model(
@@ -107,7 +119,7 @@ def load_clip(
     identity = None
     if pretrained is not None and Path(pretrained).expanduser().is_file():
         identity = f"{architecture}|file:{file_digest(Path(pretrained).expanduser())}"
-    return wrap_open_clip_model(model, name=architecture, pretrained=pretrained, identity=identity)
+    return wrap_open_clip_model(model, name=architecture, pretrained=pretrained, identity=identity, tokenizer=tokenizer)
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -239,14 +251,31 @@ def _create_from_file(
         ) from error
 
 
-def _create_from_schema(name: str, *, device: str | torch.device, precision: str, cache_dir: str | None) -> CLIP:
+def _schema_config(name: str, cache_dir: str | None) -> dict:
+    """The ``model_cfg`` of a ``local-dir:`` folder or ``hf-hub:`` repository, read from its open_clip_config.json
+    alone (for a hub repository only that small file is downloaded)."""
     if name.startswith("local-dir:"):
         folder = Path(name.removeprefix("local-dir:")).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
+        path = folder / "open_clip_config.json"
+        if not path.is_file():
             raise WeightsNotFoundError(
                 f"'{name}': expected a folder holding open_clip_config.json (with 'model_cfg') and a weights file, "
-                f"but {folder / 'open_clip_config.json'} does not exist. Point local-dir: at such a folder."
+                f"but {path} does not exist. Point local-dir: at such a folder."
             )
+    else:
+        repo = name.removeprefix("hf-hub:")
+        try:
+            path = Path(download_pretrained_from_hf(repo, "open_clip_config.json", cache_dir=cache_dir))
+        except Exception as error:  # hub errors, offline mode, a missing file
+            raise hub_failure(name, repo, cache_dir, error, what="open_clip_config.json") from error
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(config.get("model_cfg"), dict):
+        fail(f"{name} open_clip_config.json", "a 'model_cfg' object (open_clip's layout)", sorted(config))
+    return config["model_cfg"]
+
+
+def _create_from_schema(name: str, *, device: str | torch.device, precision: str, cache_dir: str | None) -> CLIP:
+    if name.startswith("local-dir:"):
         return open_clip.create_model(name, device=device, precision=precision)
     try:
         return open_clip.create_model(name, device=device, precision=precision, cache_dir=cache_dir)
@@ -264,19 +293,36 @@ def preprocess_of(model: CLIP) -> Preprocess:
     return Preprocess(image_size=int(size), mean=mean, std=std, interpolation=cfg.get("interpolation", "bicubic"))
 
 
-def _open_clip_hf_tokenizer(name: str, model: CLIP) -> HubTokenizer:
-    """The Hugging Face tokenizer open_clip records for ``name`` (BERT-text towers), with open_clip's context length."""
+def _configured_tokenizer(name: str, cfg: dict) -> HubTokenizer | None:
+    """The Hugging Face tokenizer a model's config names (``text_cfg.hf_tokenizer_name``: BERT text towers, SigLIP's
+    SentencePiece and Gemma tokenizers), or None for CLIP's BPE tokenizer. Read before the weights, so that a
+    missing tokenizer fails in seconds."""
+    if not cfg.get("text_cfg", {}).get("hf_tokenizer_name"):
+        return None
+    text_cfg = cfg["text_cfg"]
+    return _open_clip_hf_tokenizer(name, int(text_cfg.get("context_length", 77)), text_cfg["hf_tokenizer_name"])
+
+
+def _open_clip_hf_tokenizer(name: str, context_length: int, source: str | None = None) -> HubTokenizer:
+    """The Hugging Face tokenizer open_clip builds for ``name`` (its ``HFTokenizer``: the configured tokenizer,
+    cleaning and context length), with the ``encode`` the backbone needs."""
     try:
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as error:  # open_clip/transformers raise OSError, ValueError, HF errors
         raise WeightsNotFoundError(
-            f"Could not load the tokenizer of '{name}' ({type(error).__name__}: {error}). Download it once with "
-            "network access, or pass `tokenizer=` to wrap_open_clip_model."
+            f"Could not load the tokenizer {source or ''} of '{name}'{' with HF_HUB_OFFLINE set' if offline() else ''} "
+            f"({one_line(error)}). To fix: download it once with network access"
+            f"{f' (`hf download {source}`)' if source and not name.startswith('local-dir:') else ''}, or pass "
+            "`tokenizer=` to wrap_open_clip_model."
         ) from error
     inner = getattr(tokenizer, "tokenizer", None)
     if inner is None:
-        fail(f"{name} tokenizer", "a Hugging Face tokenizer for its BERT text tower", type(tokenizer).__name__)
-    return HubTokenizer(inner, context_length=int(getattr(tokenizer, "context_length", model.context_length)))
+        fail(f"{name} tokenizer", "a Hugging Face tokenizer (open_clip's HFTokenizer)", type(tokenizer).__name__)
+    return HubTokenizer(
+        inner,
+        context_length=int(getattr(tokenizer, "context_length", None) or context_length),
+        clean=getattr(tokenizer, "clean_fn", None),
+    )
 
 
 def wrap_open_clip_model(
@@ -292,7 +338,7 @@ def wrap_open_clip_model(
     tokenizer, which needs the 49408-token vocabulary)."""
     family = family_of(model)  # refuses a family the facade does not host, naming it
     if tokenizer is None and family.name == "bert-text":
-        tokenizer = _open_clip_hf_tokenizer(name, model)
+        tokenizer = _open_clip_hf_tokenizer(name, model.context_length)
     if tokenizer is None and model.vocab_size != CLIP_VOCABULARY:
         fail(f"{name} vocab_size", f"{CLIP_VOCABULARY} (CLIP's BPE tokenizer; {OTHER_TOKENIZERS})", model.vocab_size)
     tokenizer = tokenizer or SimpleTokenizer(context_length=model.context_length)

@@ -21,6 +21,11 @@ def hub_cache_dir(cache_dir: str | None) -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+def one_line(error: Exception) -> str:
+    """``Type: message`` of a library's error on one line (hub and ``transformers`` errors span several)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -49,6 +54,6 @@ def hub_failure(
     """The error for a hub repository whose ``what`` (weights, tokenizer) could not be loaded."""
     return WeightsNotFoundError(
         f"Could not load the {what} of '{name}': looked in the Hugging Face cache {hub_cache_dir(cache_dir)} for "
-        f"repository {repo}{' with HF_HUB_OFFLINE set' if offline() else ''} ({type(error).__name__}: {error}). "
+        f"repository {repo}{' with HF_HUB_OFFLINE set' if offline() else ''} ({one_line(error)}). "
         f"To fix: {how_to_fix(repo, repo)}"
     )

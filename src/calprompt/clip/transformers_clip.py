@@ -11,7 +11,7 @@ pooled where ``transformers`` pools it (the first end-of-text token, or the larg
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +33,27 @@ _LEGACY_EOS_ID = 2
 
 class HubTokenizer:
     """A ``transformers`` tokenizer with the interface of open_clip's: ``tokenizer(texts)`` gives (N, context) ids
-    with start/end tokens, padded with the checkpoint's pad id; ``encode(text)`` gives the ids without them."""
+    with the tokenizer's special tokens, padded with its pad id; ``encode(text)`` gives the ids without them.
 
-    def __init__(self, tokenizer: Any, context_length: int) -> None:
+    ``clean`` is applied to every text first (open_clip's ``HFTokenizer`` cleans with its ``clean_fn``: SigLIP's
+    lowercases and drops punctuation), so that the ids equal open_clip's tokenizer's.
+    """
+
+    def __init__(self, tokenizer: Any, context_length: int, clean: Callable[[str], str] | None = None) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
+        self.clean = clean
 
     def __call__(self, texts: str | Sequence[str]) -> Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = [self.clean(text) for text in texts] if self.clean else texts
         encoded = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
         )
         return encoded["input_ids"].long()
 
     def encode(self, text: str) -> list[int]:
+        text = self.clean(text) if self.clean else text
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
 

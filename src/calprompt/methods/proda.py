@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from calprompt._validation import check_non_negative, check_positive_int, fail
 from calprompt.methods.base import MethodConfig, MethodLosses, MethodOutput, PromptMethod, register_method
-from calprompt.methods.text_prompts import ClassPromptTokens
+from calprompt.methods.text_prompts import ClassPromptTokens, with_context_slots
 
 _POSITIONS = ("front", "middle", "end")
 
@@ -82,14 +82,14 @@ class ProDA(PromptMethod):
 
     def _build_class_free(self) -> None:
         """Frozen pieces of the class-free prompt ``X .. X.`` (its context replaced by each prompt's)."""
-        n_ctx = self.config.n_ctx
-        ids = self.backbone.tokenize(" ".join(["X"] * n_ctx) + ".")
+        n_ctx, start = self.config.n_ctx, self.backbone.text_start
+        ids = with_context_slots(self.backbone, ["."], n_ctx)
         ids = ids[:, : int(self.backbone.eot_positions(ids).max()) + 1]  # (1, L)
         with torch.no_grad():
             embeddings = self.backbone.embed_tokens(ids).float()
         self.register_buffer("free_ids", ids, persistent=False)
-        self.register_buffer("free_prefix", embeddings[:, :1].clone(), persistent=False)  # [SOS]
-        self.register_buffer("free_suffix", embeddings[:, 1 + n_ctx :].clone(), persistent=False)  # "." [EOS]
+        self.register_buffer("free_prefix", embeddings[:, :start].clone(), persistent=False)  # [SOS]
+        self.register_buffer("free_suffix", embeddings[:, start + n_ctx :].clone(), persistent=False)  # "." [EOS]
 
     def build_prompts(self, classnames: tuple[str, ...]) -> None:
         for tokens in self.tokens.values():

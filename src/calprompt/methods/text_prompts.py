@@ -1,5 +1,10 @@
 """Learnable-context text prompts: ``[SOS] ctx_1..ctx_n {class} . [EOS]`` shared by every CoOp-style method.
 
+The context goes where the tokenizer starts the text (`ClipBackbone.text_start`): after CLIP's [SOS] or BERT's
+[CLS], first for SigLIP's tokenizers, which put nothing before the text (``ctx_1..ctx_n {class} </s> <pad>..``).
+It is inserted into the ids of the class name's own tokenization, so the tokenizer's end token and padding stay
+as it writes them, however it would have split a placeholder word.
+
 Token ids and frozen token embeddings are built once per class list and kept only up to the longest prompt's
 end-of-text token (exact context truncation), so each training step encodes ~max_eot + 1 positions instead of 77.
 When the context is shared by the classes, [SOS] and the context (up to the class name) are the same in every
@@ -32,8 +37,29 @@ def context_from_phrase(backbone: ClipBackbone, phrase: str) -> Tensor:
     if n_tokens == 0:
         fail("ctx_init", "a phrase with at least one token", phrase)
     ids = backbone.tokenize(phrase)
+    start = backbone.text_start
     with torch.no_grad():
-        return backbone.embed_tokens(ids)[0, 1 : 1 + n_tokens].float().clone()
+        return backbone.embed_tokens(ids)[0, start : start + n_tokens].float().clone()
+
+
+def with_context_slots(backbone: ClipBackbone, texts: Sequence[str], n_ctx: int) -> Tensor:
+    """Ids (N, L) of ``texts`` with ``n_ctx`` placeholder positions inserted where the text starts.
+
+    The last ``n_ctx`` positions of each row are dropped: they are padding, since every text leaves room for its
+    context (checked here) and the tokenizer's end token.
+    """
+    start = backbone.text_start
+    for text in texts:
+        if start + len(backbone.tokenizer.encode(text)) + n_ctx + 1 > backbone.context_length:
+            fail(
+                "class name",
+                f"short enough for {n_ctx} context tokens in a {backbone.context_length}-token context",
+                text,
+            )
+    ids = backbone.tokenize(texts)  # (N, L)
+    placeholder = backbone.tokenize(PLACEHOLDER)[0, start]  # its id only marks the slot (not pad, not end)
+    slots = placeholder.expand(ids.shape[0], n_ctx)
+    return torch.cat([ids[:, :start], slots, ids[:, start : ids.shape[1] - n_ctx]], dim=1)  # (N, L)
 
 
 def initial_context(
@@ -60,9 +86,10 @@ def initial_context(
 class ClassPromptTokens(nn.Module):
     """Frozen pieces of the prompts of one class list, and their assembly around learnable context vectors.
 
-    Buffers (not saved with weights; rebuilt by :meth:`build`): ``token_ids`` (C, L), ``prefix`` (C, 1, D) = SOS,
-    ``suffix`` (C, L - 1 - n_ctx, D) = class tokens, ".", EOS and padding, and for non-"end" positions a gather index
-    that moves the class tokens in front of / into the middle of the context.
+    Buffers (not saved with weights; rebuilt by :meth:`build`): ``token_ids`` (C, L), ``prefix`` (C, s, D) = what
+    the tokenizer puts before the text (SOS; nothing for SigLIP's), ``suffix`` (C, L - s - n_ctx, D) = class tokens,
+    ".", EOS and padding, and for non-"end" positions a gather index that moves the class tokens in front of / into
+    the middle of the context.
     """
 
     def __init__(self, n_ctx: int, position: ClassTokenPosition = "end") -> None:
@@ -72,50 +99,46 @@ class ClassPromptTokens(nn.Module):
         self.n_ctx = n_ctx
         self.position = position
         self.dtype = torch.float32
-        # Positions identical in every class's prompt when the context is shared: [SOS] and the context before the name.
-        self.shared_length = {"end": 1 + n_ctx, "middle": 1 + n_ctx // 2, "front": 1}[position]
+        self.start = 1  # where the text starts in the tokenizer's rows (set by `build`)
+
+    @property
+    def shared_length(self) -> int:
+        """Positions identical in every class's prompt when the context is shared: [SOS] and the context before the
+        class name (0 when nothing is: SigLIP's tokenizers with the class name first)."""
+        return self.start + {"end": self.n_ctx, "middle": self.n_ctx // 2, "front": 0}[self.position]
 
     def build(self, backbone: ClipBackbone, classnames: Sequence[str]) -> None:
-        """Tokenize ``"X ... X {class}."`` for each class and keep the frozen embeddings."""
+        """Tokenize ``"{class}."`` for each class, insert the context slots, keep the frozen embeddings."""
         names = [clean_classname(name) for name in classnames]
-        placeholder = " ".join([PLACEHOLDER] * self.n_ctx)
-        prompts = [f"{placeholder} {name}." if self.n_ctx else f"{name}." for name in names]
-        limit = backbone.context_length - 2  # SOS and EOS
-        name_lengths = []
-        for name, prompt in zip(names, prompts, strict=True):
-            if len(backbone.tokenizer.encode(prompt)) > limit:
-                fail(
-                    "class name",
-                    f"short enough for {self.n_ctx} context tokens in a {backbone.context_length}-token context",
-                    name,
-                )
-            name_lengths.append(len(backbone.tokenizer.encode(name)))
-        ids = backbone.tokenize(prompts)
+        self.start = backbone.text_start
+        name_lengths = [len(backbone.tokenizer.encode(name)) for name in names]
+        ids = with_context_slots(backbone, [f"{name}." for name in names], self.n_ctx)
         length = int(backbone.eot_positions(ids).max()) + 1  # exact truncation: nothing after EOS matters
         ids = ids[:, :length]
         with torch.no_grad():
             embeddings = backbone.embed_tokens(ids).float()
         self.dtype = backbone.dtype
         self.register_buffer("token_ids", ids, persistent=False)
-        self.register_buffer("prefix", embeddings[:, :1].clone(), persistent=False)
-        self.register_buffer("suffix", embeddings[:, 1 + self.n_ctx :].clone(), persistent=False)
+        self.register_buffer("prefix", embeddings[:, : self.start].clone(), persistent=False)
+        self.register_buffer("suffix", embeddings[:, self.start + self.n_ctx :].clone(), persistent=False)
         self.register_buffer("order", self._order(name_lengths, length, ids.device), persistent=False)
 
     def _order(self, name_lengths: list[int], length: int, device: torch.device) -> Tensor | None:
         """Per-class gather index (C, L) from the "end" layout to the requested layout, or None for "end"."""
         if self.position == "end":
             return None
-        n = self.n_ctx
+        n, start = self.n_ctx, self.start
+        head = list(range(start))
         rows = []
         for name_length in name_lengths:
-            ctx = list(range(1, 1 + n))
-            name = list(range(1 + n, 1 + n + name_length))
-            rest = list(range(1 + n + name_length, length))
+            ctx = list(range(start, start + n))
+            name = list(range(start + n, start + n + name_length))
+            rest = list(range(start + n + name_length, length))
             if self.position == "front":
-                rows.append([0, *name, *ctx, *rest])
+                rows.append([*head, *name, *ctx, *rest])
             else:  # middle: half of the context, the class, the other half
                 half = n // 2
-                rows.append([0, *ctx[:half], *name, *ctx[half:], *rest])
+                rows.append([*head, *ctx[:half], *name, *ctx[half:], *rest])
         return torch.tensor(rows, dtype=torch.long, device=device)
 
     def assemble(self, context: Tensor) -> Tensor:
@@ -132,6 +155,8 @@ class ClassPromptTokens(nn.Module):
         return self._mark(prompts, num_classes) if shared else prompts
 
     def _mark(self, prompts: Tensor, group_size: int) -> Tensor:
+        if self.shared_length == 0:
+            return prompts
         return mark_shared_prefix(prompts, SharedPrefix(self.shared_length, group_size))
 
     def assemble_per_image(self, context: Tensor) -> Tensor:
@@ -143,8 +168,8 @@ class ClassPromptTokens(nn.Module):
             fail("class_token_position", "'end' for per-image context", self.position)
         batch, num_classes = context.shape[0], self.prefix.shape[0]
         context = context.to(self.prefix.dtype).unsqueeze(1).expand(-1, num_classes, -1, -1)  # (B, C, n_ctx, D)
-        prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, 1, D)
-        suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, L - 1 - n_ctx, D)
+        prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, s, D)
+        suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)  # (B, C, L - s - n_ctx, D)
         return self._mark(torch.cat([prefix, context, suffix], dim=2).to(self.dtype), num_classes)
 
     @property
