@@ -14,6 +14,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True)
+def few_run_bootstrap_resamples(monkeypatch):
+    """Runs started in this process draw 50 bootstrap resamples per interval instead of 1,000: the intervals' code
+    path (and their bytes in metrics.json) at a fraction of a tiny run's time. The bootstrap's own arithmetic is
+    checked in tests/metrics with explicit counts; runs started as subprocesses keep the default."""
+    monkeypatch.setattr("calprompt.calibration.suite.RUN_BOOTSTRAP_RESAMPLES", 50)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip() -> open_clip.CLIP:
     return make_tiny_clip()
