@@ -27,12 +27,13 @@ def test_toy_methods_plans_every_method_with_none_and_ours_over_three_seeds(tmp_
     pairs = Counter((c.method, c.calibration) for c in configs)
     trained = methods - {"zeroshot", "tip_adapter"}
     expected = {(m, cal): 3 for m in trained for cal in ("none", "ours")}
-    expected |= {("zeroshot", "none"): 3, ("tip_adapter", "none"): 3}  # zero-shot once per seed; training-free
-    assert pairs == expected and len(configs) == 2 * 3 * len(trained) + 6
+    expected |= {("zeroshot", "none"): 6, ("tip_adapter", "none"): 3}  # zero-shot per seed and protocol
+    assert pairs == expected and len(configs) == 2 * 3 * len(trained) + 9
     for method, calibration in expected:
         assert {c.seed for c in configs if (c.method, c.calibration) == (method, calibration)} == SEEDS
-    assert {c.method for c in configs if c.protocol == "all"} == CLASS_SPECIFIC
-    assert {c.protocol for c in configs if c.method not in CLASS_SPECIFIC} == {"base2novel"}
+    assert {c.method for c in configs if c.protocol == "all"} == CLASS_SPECIFIC | {"zeroshot"}
+    assert Counter(c.protocol for c in configs if c.method == "zeroshot") == {"base2novel": 3, "all": 3}
+    assert {c.protocol for c in configs if c.method not in CLASS_SPECIFIC | {"zeroshot"}} == {"base2novel"}
     assert {(c.dataset, c.backbone, c.recipe, c.shots, c.eval_datasets) for c in configs} == {
         ("toy", "toy", "fast", 16, ("toy-domain",))
     }
