@@ -46,18 +46,34 @@ def test_cached_and_online_training_follow_the_same_trajectory(tiny_backbone, ob
     assert not torch.allclose(cached_method.ctx, _setup(tiny_backbone)[1].ctx)  # it did train
 
 
-def test_resume_after_interruption_gives_the_same_weights(tiny_backbone, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_after_interruption_gives_the_same_weights(tiny_backbone, tmp_path, optimizer):
+    """Exact for Adam too: its two moment estimates and its step count (bias correction) come back."""
+    config = _config(epochs=4, optimizer=optimizer)
     _, method, obj, data = _setup(tiny_backbone)
-    Trainer(method, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "full").fit()
+    Trainer(method, obj, data, config, checkpoint_dir=tmp_path / "full").fit()
 
     _, first, obj, data = _setup(tiny_backbone)
     with pytest.raises(StopTrainingError):
-        Trainer(first, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "cut", progress=stop_at_epoch(2)).fit()
+        Trainer(first, obj, data, config, checkpoint_dir=tmp_path / "cut", progress=stop_at_epoch(2)).fit()
     _, resumed, obj, data = _setup(tiny_backbone)
-    result = Trainer(resumed, obj, data, _config(epochs=4), checkpoint_dir=tmp_path / "cut").fit()
+    result = Trainer(resumed, obj, data, config, checkpoint_dir=tmp_path / "cut").fit()
     assert result.resumed_from_epoch == 2
     assert [log.epoch for log in result.history] == [0, 1, 2, 3]
     assert torch.equal(resumed.ctx, method.ctx)
+
+
+def test_adam_first_step_moves_every_weight_by_the_learning_rate(tiny_backbone):
+    """Adam (Kingma & Ba, 2015) without weight decay: after one step the bias-corrected moments are ``g`` and
+    ``g^2``, so each weight moves by ``lr * g / (|g| + eps)``: ``lr`` in size whatever its gradient (SGD would move
+    it by ``lr * g``). One batch of every item, no warm-up, one epoch (the cosine schedule starts at ``lr``)."""
+    _, method, obj, data = _setup(tiny_backbone, objective="none")
+    before = method.ctx.detach().clone()
+    lr = 1e-3
+    config = _config(epochs=1, batch_size=len(data.items), lr=lr, warmup_epochs=0, weight_decay=0.0, optimizer="adam")
+    Trainer(method, obj, data, config).fit()
+    moved = (method.ctx.detach() - before).abs()
+    assert torch.allclose(moved, torch.full_like(moved, lr), rtol=1e-4, atol=0)
 
 
 def test_checkpoint_of_another_run_is_refused(tiny_backbone, tmp_path):
@@ -136,6 +152,8 @@ def test_bad_train_config():
         TrainConfig(epochs=1, batch_size=2, lr=0.1, precision="fp8")
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(epochs=1, batch_size=0, lr=0.1)
+    with pytest.raises(ValueError, match=r"`optimizer`.*'sgd', 'adam'.*'adamw'"):
+        TrainConfig(epochs=1, batch_size=2, lr=0.1, optimizer="adamw")
 
 
 class _Float64Features(TrainingData):

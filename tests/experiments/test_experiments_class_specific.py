@@ -41,6 +41,16 @@ def test_base_to_novel_and_outlier_objectives_are_refused_at_config_time(method)
     assert check_method_fits(run_config(flags={"method": "coop"})) == {}
 
 
+@pytest.mark.parametrize("method", ["tip_adapter", "tip_adapter_f"])
+def test_the_tip_adapters_give_their_own_reason(method):
+    """They learn no weight per class: their cache's keys and one-hot values come from the tuned classes' shots."""
+    with pytest.raises(ValueError, match=r"`protocol`.*cache keys and one-hot values.*protocol: all"):
+        run_config(flags={"method": method})
+    reason = check_method_fits(run_config(flags={"method": method, "protocol": "all"}))[NOVEL]
+    assert "cache keys and one-hot values from the tuned classes' training shots" in reason
+    assert "one weight per class" not in reason
+
+
 def test_transfer_targets_need_the_tuned_class_list():
     config = RunConfig(method="zslp", protocol="all").resolved()
     tuned = ["red circle", "blue circle"]

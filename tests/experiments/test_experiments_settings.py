@@ -14,6 +14,7 @@ from calprompt.cli.config_options import GROUPED
 from calprompt.experiments.config import RunConfig
 
 CHOICES = {"protocol": "all", "recipe": "fast", "precision": "bf16", "method": "zeroshot", "calibration": "none"}
+CHOICES["optimizer"] = "adam"
 # A backbone name is checked up front (without loading): a known open_clip architecture.
 CHOICES["backbone"] = "ViT-B-16"
 # Names are checked against the registries before any work (a dry run included): known ones.
@@ -107,6 +108,22 @@ def test_bootstrap_unset_is_left_out_of_the_identity_and_set_changes_it():
     assert "bootstrap" not in config_record(RunConfig())
     assert config_record(RunConfig(bootstrap=200))["bootstrap"] == 200
     assert run_id(RunConfig(bootstrap=200)) != run_id(RunConfig()) != run_id(RunConfig(bootstrap=0))
+
+
+def test_sgd_keeps_the_run_ids_from_before_adam_and_taskres_trains_with_its_published_adam_recipe():
+    """SGD (the only optimizer before Adam) is left out of the record, set or resolved; TaskRes's recipe is its
+    public ViT-B/16 config (geekyutao/TaskRes `adam_lr2e-4_B256_ep200_ViT16.yaml`: Adam, lr 2e-4, batch 256, 200
+    epochs, Dassl's weight decay 5e-4)."""
+    from calprompt.experiments.identity import config_record, run_id
+
+    assert "optimizer" not in config_record(RunConfig())
+    assert "optimizer" not in config_record(RunConfig(optimizer="sgd"))
+    assert run_id(RunConfig(optimizer="sgd")) == run_id(RunConfig()) != run_id(RunConfig(optimizer="adam"))
+    taskres = RunConfig(method="taskres", protocol="all").resolved()
+    assert (taskres.optimizer, taskres.lr, taskres.batch_size, taskres.epochs) == ("adam", 2e-4, 256, 200)
+    assert taskres.weight_decay == 5e-4 and config_record(taskres)["optimizer"] == "adam"
+    with pytest.raises(ValueError, match=r"`optimizer`.*'adamw'"):
+        RunConfig(optimizer="adamw")
 
 
 def test_mechanics_do_not_change_the_run_id():

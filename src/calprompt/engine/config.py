@@ -10,14 +10,24 @@ from calprompt._validation import check_choice, check_non_negative, check_non_ne
 from calprompt.data.features import default_encode_batch_size
 from calprompt.engine.precision import PRECISIONS
 
+#: The training loop's optimizers (`TrainConfig.optimizer`).
+OPTIMIZERS = ("sgd", "adam")
+#: Adam's moment decay rates (torch's and Dassl's defaults).
+ADAM_BETAS = (0.9, 0.999)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings (SGD with momentum, warm-up epoch, per-epoch cosine) and run mechanics."""
+    """Optimisation settings (SGD with momentum, or Adam; warm-up epoch, per-epoch cosine) and run mechanics.
+
+    ``optimizer="adam"`` is torch's Adam with betas (0.9, 0.999) and L2 ``weight_decay`` added to the gradient, as
+    Dassl's ``adam`` (TaskRes's published recipe); ``momentum`` applies to SGD only.
+    """
 
     epochs: int
     batch_size: int
     lr: float
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
@@ -39,6 +49,7 @@ class TrainConfig:
         for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
             check_non_negative(getattr(self, name), name)
         check_choice(self.precision, "precision", PRECISIONS)
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         if self.distinct_views is not None:
             check_positive_int(self.distinct_views, "distinct_views")
         check_non_negative_int(self.seed, "seed")

@@ -27,7 +27,7 @@ from calprompt.calibration import CalibrationObjective, TextMoments, text_moment
 from calprompt.calibration.registry import OUTLIER_INPUTS
 from calprompt.data.views import stable_seed
 from calprompt.engine.checkpoint import TrainingState, load_training_state, save_training_state
-from calprompt.engine.config import TrainConfig  # defined there, imported from here too
+from calprompt.engine.config import ADAM_BETAS, TrainConfig  # TrainConfig: defined there, imported from here too
 from calprompt.engine.data import TrainingData
 from calprompt.engine.precision import autocast
 from calprompt.engine.schedule import epoch_learning_rate
@@ -36,6 +36,8 @@ from calprompt.methods.base import MethodOutput, PromptMethod, total_loss
 logger = logging.getLogger(__name__)
 # TrainConfig fields that change how a run computes, not what: a checkpoint resumes across them.
 _MECHANICS = ("device", "checkpoint_every", "encode_batch_size")
+_SGD = ("optimizer", "sgd")  # left out of a checkpoint's identity: checkpoints from before Adam existed still resume
+_MOMENTUM = "momentum_buffer"
 
 
 @dataclass
@@ -122,11 +124,13 @@ class Trainer:
         self.method.on_fit_start(features, self.data.labels.to(self.config.device))
         self.optimizer = self._build_optimizer()
 
-    def _build_optimizer(self) -> torch.optim.SGD | None:
-        """SGD over the method's trainable parameters; None when it has none."""
+    def _build_optimizer(self) -> torch.optim.Optimizer | None:
+        """SGD (or Adam) over the method's trainable parameters; None when it has none."""
         params, config = list(self.method.trainable_parameters().values()), self.config
         if not params:
             return None
+        if config.optimizer == "adam":
+            return torch.optim.Adam(params, lr=config.lr, betas=ADAM_BETAS, weight_decay=config.weight_decay)
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -262,7 +266,7 @@ class Trainer:
         return {
             "method": self.method.describe(),
             "objective": self.objective.to_dict(),
-            "train": {k: v for k, v in self.config.to_dict().items() if k not in _MECHANICS},
+            "train": {k: v for k, v in self.config.to_dict().items() if k not in _MECHANICS and (k, v) != _SGD},
             "classnames": list(self.method.classnames),
             "num_items": len(self.data.items),
         }
@@ -326,16 +330,27 @@ def _float32(value: Any) -> Any:
     return value
 
 
+def _state_key(name: str, entry: str) -> str:
+    """The checkpoint key of one optimizer state tensor: the parameter's name for SGD's momentum (the format before
+    Adam existed), ``name#entry`` for the others (Adam's ``exp_avg``, ``exp_avg_sq`` and ``step``)."""
+    return name if entry == _MOMENTUM else f"{name}#{entry}"
+
+
 def _momentum_buffers(optimizer: torch.optim.Optimizer, method: PromptMethod) -> dict[str, Tensor]:
-    buffers = {}  # SGD without momentum keeps none
+    """Every tensor of the optimizer's per-parameter state (SGD without momentum keeps none)."""
+    buffers = {}
     for name, param in method.trainable_parameters().items():
-        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-        if buffer is not None:
-            buffers[name] = buffer.detach().clone().contiguous()
+        for entry, value in optimizer.state.get(param, {}).items():
+            if isinstance(value, Tensor):
+                buffers[_state_key(name, entry)] = value.detach().clone().contiguous()
     return buffers
 
 
 def _load_momentum_buffers(optimizer: torch.optim.Optimizer, method: PromptMethod, buffers: dict[str, Tensor]) -> None:
+    entries = (_MOMENTUM, "exp_avg", "exp_avg_sq", "step")
     for name, param in method.trainable_parameters().items():
-        if name in buffers:
-            optimizer.state[param]["momentum_buffer"] = buffers[name].to(param.device, param.dtype).clone()
+        for entry in entries:
+            value = buffers.get(_state_key(name, entry))
+            if value is not None:  # Adam's step count stays a float32 host scalar, the rest follows the parameter
+                moved = value if entry == "step" else value.to(param.device, param.dtype)
+                optimizer.state[param][entry] = moved.clone()

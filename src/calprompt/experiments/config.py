@@ -41,7 +41,7 @@ from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB, PRECISIONS
 
 RECIPE_NAMES = ("paper", "fast")
 #: Fields of the training loop's `TrainConfig` that a run leaves as ``None`` for the recipe (or the loop) to set.
-OPTIMIZER_FIELDS = ("momentum", "weight_decay", "warmup_epochs", "warmup_lr", "grad_accumulation")
+OPTIMIZER_FIELDS = ("optimizer", "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "grad_accumulation")
 _RECIPE_FIELDS = ("epochs", "batch_size", "lr", *OPTIMIZER_FIELDS, "options")
 _ENTRY_KEYS = (*RECIPE_NAMES, "options", "datasets", "toy")
 _RESOLVED = "_calprompt_resolved"  # set on the objects `RunConfig.resolved` returns (not a field: not compared)
@@ -93,6 +93,7 @@ class RunConfig:
     epochs: int | None = setting(None, "Override the recipe's epochs.")
     batch_size: int | None = setting(None, "Override the recipe's batch size.")
     lr: float | None = setting(None, "Override the recipe's learning rate.")
+    optimizer: str | None = setting(None, "Training optimizer: sgd (with momentum; default) or adam (TaskRes's).")
     momentum: float | None = setting(None, "SGD momentum (default 0.9).")
     weight_decay: float | None = setting(None, "SGD weight decay (default 5e-4).")
     warmup_epochs: int | None = setting(None, "Constant warm-up epochs before the cosine schedule (default 1).")
@@ -159,6 +160,10 @@ class RunConfig:
             check_non_negative_int(self.warmup_epochs, "warmup_epochs")
         if self.grad_accumulation is not None:
             check_positive_int(self.grad_accumulation, "grad_accumulation")
+        if self.optimizer is not None:
+            from calprompt.engine.config import OPTIMIZERS
+
+            check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         if self.distinct_views is not None and (
             isinstance(self.distinct_views, bool) or not isinstance(self.distinct_views, int) or self.distinct_views < 1
         ):

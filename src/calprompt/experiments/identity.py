@@ -79,8 +79,8 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     record = protocol_fields(config.resolved())
     for key in MECHANICS:
         record.pop(key, None)
-    for key in UNSET_NOT_IN_IDENTITY:  # settings added after runs were stored: unset, they keep those runs' ids
-        if record.get(key) is None:
+    for key, unset in UNSET_NOT_IN_IDENTITY.items():  # settings added after runs were stored: at their old
+        if record.get(key) == unset:  # behaviour they keep those runs' ids
             record.pop(key, None)
     if record.get("init_run") is not None:  # the prompts it starts from, not only where they were
         prompts = Path(record["init_run"]) / INIT_PROMPTS
@@ -88,8 +88,8 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     return record
 
 
-#: Settings whose unset value (None: the default) leaves the identity as it was before the setting existed.
-UNSET_NOT_IN_IDENTITY = ("bootstrap",)
+#: Settings whose value here (the behaviour before the setting existed) leaves the identity as it was then.
+UNSET_NOT_IN_IDENTITY: dict[str, Any] = {"bootstrap": None, "optimizer": "sgd"}
 
 
 def run_id(config: RunConfig) -> str:

@@ -207,8 +207,8 @@ def _every_method(run: dict[str, Any], base: Mapping[str, Any], notes: list[str]
                 planned["protocol"] = EVERY_CLASS_PROTOCOL
                 note = (
                     f"planned class-specific method {method!r} under protocol {EVERY_CLASS_PROTOCOL!r} instead of "
-                    f"{protocol!r}: it "
-                    "learns one weight per class and cannot name unseen classes (reports mark its novel columns n/a)"
+                    f"{protocol!r}: it {get_method(method).class_specific_reason} and cannot name unseen classes "
+                    "(reports mark its novel columns n/a)"
                 )
                 if note not in notes:
                     notes.append(note)

@@ -85,6 +85,9 @@ class PromptMethod(nn.Module, ABC):
     #: Whether the method learns one weight per class (a linear probe, a class residual): it cannot name a class it
     #: was not trained on, so :meth:`set_classnames` refuses any other class list.
     class_specific: ClassVar[bool] = False
+    #: Why a class-specific method cannot name other classes (completes "<method> ... and cannot name classes it
+    #: was not tuned on" in errors, sweep notes and the reports' n/a notes).
+    class_specific_reason: ClassVar[str] = "learns one weight per class"
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], config: MethodConfig) -> None:
         super().__init__()
@@ -136,8 +139,8 @@ class PromptMethod(nn.Module, ABC):
         if self.class_specific and self._classnames and names != self._classnames:
             fail(
                 f"classnames of {self.name}",
-                f"the {len(self._classnames)} classes it was trained on (it learns one weight per class and cannot "
-                "name others: run it under protocol: all, with transfer targets of the same class list)",
+                f"the {len(self._classnames)} classes it was trained on (it {self.class_specific_reason} and "
+                "cannot name others: run it under protocol: all, with transfer targets of the same class list)",
                 f"{len(names)} classes starting {list(names[:3])}",
             )
         self._classnames = names

@@ -56,6 +56,7 @@ class TipAdapter(ClassWeightsMethod):
     """Zero-shot CLIP plus a cache of the training features (built in :meth:`on_fit_start`, never trained)."""
 
     config_type = TipAdapterConfig
+    class_specific_reason = "builds its cache keys and one-hot values from the tuned classes' training shots"
     learn_keys: ClassVar[bool] = False
 
     def init_class_weights(self, base_text: Tensor) -> None:

@@ -131,7 +131,7 @@ def check_method_fits(
     method = get_method(config.method)
     if not method.class_specific:
         return {}
-    why = f"{config.method} learns one weight per class and cannot name classes it was not tuned on"
+    why = f"{config.method} {method.class_specific_reason} and cannot name classes it was not tuned on"
     protocol = get_protocol(config.protocol)
     if protocol.evaluates_unseen_classes:
         expected = f"'all' for method {config.method!r} ({why}); use protocol: all (--protocol all)"
