@@ -191,6 +191,28 @@ def test_eval_and_predict_refuse_a_test_time_runs_initial_prompt(finished, folde
         assert "\n" not in str(error.value) and str(finished) in str(error.value)
 
 
+def test_the_toy_sweep_pairs_each_seed_with_its_own_init_run(tmp_path, monkeypatch) -> None:
+    """`toy-test-time`: 2 datasets x 4 calibrations x 3 seeds, from zero-shot and from the seed's own CoOp + ours run
+    (relative to the folder the sweep starts in), on the same 10 images per class; every run is labelled apart."""
+    from calprompt.experiments.sweep import load_sweep, plan_sweep
+
+    monkeypatch.chdir(tmp_path)
+    runs = plan_sweep(load_sweep("toy-test-time"), tmp_path / "store").runs
+    starts = [(r.config.dataset, r.config.calibration, r.config.seed, r.config.init_run) for r in runs]
+    expected = {
+        (dataset, calibration, seed, init)
+        for dataset in ("toy", "toy-domain")
+        for calibration in ("c-tpt", "moments", "none", "o-tpt")
+        for seed in (1, 2, 3)
+        for init in (None, str(tmp_path / "toy-init" / f"seed-{seed}"))
+    }
+    assert len(starts) == len(expected) == 48 and set(starts) == expected
+    assert {(r.config.protocol, r.config.tta_images_per_class, r.config.tta_views) for r in runs} == {
+        ("test-time", 10, 64)
+    }
+    assert len({r.label for r in runs}) == 48
+
+
 # ---------------------------------------------------------------- bad input (Must show 6)
 @pytest.mark.parametrize(
     ("change", "message"),
