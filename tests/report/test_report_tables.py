@@ -196,3 +196,4 @@ def test_test_time_runs_read_as_tpt_and_their_initial_prompt_is_a_row_of_its_own
     assert by_label["before TPT: zero-shot (coop)"][2]["base"] == report(201)
     assert by_label["TPT (coop, init: coop + ours) + c-tpt"][1]["base"] == report(10)
     assert all(set(cells) == {1, 2} for cells in by_label.values())
+    assert "| TPT (coop, init: coop + ours) + c-tpt |" in grid_tables(runs)  # `calprompt grid`'s tables too

@@ -395,7 +395,7 @@ def grid_tables(runs: Sequence[Any]) -> str:
     (per-seed averages, then mean ± std)."""
     results: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for run in {_identity(run): run for run in runs}.values():  # a run listed twice is one run, not two seeds
-        method, calibration = run.config["method"], run.config["calibration"]
+        method, calibration = row_method(run.config, getattr(run, "row", {})), run.config["calibration"]
         label = method if calibration == "none" else f"{method} + {calibration}"
         results.setdefault(run.config["dataset"], {}).setdefault(label, []).append(run.metrics)
     sections = [f"### {dataset}\n\n{base_novel_table(rows)}" for dataset, rows in results.items()]
