@@ -17,6 +17,7 @@ encode the 64 views) and the max |logit| difference of the two sides' prediction
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -58,8 +59,12 @@ def seeded_views(backbone, images: int, device: str) -> torch.Tensor:
     return torch.randn(images, VIEWS, 3, size, size, generator=g).to(device)  # (I, N, 3, S, S)
 
 
-def reference_side(backbone, method, names, views, device, precision, count) -> tuple[torch.Tensor, dict]:
-    """The public code's per-image loop, all 77 positions, the test view encoded again."""
+def reference_side(backbone, method, names, views, device, precision, count, chunk=0) -> tuple[torch.Tensor, dict]:
+    """The public code's per-image loop, all 77 positions, the test view encoded again. ``chunk`` > 0: the text
+    pass in chunks of that many prompts, each recomputed in backward (the public code keeps every activation, which
+    at 1,000 classes is more memory than a 24 GB machine has; the recompute adds one text forward to the count)."""
+    from torch.utils.checkpoint import checkpoint
+
     from calprompt.conventions import clean_classname
     from tests.test_time_oracles import tpt_avg_entropy, tpt_select_confident_samples
 
@@ -72,9 +77,20 @@ def reference_side(backbone, method, names, views, device, precision, count) -> 
     prefix, suffix = embedded[:, :1], embedded[:, 1 + n_ctx :]
     initial = method.ctx.detach().clone()
 
+    def encode_rows(ctx: torch.Tensor, rows: slice) -> torch.Tensor:
+        count_rows = len(range(*rows.indices(len(names))))
+        prompts = torch.cat([prefix[rows], ctx.to(prefix.dtype).expand(count_rows, -1, -1), suffix[rows]], dim=1)
+        return backbone.encode_text_embeddings(prompts, ids[rows], truncate=False).float()
+
     def encode_text(ctx: torch.Tensor) -> torch.Tensor:
-        prompts = torch.cat([prefix, ctx.to(prefix.dtype).expand(len(names), -1, -1), suffix], dim=1)
-        return F.normalize(backbone.encode_text_embeddings(prompts, ids, truncate=False).float(), dim=-1)
+        if not chunk:
+            return F.normalize(encode_rows(ctx, slice(None)), dim=-1)
+        parts = []
+        for start in range(0, len(names), chunk):
+            rows = slice(start, start + chunk)
+            grad = torch.is_grad_enabled()
+            parts.append(checkpoint(encode_rows, ctx, rows, use_reentrant=False) if grad else encode_rows(ctx, rows))
+        return F.normalize(torch.cat(parts), dim=-1)
 
     predictions = []
     scale = backbone.logit_scale
@@ -135,7 +151,9 @@ def child(args: argparse.Namespace) -> None:
 
             return Phase()
 
-    side = reference_side if args.side == "reference" else calprompt_side
+    side = calprompt_side
+    if args.side == "reference":
+        side = functools.partial(reference_side, chunk=args.reference_chunk)
     # One pass, timed and counted (the counter's overhead, the same per operation on both sides, is in the time).
     reset_peak(args.device)
     sync(args.device)
@@ -162,6 +180,13 @@ def main() -> None:
     add_device_arguments(parser)
     parser.add_argument("--cases", default="toy,vit100,vit1000", help=f"comma-separated among {list(CASES)}")
     parser.add_argument("--images", type=int, default=2, help="test images per case (compared per image)")
+    parser.add_argument(
+        "--reference-chunk",
+        type=int,
+        default=0,
+        help="the reference's text pass in chunks of this many prompts recomputed in backward (0: whole, as the "
+        "public code; 1,000 classes need chunks on a machine with less than ~40 GB)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--case", default="toy", help=argparse.SUPPRESS)
     parser.add_argument("--side", default="calprompt", help=argparse.SUPPRESS)
@@ -172,12 +197,15 @@ def main() -> None:
         return
     print(describe(args.device, args.precision), f"| {VIEWS} views, {args.images} images")
     print(f"memory: {memory_kind(args.device)}; GFLOP per image; ratios: reference / calprompt")
+    if args.reference_chunk:
+        print(f"reference text pass in chunks of {args.reference_chunk} prompts, recomputed in backward")
     print("case      side        s/image  peak MB  GFLOP views  GFLOP text  | time ratio  FLOP bound  of bound", end="")
     print("  max|dlogit|")
     for case in args.cases.split(","):
         rows = {}
         for side in ("reference", "calprompt"):
             common = ["--device", args.device, "--precision", args.precision, "--images", str(args.images)]
+            common += ["--reference-chunk", str(args.reference_chunk)]
             rows[side] = run_child(__file__, ["--child", "--case", case, "--side", side, *common, *passed])
         ref, ours = rows["reference"], rows["calprompt"]
         time_ratio = ref["seconds_per_image"] / ours["seconds_per_image"]

@@ -60,6 +60,10 @@ def split_label(key: str) -> str:
     return " + ".join([split, *(step.upper() for step in steps)])
 
 
+#: The protocol that tunes a prompt per test image, and the split key of its initial prompt's predictions on the same
+#: test views (``base`` holds the tuned ones).
+TEST_TIME_PROTOCOL, TEST_TIME_INIT = "test-time", "init"
+
 #: Results of the tuned prompts on another dataset's test split (transfer, domain shift): ``eval:<dataset>``.
 TARGET_PREFIX = "eval:"
 

@@ -46,3 +46,22 @@ def test_views_are_seeded_per_image_and_leave_the_global_generator_alone() -> No
 def test_augmix_follows_tpt_set_ids() -> None:
     assert not uses_augmix("imagenet") and not uses_augmix("imagenet-a") and not uses_augmix("ImageNet_R")
     assert uses_augmix("dtd") and uses_augmix("toy") and uses_augmix("toy-domain")
+
+
+def test_augmix_runs_on_one_thread_with_the_results_of_torchvisions_augmix_and_restores_the_threads() -> None:
+    """The views' AugMix runs single-threaded (its tiny ops were ~19x slower with intra-op threads on a busy CPU):
+    each crop is torchvision's AugMix of it under the seed (the oracle runs with the caller's threads), and the
+    caller's thread count is back afterwards."""
+    from torchvision.transforms import AugMix
+
+    from calprompt.data.test_views import _augmix
+
+    crops = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    threads = torch.get_num_threads()
+    mixed = _augmix(crops, 7)
+    assert torch.get_num_threads() == threads
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        mix = AugMix(severity=1, all_ops=False)
+        expected = torch.stack([mix(c) for c in (crops * 255).round().to(torch.uint8)]).float() / 255.0
+    torch.testing.assert_close(mixed, expected, rtol=0, atol=0)

@@ -197,3 +197,22 @@ def test_grid_takes_every_run_field_train_takes():
         for spec in FIELDS:
             flag = (spec.metadata.get("flags") or (f"--{spec.name.replace('_', '-')}",))[0]
             assert flag in help_text, (command, flag)
+
+
+@pytest.mark.parametrize(
+    ("config", "stored_id"),
+    [
+        (RunConfig(), "d9024af91bcdf489"),
+        (
+            RunConfig(protocol="all", method="kgcoop", calibration="none", shots=4, seed=2, recipe="fast"),
+            "a124329575fb3f6a",
+        ),
+        (RunConfig(eval_datasets=("toy-domain",), bootstrap=200, lr=0.01), "45f8c91f14fae0bb"),
+    ],
+)
+def test_training_runs_keep_the_ids_they_were_stored_under(config, stored_id):
+    """The ids calprompt gave these training runs before test-time runs dropped their training settings and gained
+    `tta_images_per_class` (computed with the code of that time): stores written then still find their runs."""
+    from calprompt.experiments.identity import run_id
+
+    assert run_id(config) == stored_id

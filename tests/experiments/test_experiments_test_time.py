@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from calprompt._io import load_tensors
-from calprompt.experiments.config import RunConfig
+from calprompt.experiments.config import TRAINING_FIELDS, RunConfig
 from calprompt.experiments.identity import run_id
-from calprompt.experiments.rundir import PREDICTIONS_FILE, PROMPT_FILE, RunDirectoryMismatchError
-from calprompt.experiments.runner import run_experiment
+from calprompt.experiments.predict import predict_images
+from calprompt.experiments.rundir import PREDICTIONS_FILE, PROMPT_FILE, RunDirectoryMismatchError, read_record
+from calprompt.experiments.runner import evaluate_run, run_experiment
 from tests.experiments.fault_injection import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,6 +142,75 @@ def test_a_trained_run_initialises_the_prompts(base_config, tmp_path) -> None:
     started_from = load_tensors(out / PROMPT_FILE, fix="")["ctx"]
     assert torch.equal(started_from, load_tensors(trained / PROMPT_FILE, fix="")["ctx"])
     assert run_id(dataclasses.replace(base_config, init_run=str(trained))) != run_id(base_config)
+    # Reports name the row by the kind of run it starts from (its path differs per seed, its kind does not)
+    assert read_record(out).row["init_run"] == "coop + ours"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"shots": 1}, {"epochs": 3}, {"lr": 0.5}, {"batch_size": 2}, {"momentum": 0.5}, {"feature_cache": True}],
+)
+def test_training_settings_are_no_part_of_a_test_time_run(base_config, finished, change) -> None:
+    """A test-time run trains nothing: a training setting changes neither its id nor its data fingerprint (the
+    finished run is returned as stored), and its config.json does not list them."""
+    changed = dataclasses.replace(base_config, **change)
+    assert run_id(changed) == run_id(base_config)
+    stored = (finished / PREDICTIONS_FILE).read_bytes()
+    run_experiment(changed, finished)
+    assert (finished / PREDICTIONS_FILE).read_bytes() == stored
+    written = json.loads((finished / "config.json").read_text())
+    assert not set(TRAINING_FIELDS) & set(written)
+    assert {"tta_views", "seed", "method_options", "calibration"} <= set(written)
+
+
+def test_a_subset_tunes_the_first_images_of_each_class_with_the_full_runs_results(base_config, finished, tmp_path):
+    """``tta_images_per_class``: the first K test images of each class in test-split order, each with the results
+    it has in the full run (views seeded per image); unset, it is no part of the identity."""
+    assert run_id(dataclasses.replace(base_config, tta_images_per_class=None)) == run_id(base_config)
+    subset = dataclasses.replace(base_config, tta_images_per_class=2)
+    assert run_id(subset) != run_id(base_config)
+    run_experiment(subset, tmp_path / "k2")
+    full = load_tensors(finished / PREDICTIONS_FILE, fix="")
+    labels = full["base/labels"].tolist()
+    chosen = [i for i, label in enumerate(labels) if labels[:i].count(label) < 2]
+    assert len(chosen) == 12  # 6 classes x 2
+    mine = load_tensors(tmp_path / "k2" / PREDICTIONS_FILE, fix="")
+    assert mine["base/labels"].tolist() == [labels[i] for i in chosen]
+    torch.testing.assert_close(mine["base/logits"], full["base/logits"][chosen], rtol=0, atol=1e-5)
+    torch.testing.assert_close(mine["base/init_logits"], full["base/init_logits"][chosen], rtol=0, atol=1e-5)
+    assert json.loads((tmp_path / "k2" / "metrics.json").read_text())["train"]["images"] == 12
+
+
+def test_eval_and_predict_refuse_a_test_time_runs_initial_prompt(finished, folder_data) -> None:
+    """Its prompt.safetensors is each image's starting point, not what the run measured: eval on another dataset
+    and predict are refused in one line naming the run, its protocol and what to run instead."""
+    image = next(path for path in Path(folder_data).rglob("*") if path.suffix in (".png", ".jpg"))
+    for call in (lambda: evaluate_run(finished, dataset="toy"), lambda: predict_images(finished, [image])):
+        with pytest.raises(ValueError, match=r"`run`.*--protocol test-time run.*--init-run") as error:
+            call()
+        assert "\n" not in str(error.value) and str(finished) in str(error.value)
+
+
+def test_the_toy_sweep_pairs_each_seed_with_its_own_init_run(tmp_path, monkeypatch) -> None:
+    """`toy-test-time`: 2 datasets x 4 calibrations x 3 seeds, from zero-shot and from the seed's own CoOp + ours run
+    (relative to the folder the sweep starts in), on the same 10 images per class; every run is labelled apart."""
+    from calprompt.experiments.sweep import load_sweep, plan_sweep
+
+    monkeypatch.chdir(tmp_path)
+    runs = plan_sweep(load_sweep("toy-test-time"), tmp_path / "store").runs
+    starts = [(r.config.dataset, r.config.calibration, r.config.seed, r.config.init_run) for r in runs]
+    expected = {
+        (dataset, calibration, seed, init)
+        for dataset in ("toy", "toy-domain")
+        for calibration in ("c-tpt", "moments", "none", "o-tpt")
+        for seed in (1, 2, 3)
+        for init in (None, str(tmp_path / "toy-init" / f"seed-{seed}"))
+    }
+    assert len(starts) == len(expected) == 48 and set(starts) == expected
+    assert {(r.config.protocol, r.config.tta_images_per_class, r.config.tta_views) for r in runs} == {
+        ("test-time", 10, 64)
+    }
+    assert len({r.label for r in runs}) == 48
 
 
 # ---------------------------------------------------------------- bad input (Must show 6)
@@ -155,6 +225,7 @@ def test_a_trained_run_initialises_the_prompts(base_config, tmp_path) -> None:
         ({"tta_confident": 1.5}, r"`tta_confident`.*\(0, 1\]"),
         ({"tta_views": 4, "tta_confident": 0.1}, r"confident fraction.*at least one of the 4 views"),
         ({"eval_datasets": ("toy",)}, r"`eval_datasets`.*one test-time run per dataset"),
+        ({"tta_images_per_class": 0}, r"`tta_images_per_class`.*positive integer"),
     ],
 )
 def test_bad_input_is_refused_in_one_line_naming_the_setting(base_config, tmp_path, change, message) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from calprompt.report.tables import collect, grid_tables, paper_tables, quantity_table, summary_table, tables_csv
-from tests.report.stored_runs import grid_runs, stored_run
+from tests.report.stored_runs import grid_runs, report, stored_run
 
 
 def _cell(table, row, column):
@@ -172,3 +172,28 @@ def test_a_one_run_cell_shows_the_run_bootstrap_interval_and_csv_carries_it():
     for run in two_seeds:
         run.metrics["novel"] = evaluate(logits, labels, bootstrap=50, seed=1).to_dict()
     assert _cell(summary_table(collect(two_seeds)), "coop", "novel ECE").interval_text == ""
+
+
+def test_test_time_runs_read_as_tpt_and_their_initial_prompt_is_a_row_of_its_own():
+    """Issue 22: a test-time run is labelled by what it is (TPT of its method, from its init run's kind), its
+    ``init`` report is the "before" row, and init runs of other paths (one per seed) keep the seeds in one row."""
+    runs = []
+    for seed in (1, 2):
+        for init in (None, f"/runs/coop-ours-{seed}"):
+            run = stored_run("toy", "coop", "c-tpt", seed, protocol="test-time", init_run=init)
+            run.metrics = {"base": report(10 * seed + (init is None)), "init": report(100 * seed + (init is None))}
+            run.row["init_run"] = None if init is None else "coop + ours"  # as row_settings records it
+            runs.append(run)
+    results = collect(runs)
+    labels = [key.label for key in results.rows]
+    assert labels == [
+        "before TPT: coop + ours",
+        "before TPT: zero-shot (coop)",
+        "TPT (coop) + c-tpt",
+        "TPT (coop, init: coop + ours) + c-tpt",
+    ]
+    by_label = {key.label: results.cells[key]["toy"] for key in results.rows}
+    assert by_label["before TPT: zero-shot (coop)"][2]["base"] == report(201)
+    assert by_label["TPT (coop, init: coop + ours) + c-tpt"][1]["base"] == report(10)
+    assert all(set(cells) == {1, 2} for cells in by_label.values())
+    assert "| TPT (coop, init: coop + ours) + c-tpt |" in grid_tables(runs)  # `calprompt grid`'s tables too

@@ -37,7 +37,7 @@ from calprompt._validation import (
     check_positive_int,
     fail,
 )
-from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB, PRECISIONS
+from calprompt.conventions import DEFAULT_TEXT_MEMORY_MB, PRECISIONS, TEST_TIME_PROTOCOL
 
 RECIPE_NAMES = ("paper", "fast")
 #: Fields of the training loop's `TrainConfig` that a run leaves as ``None`` for the recipe (or the loop) to set.
@@ -134,6 +134,12 @@ class RunConfig:
         16, "Test-time: images tuned at once, one context each (results do not depend on it).", mechanics=True
     )
     init_run: str | None = setting(None, "Test-time: start from this finished run's prompts (same backbone).")
+    tta_images_per_class: int | None = setting(
+        None,
+        "Test-time: tune and evaluate only the first K test images of each class, in dataset order (the same "
+        "images for every variant and seed, so rows stay paired).",
+        shown="every test image",
+    )
 
     def __post_init__(self) -> None:
         check_positive_int(self.shots, "shots")
@@ -174,6 +180,8 @@ class RunConfig:
             )
         check_choice(self.precision, "precision", PRECISIONS)
         check_positive_int(self.tta_batch, "tta_batch")
+        if self.tta_images_per_class is not None:
+            check_positive_int(self.tta_images_per_class, "tta_images_per_class")
         if self.tta_augmix is not None and not isinstance(self.tta_augmix, bool):
             fail("tta_augmix", "true, false or unset (as TPT: on except for the ImageNet family)", self.tta_augmix)
         if self.init_run is not None and (not isinstance(self.init_run, str) or not self.init_run.strip()):
@@ -246,14 +254,35 @@ class RunConfig:
 MECHANICS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("mechanics"))
 #: The settings of test-time runs: a run of another protocol ignores them, so its identity and row leave them out.
 TEST_TIME_FIELDS = (*(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("tta_")), "init_run")
-TEST_TIME_PROTOCOL = "test-time"
+#: The training settings: a test-time run trains nothing (its method options, recipe's included, are resolved into
+#: ``method_options``), so its identity, row and config.json leave them out.
+TRAINING_FIELDS = (
+    *("shots", "recipe", "epochs", "batch_size", "lr"),
+    *OPTIMIZER_FIELDS,
+    *("feature_cache", "distinct_views"),
+)
+
+
+def ignored_fields(protocol: str) -> tuple[str, ...]:
+    """The settings a run of ``protocol`` does not use: the training ones for test-time runs, the test-time ones
+    for the others."""
+    return TRAINING_FIELDS if protocol == TEST_TIME_PROTOCOL else TEST_TIME_FIELDS
 
 
 def protocol_fields(config: RunConfig) -> dict[str, Any]:
-    """``config.to_dict()`` without the settings its protocol ignores (the test-time ones, for other protocols)."""
+    """``config.to_dict()`` without the settings its protocol ignores (`ignored_fields`)."""
     data = config.to_dict()
-    if config.protocol != TEST_TIME_PROTOCOL:
-        for name in TEST_TIME_FIELDS:
+    for name in ignored_fields(config.protocol):
+        data.pop(name)
+    return data
+
+
+def written_fields(config: RunConfig) -> dict[str, Any]:
+    """What a run's config.json holds: every field but the training ones of a test-time run (a training run's file
+    keeps the test-time fields it always held, so older readers and files agree)."""
+    data = config.to_dict()
+    if config.protocol == TEST_TIME_PROTOCOL:
+        for name in TRAINING_FIELDS:
             data.pop(name)
     return data
 
@@ -343,6 +372,8 @@ def row_settings(config: RunConfig) -> dict[str, Any]:
     writes them, so reports group runs without knowing the recipes."""
     config = config.resolved()
     settings = {k: v for k, v in _flatten(protocol_fields(config)).items() if k not in NOT_ROW_FIELDS}
+    if config.init_run is not None and config.protocol == TEST_TIME_PROTOCOL:
+        settings["init_run"] = init_run_label(config.init_run)  # its path differs per seed; its kind does not
     try:
         recipe = resolve_recipe(config.recipe, config.method, config.dataset)
     except ValueError:
@@ -351,6 +382,21 @@ def row_settings(config: RunConfig) -> dict[str, Any]:
         if settings.get(name) == getattr(recipe, name):
             settings.pop(name)
     return settings
+
+
+def init_run_label(init_run: str) -> str:
+    """What a test-time run starts from, as its table row names it: the init run's ``method + calibration`` (from
+    its config.json; the folder's name when that cannot be read)."""
+    import json
+
+    from calprompt.experiments.rundir import CONFIG_FILE  # rundir builds on this module
+
+    try:
+        data = json.loads((Path(init_run) / CONFIG_FILE).read_text(encoding="utf-8"))
+        method, calibration = str(data["method"]), str(data["calibration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(init_run).name
+    return method if calibration == "none" else f"{method} + {calibration}"
 
 
 def _flatten(data: dict[str, Any]) -> dict[str, Any]:

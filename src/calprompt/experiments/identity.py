@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calprompt._io import file_sha256, file_stamp
-from calprompt.experiments.config import MECHANICS, RunConfig, protocol_fields
+from calprompt.experiments.config import MECHANICS, TEST_TIME_PROTOCOL, RunConfig, protocol_fields
 
 if TYPE_CHECKING:
     from calprompt.data.items import DatasetSplits, Item
@@ -89,7 +89,7 @@ def config_record(config: RunConfig) -> dict[str, Any]:
 
 
 #: Settings whose value here (the behaviour before the setting existed) leaves the identity as it was then.
-UNSET_NOT_IN_IDENTITY: dict[str, Any] = {"bootstrap": None, "optimizer": "sgd"}
+UNSET_NOT_IN_IDENTITY: dict[str, Any] = {"bootstrap": None, "optimizer": "sgd", "tta_images_per_class": None}
 
 
 def run_id(config: RunConfig) -> str:
@@ -177,11 +177,14 @@ def run_identity(
 # The data a run uses (what the data fingerprint covers)
 def few_shot_splits(config: RunConfig, dataset: DatasetSplits | None = None) -> DatasetSplits:
     """The dataset's few-shot train/val and full test splits, all classes (``dataset``: its loaded splits, when the
-    caller has them)."""
+    caller has them). A test-time run gets no train/val images: it uses none, so they are no part of its data
+    fingerprint, and ``shots`` changes nothing."""
     from calprompt.data import load_dataset, sample_few_shot
 
     if dataset is None:
         dataset = load_dataset(config.dataset, config.root, skip_missing=config.skip_missing)
+    if config.protocol == TEST_TIME_PROTOCOL:
+        return replace(dataset, train=(), val=())
     return sample_few_shot(dataset, config.shots, config.seed)
 
 

@@ -99,7 +99,7 @@ def predict_images(
         expected = f"image files, or folders holding some ({suffixes}); pass the folder with the images"
         fail("images", expected, [str(path) for path in images])
     run_dir = Path(run_dir).expanduser().absolute()
-    loaded = load_run(run_dir, device=device)
+    loaded = load_run(run_dir, device=device, reuse="predicting images")
     config, method = loaded.config, loaded.method
     metrics = read_finished(run_dir) or {}
     own_classes = classnames is None

@@ -29,7 +29,14 @@ from calprompt.conventions import target_key
 from calprompt.data import FeatureCache, ImageTransformConfig, load_dataset
 from calprompt.data.items import DatasetSplits
 from calprompt.engine.evaluate import Predictions
-from calprompt.experiments.config import RunConfig, check_machine, check_schedule, default_cache_dir, row_settings
+from calprompt.experiments.config import (
+    RunConfig,
+    check_machine,
+    check_schedule,
+    default_cache_dir,
+    row_settings,
+    written_fields,
+)
 from calprompt.experiments.identity import (
     RunIdentity,
     data_fingerprint,
@@ -43,6 +50,7 @@ from calprompt.experiments.identity import (
 from calprompt.experiments.protocols import (
     RunContext,
     check_method_fits,
+    check_prompts_reusable,
     get_protocol,
     predict_split,
     seed_everything,
@@ -117,7 +125,7 @@ def run_experiment(
         if claim(out, identity, force=force):
             logger.info("%s is finished with this identity: returning its stored results.", out)
             return RunResult(out, read_finished(out, identity) or {})
-        write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "run_id": identity.run_id})
+        write_json_atomic(out / CONFIG_FILE, {**written_fields(config), "run_id": identity.run_id})
         seed_everything(config.seed)
         if backbone is None:
             backbone = load_clip(config.backbone, config.pretrained, device=config.device)
@@ -255,13 +263,15 @@ def load_run(
     backbone: ClipBackbone | None = None,
     device: str | None = None,
     with_data: bool = False,
+    reuse: str | None = None,
 ) -> LoadedRun:
     """Rebuild a finished run's method with its learned prompts, for evaluation or prediction.
 
     Needs nothing but the directory and the backbone's weights (which must have the digest the run recorded);
     ``with_data`` also reads the run's data and refuses it when it no longer has the fingerprint the run was trained
     on. Directories written before run records read the data in any case. Refused when the run is unfinished or a
-    result file changed since it finished.
+    result file changed since it finished, and, when ``reuse`` says what the prompts are for (images the run did not
+    measure), when they are not what the run measured (`check_prompts_reusable`).
     """
     run_dir = Path(run_dir).expanduser().absolute()
     stored = read_identity(run_dir) if run_dir.is_dir() else None
@@ -275,6 +285,8 @@ def load_run(
     if device is not None:
         data["device"] = device
     config = RunConfig.from_dict(data).resolved()
+    if reuse is not None:
+        check_prompts_reusable(config, run_dir, reuse)
     check_machine(config, precision=False)  # a GPU run may be evaluated on a CPU (`device`)
     protocol = get_protocol(config.protocol)
     record = read_record(run_dir)
@@ -351,7 +363,8 @@ def evaluate_run(
     (``"eval:<dataset>@<root>"`` for a dataset with files), next to earlier evaluations on other targets.
     """
     run_dir = Path(run_dir).expanduser().absolute()
-    loaded = load_run(run_dir, backbone=backbone, device=device, with_data=dataset is None)
+    reuse = None if dataset is None else f"an evaluation on {dataset!r}"
+    loaded = load_run(run_dir, backbone=backbone, device=device, with_data=dataset is None, reuse=reuse)
     config, method = loaded.config, loaded.method
     transform = ImageTransformConfig.from_preprocess(method.backbone.preprocess)
     cache = feature_cache(config, cache_dir)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from calprompt._validation import fail
-from calprompt.experiments.config import RunConfig, has_recipe
+from calprompt.experiments.config import TEST_TIME_PROTOCOL, RunConfig, has_recipe
 from calprompt.experiments.identity import run_id
 from calprompt.experiments.settings import relative_to_file, run_config
 from calprompt.experiments.store import ResultsStore, iter_failures
@@ -292,6 +292,9 @@ class PlannedRun:
     @property
     def label(self) -> str:
         c = self.config
+        if c.protocol == TEST_TIME_PROTOCOL:  # trains on no shots; what it starts from tells its runs apart
+            start = "zero-shot" if c.init_run is None else f"init {Path(c.init_run).name}"
+            return f"{c.dataset} / TPT {c.method} + {c.calibration} / {start} / seed {c.seed}"
         return f"{c.dataset} / {c.method} + {c.calibration} / {c.shots} shots / seed {c.seed}"
 
 

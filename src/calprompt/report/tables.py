@@ -21,10 +21,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from calprompt.conventions import BASE, NOVEL, POSTHOC_VARIANTS, TARGET_PREFIX, target_key
+from calprompt.conventions import (
+    BASE,
+    NOVEL,
+    POSTHOC_VARIANTS,
+    TARGET_PREFIX,
+    TEST_TIME_INIT,
+    TEST_TIME_PROTOCOL,
+    target_key,
+)
 from calprompt.metrics.classification import harmonic_mean
 from calprompt.report.cells import NOT_APPLICABLE, Cell, RowKey, Table, better_for, format_cell, mean_std
 from calprompt.report.differences import with_differences
+
+#: The prefix of the rows of test-time runs' initial prompts (``metrics.json["init"]``).
+BEFORE_TUNING = "before TPT: "
 
 # (column title, metrics.json key, report field): the single-dataset table of `calprompt grid`.
 BASE_NOVEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -112,7 +123,8 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
         dataset, seed = config["dataset"], int(config["seed"])
         if dataset not in results.datasets:
             results.datasets.append(dataset)
-        shown = tuple((key, _text(settings.get(key))) for key in varying.get(config["method"], ()))
+        method = row_method(config, settings)
+        shown = tuple((key, _text(settings.get(key))) for key in varying.get(method, ()))
         has_novel = NOVEL in metrics
         for suffix, base_key, novel_key in POSTHOC_VARIANTS:
             if suffix and not (posthoc_all or config["calibration"] == "none"):
@@ -123,7 +135,7 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
             if "DAC" in suffix and metrics.get(novel_key) == metrics.get(novel_key.replace("+dac", "")):
                 continue  # DAC was the identity (tuned text = zero-shot text): the row would repeat another
             split_reports = {BASE: metrics.get(base_key), NOVEL: metrics.get(novel_key) if has_novel else None}
-            key = RowKey(config["method"], config["calibration"], suffix, shown)
+            key = RowKey(method, config["calibration"], suffix, shown)
             reason = metrics.get("skipped", {}).get(NOVEL)
             if reason and not has_novel:
                 results.not_applicable[key] = reason
@@ -131,6 +143,10 @@ def collect(runs: Iterable[Any], *, posthoc_all: bool = False) -> Results:
                 split_reports.update({_target_key(k): v for k, v in metrics.items() if k.startswith(TARGET_PREFIX)})
                 results.configs.setdefault(key, dict(config))
             results.cells.setdefault(key, {}).setdefault(dataset, {})[seed] = split_reports
+        if TEST_TIME_INIT in metrics:  # a test-time run's initial prompt on the same test views: its "before" row
+            before = RowKey(before_tuning_method(config, settings), "none", "", shown)
+            reports = {BASE: metrics[TEST_TIME_INIT], NOVEL: None}
+            results.cells.setdefault(before, {}).setdefault(dataset, {})[seed] = reports
         for target in (_target_key(k).removeprefix(TARGET_PREFIX) for k in metrics if k.startswith(TARGET_PREFIX)):
             if target not in results.targets:
                 results.targets.append(target)
@@ -155,14 +171,30 @@ def _varying_settings(runs: list[Any], requested: list[dict[str, Any]]) -> dict[
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for run, settings in zip(runs, requested, strict=True):
         c = run.config
-        groups.setdefault((c["method"], c["calibration"], c["dataset"]), []).append(settings)
+        groups.setdefault((row_method(c, settings), c["calibration"], c["dataset"]), []).append(settings)
     varying: dict[str, set[str]] = {}
     for (method, *_), members in groups.items():
-        keys = {key for settings in members for key in settings} - {"method", "calibration"}
+        keys = {key for settings in members for key in settings} - {"method", "calibration", "init_run"}
         varying.setdefault(method, set()).update(
             key for key in keys if len({repr(settings.get(key)) for settings in members}) > 1
         )
     return {method: sorted(keys) for method, keys in varying.items()}
+
+
+def row_method(config: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The method cell of a run's row: its method, or for a test-time run ``TPT (coop)`` / ``TPT (coop, init:
+    coop + ours)`` (the init run's kind, as the run's row records it), so it never reads as the trained method."""
+    if config.get("protocol") != TEST_TIME_PROTOCOL:
+        return str(config["method"])
+    init = settings.get("init_run")
+    return f"TPT ({config['method']}{'' if init is None else f', init: {init}'})"
+
+
+def before_tuning_method(config: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The method cell of a test-time run's initial prompt (``metrics.json["init"]``): zero-shot CLIP, or the init
+    run, on the tuned images' test views."""
+    init = settings.get("init_run")
+    return f"{BEFORE_TUNING}zero-shot ({config['method']})" if init is None else f"{BEFORE_TUNING}{init}"
 
 
 def _target_key(key: str) -> str:
@@ -174,7 +206,7 @@ def _row_rank(key: RowKey) -> tuple:
     """Paper order: zero-shot first; per method the plain row, its post-hoc variants, the baselines, then ours."""
     calibration = {"none": 0, "ours": 2}.get(key.calibration, 1)
     return (
-        key.method != "zeroshot",
+        key.method != "zeroshot" and not key.method.startswith(BEFORE_TUNING),
         key.method,
         key.settings,
         calibration,
@@ -363,7 +395,7 @@ def grid_tables(runs: Sequence[Any]) -> str:
     (per-seed averages, then mean ± std)."""
     results: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for run in {_identity(run): run for run in runs}.values():  # a run listed twice is one run, not two seeds
-        method, calibration = run.config["method"], run.config["calibration"]
+        method, calibration = row_method(run.config, getattr(run, "row", {})), run.config["calibration"]
         label = method if calibration == "none" else f"{method} + {calibration}"
         results.setdefault(run.config["dataset"], {}).setdefault(label, []).append(run.metrics)
     sections = [f"### {dataset}\n\n{base_novel_table(rows)}" for dataset, rows in results.items()]

@@ -87,6 +87,9 @@ class Protocol(ABC):
     name: ClassVar[str]
     #: Whether the protocol evaluates classes the prompts were not tuned on (base-to-novel's novel half).
     evaluates_unseen_classes: ClassVar[bool] = False
+    #: Whether each test image was predicted with prompts of its own (test-time tuning): the saved prompts are only
+    #: the starting point, so predicting or evaluating other images with them would not be what the run measured.
+    prompts_per_image: ClassVar[bool] = False
 
     @abstractmethod
     def check(self, config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
@@ -117,6 +120,20 @@ EVERY_CLASS_PROTOCOL = "all"
 
 # ---------------------------------------------------------------------------------------------------------------------
 # What every protocol (and the runner's transfer targets) uses
+def check_prompts_reusable(config: RunConfig, run_dir: Path, use: str) -> None:
+    """Refuse ``use`` (predicting images, evaluating another dataset) of a run whose protocol tuned a prompt per
+    test image: its saved prompts are the starting point, not what the run measured."""
+    if get_protocol(config.protocol).prompts_per_image:
+        fail(
+            "run",
+            f"a run whose saved prompts are what it measured for {use}: {run_dir} is a --protocol "
+            f"{config.protocol} run (each test image was tuned from its initial prompt, which is all it saved); run "
+            f"--protocol {config.protocol} on those images instead (--dataset NAME; --init-run DIR starts from a "
+            "trained run's prompts), or use the init run itself",
+            str(run_dir),
+        )
+
+
 def check_method_fits(
     config: RunConfig, *, tuned: Sequence[str] = (), targets: Mapping[str, Sequence[str]] | None = None
 ) -> dict[str, str]:

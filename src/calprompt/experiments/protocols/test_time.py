@@ -31,6 +31,7 @@ from calprompt.calibration.objective import CalibrationObjective, Term
 from calprompt.calibration.terms import text_moments
 from calprompt.clip.zeroshot import zero_shot_text_features
 from calprompt.conventions import BASE
+from calprompt.conventions import TEST_TIME_INIT as INIT
 from calprompt.data.items import DatasetSplits
 from calprompt.data.test_views import image_view_seed, tuning_views
 from calprompt.data.views import ImageViews
@@ -51,7 +52,6 @@ from calprompt.experiments.rundir import CONFIG_FILE, PROMPT_FILE, read_finished
 from calprompt.methods import PromptMethod, build_method
 
 RESULTS_DIR = "test_time"
-INIT = "init"
 _BATCH_FILE = re.compile(r"images-(\d+)-(\d+)\.safetensors")
 
 
@@ -106,6 +106,7 @@ class TestTime(Protocol):
     """Tune the prompt on each test image (all classes of the test split), many images at once."""
 
     name = TEST_TIME_PROTOCOL
+    prompts_per_image = True
     __test__ = False  # not a pytest test class
 
     def check(self, config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
@@ -150,7 +151,9 @@ class TestTime(Protocol):
                 method, objective, settings, zs_text_moments=moments, precision=config.precision
             )
             folder = context.out / RESULTS_DIR
-            todo = [index for index in range(len(splits.test)) if index not in finished_images(folder)]
+            chosen = tuned_images(splits, config.tta_images_per_class)
+            done = finished_images(folder)
+            todo = [index for index in chosen if index not in done]
             images = ImageViews(splits.test, context.transform, train=False, loader=splits.image_loader)
             batches = [todo[start : start + config.tta_batch] for start in range(0, len(todo), config.tta_batch)]
             progress = context.progress or (lambda iterator, total, description: iterator)
@@ -162,12 +165,12 @@ class TestTime(Protocol):
                     folder / f"images-{batch[0]:07d}-{batch[-1]:07d}.safetensors",
                     {"indices": torch.tensor(batch), "logits": tuned.logits, INIT: tuned.init_logits, "labels": labels},
                 )
-        train = {"images": len(splits.test), "seconds": round(time.perf_counter() - context.started, 2)}
+        train = {"images": len(chosen), "seconds": round(time.perf_counter() - context.started, 2)}
         return Tuned(method, list(splits.classnames), splits.template, self.classes(splits), train)
 
     def evaluate(self, context: RunContext, method: PromptMethod) -> Evaluation:
-        results = read_results(context.out / RESULTS_DIR, len(context.splits.test))
         config = context.config
+        results = read_results(context.out / RESULTS_DIR, tuned_images(context.splits, config.tta_images_per_class))
         reports = {
             BASE: split_report(results["logits"], results["labels"], config, intervals=True),
             INIT: split_report(results[INIT], results["labels"], config, intervals=True),
@@ -195,6 +198,20 @@ def encode_views(images: ImageViews, batch: list[int], config: RunConfig, contex
     return torch.stack(features)
 
 
+def tuned_images(splits: DatasetSplits, per_class: int | None) -> list[int]:
+    """Indices of the test images a run tunes, in test-split order: all of them, or the first ``per_class`` of each
+    class (the same images for every variant and seed, so the rows of a table are paired)."""
+    if per_class is None:
+        return list(range(len(splits.test)))
+    seen: dict[int, int] = {}
+    chosen = []
+    for index, item in enumerate(splits.test):
+        seen[item.label] = seen.get(item.label, 0) + 1
+        if seen[item.label] <= per_class:
+            chosen.append(index)
+    return chosen
+
+
 def finished_images(folder: Path) -> set[int]:
     """Indices of the test images whose results a (possibly killed) run already wrote."""
     if not folder.is_dir():
@@ -206,15 +223,15 @@ def finished_images(folder: Path) -> set[int]:
     return done
 
 
-def read_results(folder: Path, count: int) -> dict[str, torch.Tensor]:
-    """Every image's results, in test-split order (each image once)."""
+def read_results(folder: Path, indices: list[int]) -> dict[str, torch.Tensor]:
+    """The results of the test images ``indices``, in that order (each image once)."""
     parts: dict[int, dict[str, torch.Tensor]] = {}
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         if _BATCH_FILE.fullmatch(path.name):
             tensors = load_tensors(path, fix=f"Delete {path}; the run computes it again.")
             for row, index in enumerate(tensors["indices"].tolist()):
                 parts[index] = {key: value[row] for key, value in tensors.items() if key != "indices"}
-    missing = sorted(set(range(count)) - set(parts))
+    missing = sorted(set(indices) - set(parts))
     if missing:
-        fail(str(folder), f"results of all {count} test images", f"none for {json.dumps(missing[:10])}")
-    return {key: torch.stack([parts[i][key] for i in range(count)]) for key in parts[0]}
+        fail(str(folder), f"results of all {len(indices)} tuned test images", f"none for {json.dumps(missing[:10])}")
+    return {key: torch.stack([parts[i][key] for i in indices]) for key in parts[indices[0]]}
