@@ -33,3 +33,13 @@ def test_installed_metadata_agrees_with_the_package():
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("calprompt is not installed (only on the path)")
     assert installed == calprompt.__version__
+
+
+@pytest.mark.parametrize("module", ["calprompt", "calprompt.cli"])
+def test_python_dash_m_runs_the_cli(module):
+    """``python -m calprompt`` is the command line too (users on a cluster often have no scripts on PATH)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout == f"calprompt {calprompt.__version__}\n", result.stderr
