@@ -216,3 +216,15 @@ def test_training_runs_keep_the_ids_they_were_stored_under(config, stored_id):
     from calprompt.experiments.identity import run_id
 
     assert run_id(config) == stored_id
+
+
+def test_a_setting_at_its_value_from_before_it_existed_splits_no_table_row():
+    """Runs stored before `optimizer` existed have no such key in their row; new SGD runs must share their row (they
+    share their run id too), while an Adam run is a row of its own."""
+    from calprompt.experiments.config import row_settings
+
+    before = {"dataset": "toy", "method": "coop", "calibration": "none", "recipe": "fast"}
+    sgd, adam = RunConfig(**before, optimizer="sgd"), RunConfig(**before, optimizer="adam")
+    assert "optimizer" not in row_settings(sgd) and row_settings(adam)["optimizer"] == "adam"
+    assert {k: v for k, v in row_settings(adam).items() if k != "optimizer"} == row_settings(sgd)
+    assert "tta_images_per_class" not in row_settings(RunConfig(**before))

@@ -288,6 +288,16 @@ def written_fields(config: RunConfig) -> dict[str, Any]:
 
 
 #: Fields that never tell table rows apart: the mechanics, and where and on what a run ran (the tables' axes).
+#: Settings added after runs were stored, with the value that is the behaviour from before they existed: at that
+#: value a run's identity and table row leave them out, so stored runs keep their ids and share rows with new ones.
+UNSET_AS_BEFORE: dict[str, Any] = {"bootstrap": None, "optimizer": "sgd", "tta_images_per_class": None}
+
+
+def without_unset(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` without the `UNSET_AS_BEFORE` ones at their old value."""
+    return {k: v for k, v in settings.items() if not (k in UNSET_AS_BEFORE and v == UNSET_AS_BEFORE[k])}
+
+
 NOT_ROW_FIELDS = frozenset({*MECHANICS, "dataset", "seed", "root", "eval_datasets", "skip_missing", "feature_cache"})
 
 
@@ -371,7 +381,8 @@ def row_settings(config: RunConfig) -> dict[str, Any]:
     every field but `NOT_ROW_FIELDS`, without the epochs, batch size and learning rate the recipe gave it. A run
     writes them, so reports group runs without knowing the recipes."""
     config = config.resolved()
-    settings = {k: v for k, v in _flatten(protocol_fields(config)).items() if k not in NOT_ROW_FIELDS}
+    flat = without_unset(_flatten(protocol_fields(config)))
+    settings = {k: v for k, v in flat.items() if k not in NOT_ROW_FIELDS}
     if config.init_run is not None and config.protocol == TEST_TIME_PROTOCOL:
         settings["init_run"] = init_run_label(config.init_run)  # its path differs per seed; its kind does not
     try:

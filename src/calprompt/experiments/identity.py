@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calprompt._io import file_sha256, file_stamp
-from calprompt.experiments.config import MECHANICS, TEST_TIME_PROTOCOL, RunConfig, protocol_fields
+from calprompt.experiments.config import (
+    MECHANICS,
+    TEST_TIME_PROTOCOL,
+    UNSET_AS_BEFORE,
+    RunConfig,
+    protocol_fields,
+    without_unset,
+)
 
 if TYPE_CHECKING:
     from calprompt.data.items import DatasetSplits, Item
@@ -79,9 +86,7 @@ def config_record(config: RunConfig) -> dict[str, Any]:
     record = protocol_fields(config.resolved())
     for key in MECHANICS:
         record.pop(key, None)
-    for key, unset in UNSET_NOT_IN_IDENTITY.items():  # settings added after runs were stored: at their old
-        if record.get(key) == unset:  # behaviour they keep those runs' ids
-            record.pop(key, None)
+    record = without_unset(record)  # settings added after runs were stored: at their old value, old ids
     if record.get("init_run") is not None:  # the prompts it starts from, not only where they were
         prompts = Path(record["init_run"]) / INIT_PROMPTS
         record["init_prompts"] = file_sha256(prompts) if prompts.is_file() else None
@@ -89,7 +94,7 @@ def config_record(config: RunConfig) -> dict[str, Any]:
 
 
 #: Settings whose value here (the behaviour before the setting existed) leaves the identity as it was then.
-UNSET_NOT_IN_IDENTITY: dict[str, Any] = {"bootstrap": None, "optimizer": "sgd", "tta_images_per_class": None}
+UNSET_NOT_IN_IDENTITY = UNSET_AS_BEFORE
 
 
 def run_id(config: RunConfig) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calprompt._io import read_json, write_json_atomic
-from calprompt.experiments.config import RunConfig, row_settings
+from calprompt.experiments.config import RunConfig, row_settings, without_unset
 from calprompt.experiments.identity import (
     RunIdentity,
     data_fingerprint,
@@ -121,7 +121,8 @@ def read_stored_run(folder: Path, metrics: dict[str, Any]) -> StoredRun:
     config = read_json(folder / CONFIG_FILE, fix=f"Delete {folder} to compute the run again.")
     record = read_record(folder)
     if record is not None:
-        return StoredRun(folder, config, metrics, dict(record.row), record)
+        # rows written before a setting existed lack it; later ones carry its old value: the same row either way
+        return StoredRun(folder, config, metrics, without_unset(record.row), record)
     fields = {key: value for key, value in config.items() if key != "run_id"}  # written before run records
     return StoredRun(folder, config, metrics, row_settings(RunConfig.from_dict(fields)))
 
