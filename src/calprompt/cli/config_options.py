@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from calprompt.experiments.config import RunConfig
+from calprompt.experiments.config import RunConfig, type_hints
 
 # Fields set through their own repeatable options (--method-option KEY=VALUE, --calibration-option KEY=VALUE).
 GROUPED = ("method_options", "calibration_options")
@@ -30,7 +30,7 @@ def _base_type(hint: Any) -> Any:
 def run_config_parameters(repeatable: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """One keyword parameter per `RunConfig` field (but the option groups), each a typer option defaulting to None;
     the ``repeatable`` fields take a list (``--seed 1 --seed 2``: the axes of a grid)."""
-    hints = typing.get_type_hints(RunConfig)
+    hints = type_hints(RunConfig)
     parameters = []
     for spec in dataclasses.fields(RunConfig):
         if spec.name in GROUPED:

@@ -26,7 +26,6 @@ from calprompt._io import file_sha256, file_stamp
 from calprompt.experiments.config import (
     MECHANICS,
     TEST_TIME_PROTOCOL,
-    UNSET_AS_BEFORE,
     RunConfig,
     protocol_fields,
     without_unset,
@@ -91,10 +90,6 @@ def config_record(config: RunConfig) -> dict[str, Any]:
         prompts = Path(record["init_run"]) / INIT_PROMPTS
         record["init_prompts"] = file_sha256(prompts) if prompts.is_file() else None
     return record
-
-
-#: Settings whose value here (the behaviour before the setting existed) leaves the identity as it was then.
-UNSET_NOT_IN_IDENTITY = UNSET_AS_BEFORE
 
 
 def run_id(config: RunConfig) -> str:
