@@ -153,16 +153,30 @@ def autocast(device: str, precision: str):
     return calprompt_autocast(device, precision)
 
 
+#: glibc's malloc, left to itself, serves large tensors from its heap once a few have been freed (its mmap threshold
+#: grows) and keeps the freed pages: a process that allocates and frees many different-sized activations reaches a
+#: resident size several times its live tensors (the 1,000-class test-time reference: 23.9 GB resident, killed, for
+#: about 3 GB live). A fixed threshold makes every tensor over 128 KiB its own mapping, returned when freed, so a
+#: process high-water mark measures live memory again. Set for both sides of a comparison alike.
+STEADY_HEAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
 def run_child(
-    script: str | Path, args: list[str], timeout: float = 3600, src: str | Path | None = None
+    script: str | Path,
+    args: list[str],
+    timeout: float = 3600,
+    src: str | Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``script --child ...`` in a fresh Python process and return the JSON object it prints last.
 
-    ``src``: the ``calprompt`` sources the child imports (default: this checkout's ``src``).
+    ``src``: the ``calprompt`` sources the child imports (default: this checkout's ``src``); ``env``: variables
+    added to the child's environment (e.g. `STEADY_HEAP`).
     """
     src = REPO / "src" if src is None else Path(src)
     env = {
         **os.environ,
+        **(env or {}),
         "PYTHONPATH": os.pathsep.join([str(src), str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
