@@ -168,6 +168,9 @@ def test_a_one_run_cell_shows_the_run_bootstrap_interval_and_csv_carries_it():
     assert interval_notes(runs) == [
         "Bootstrap intervals (percentile, per run, raw base and novel test): 95% from 50 resamples."
     ]
+    for run in runs:  # one split, as test-time and `all` runs have: the note does not speak of novel classes
+        run.metrics = {"base": run.metrics["novel"]}
+    assert interval_notes(runs) == ["Bootstrap intervals (percentile, per run, raw test): 95% from 50 resamples."]
     two_seeds = grid_runs(datasets=("toy",), seeds=(1, 2))
     for run in two_seeds:
         run.metrics["novel"] = evaluate(logits, labels, bootstrap=50, seed=1).to_dict()
@@ -197,3 +200,37 @@ def test_test_time_runs_read_as_tpt_and_their_initial_prompt_is_a_row_of_its_own
     assert by_label["TPT (coop, init: coop + ours) + c-tpt"][1]["base"] == report(10)
     assert all(set(cells) == {1, 2} for cells in by_label.values())
     assert "| TPT (coop, init: coop + ours) + c-tpt |" in grid_tables(runs)  # `calprompt grid`'s tables too
+
+
+def _one_split_runs() -> list:
+    """Runs of the ``all`` protocol on two datasets, seeds 1-2: one split (``base``), no novel report."""
+    runs = grid_runs(seeds=(1, 2))
+    for run in runs:
+        run.config["protocol"] = run.row["protocol"] = "all"
+        run.metrics = {"base": run.metrics["base"]}
+    return runs
+
+
+def test_a_store_without_novel_splits_gets_accuracy_and_ece_columns_not_empty_novel_ones():
+    """Test-time, ``all`` and few-shot runs have one split: their tables say "accuracy" / "ECE" (not "base ...")
+    and have no novel or HM column; the cells are still each run's ``base`` numbers (numpy as the oracle)."""
+    runs = _one_split_runs()
+    results = collect(runs)
+    summary = summary_table(results)
+    assert summary.columns == ("accuracy", "ECE")
+    ours = [r for r in runs if r.config["calibration"] == "ours"]
+    per_seed = [np.mean([r.metrics["base"]["ece"] for r in ours if r.config["seed"] == s]) for s in (1, 2)]
+    assert _cell(summary, "coop + ours", "ECE").values == pytest.approx(per_seed)
+    titles = [table.title for table in paper_tables(results)]
+    assert titles[1:] == ["accuracy", "ECE", "sample-weighted MCE", "macro-F1"]  # no "base ...", no novel table
+    tables = paper_tables(results)
+    assert tables[2].columns[:2] == ("toy", "toy-texture")
+    expected = [r.metrics["base"]["ece"] for r in ours if r.config["dataset"] == "toy-texture"]
+    assert _cell(tables[2], "coop + ours", "toy-texture").values == pytest.approx(expected)
+
+
+def test_a_store_mixing_one_split_and_base_to_novel_runs_keeps_base_and_novel_columns():
+    runs = _one_split_runs() + grid_runs(seeds=(1, 2))
+    summary = summary_table(collect(runs))
+    assert summary.columns == ("base acc", "base ECE", "novel acc", "novel ECE", "HM")
+    assert "novel ECE" in [table.title for table in paper_tables(collect(runs))]

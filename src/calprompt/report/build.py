@@ -155,7 +155,8 @@ def interval_notes(runs: Sequence[Any]) -> list[str]:
     if not settings:
         return ["No run holds bootstrap intervals: cells show the values alone."]
     listed = "; ".join(f"{100 * level:.0f}% from {n} resamples" for n, level in sorted(settings))
-    return [f"Bootstrap intervals (percentile, per run, raw base and novel test): {listed}."]
+    novel = any(isinstance(run.metrics.get(NOVEL), dict) for run in runs)
+    return [f"Bootstrap intervals (percentile, per run, raw {'base and novel test' if novel else 'test'}): {listed}."]
 
 
 def adapted_notes(runs: Sequence[Any]) -> list[tuple[str, str]]:

@@ -304,19 +304,44 @@ def quantity_table(results: Results, title: str, split: str, field_name: str) ->
     return Table(title, columns, tuple(rows), better, tuple(keys), _notes(results, rows, keys))
 
 
+def has_novel(results: Results) -> bool:
+    """Whether any run of the results was evaluated on novel classes (read from the runs' files)."""
+    return any(
+        reports.get(NOVEL) is not None
+        for per_dataset in results.cells.values()
+        for per_seed in per_dataset.values()
+        for reports in per_seed.values()
+    )
+
+
+def shown_quantities(results: Results, quantities: Sequence[tuple[str, str, str]]) -> tuple[tuple[str, str, str], ...]:
+    """``quantities`` as the tables of ``results`` show them: where no run has novel classes (test-time, ``all`` and
+    few-shot runs), the one split is every class of the test split, so its columns drop "base" from their titles and
+    the novel and HM columns, which would be empty, are left out."""
+    if has_novel(results):
+        return tuple(quantities)
+    return tuple(
+        ("accuracy" if title == "base acc" else title.removeprefix("base "), split, field_name)
+        for title, split, field_name in quantities
+        if split == BASE
+    )
+
+
 def summary_table(results: Results) -> Table:
-    """The headline table: rows x (base acc, base ECE, novel acc, novel ECE, HM), averaged over the datasets."""
+    """The headline table: rows x (base acc, base ECE, novel acc, novel ECE, HM), averaged over the datasets (rows x
+    (accuracy, ECE) where no run has novel classes)."""
     scope = results.datasets[0] if len(results.datasets) == 1 else f"average over {len(results.datasets)} datasets"
+    quantities = shown_quantities(results, QUANTITIES)
     rows, keys = [], []
     for key in results.rows:
         cells = tuple(
-            _marked(results, key, split, _cell(results, key, split, field_name)) for _, split, field_name in QUANTITIES
+            _marked(results, key, split, _cell(results, key, split, field_name)) for _, split, field_name in quantities
         )
         if any(cell.values for cell in cells):
             rows.append((key.label, cells))
             keys.append(key)
-    better = tuple(better_for(field_name) for _, _, field_name in QUANTITIES)
-    titles = tuple(title for title, _, _ in QUANTITIES)
+    better = tuple(better_for(field_name) for _, _, field_name in quantities)
+    titles = tuple(title for title, _, _ in quantities)
     return Table(scope, titles, tuple(rows), better, tuple(keys), _notes(results, rows, keys))
 
 
@@ -343,7 +368,7 @@ def paper_tables(results: Results) -> list[Table]:
     and the transfer tables when targets were evaluated; each with its differences."""
     tables = [with_differences(summary_table(results))]
     quantities = (*(QUANTITIES if len(results.datasets) > 1 else ()), *EXTRA_QUANTITIES)  # one dataset: the summary
-    for title, split, field_name in quantities:
+    for title, split, field_name in shown_quantities(results, quantities):
         table = quantity_table(results, title, split, field_name)
         tables.append(with_differences(table, [len(table.columns) - 1]))  # beside the average (or the one dataset)
     if results.targets:
