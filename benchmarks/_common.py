@@ -8,6 +8,7 @@ run each contender in its own subprocess (:func:`run_child`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -92,21 +93,26 @@ def describe(device: str, precision: str) -> str:
 
 
 def reset_peak(device: str) -> None:
+    """Start a new peak: CUDA's allocator statistics, or on Linux this process's resident high-water mark (writing 5
+    to /proc/self/clear_refs; elsewhere the CPU peak stays the process's since it started)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def peak_memory_mb(device: str) -> float:
-    """Peak memory so far: allocated CUDA memory since :func:`reset_peak`, or this process's peak RSS."""
+    """Peak memory since :func:`reset_peak`: allocated CUDA memory, or this process's peak RSS."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux; reset with VmHWM
 
 
 def memory_kind(device: str) -> str:
-    return "peak CUDA allocated" if device.startswith("cuda") else "peak RSS (own process)"
+    return "peak CUDA allocated" if device.startswith("cuda") else "peak RSS (own process, since its reset)"
 
 
 def sync(device: str) -> None:
