@@ -220,6 +220,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    cases = args.cases.split(",")
+    images = images_per_case(args.images, cases)
     print(describe(args.device, args.precision), f"| {VIEWS} views, images: {args.images}")
     print(f"memory: {memory_kind(args.device)} (ViT-B-16: glibc mmap threshold fixed: live memory, not heap growth)")
     print("GFLOP per image; ratios: reference / calprompt")
@@ -227,8 +229,7 @@ def main() -> None:
         print(f"reference text pass over {args.reference_chunk} classes: in chunks of that many, recomputed")
     print("case      side        s/image  peak MB  GFLOP views  GFLOP text  | time ratio  FLOP bound  of bound", end="")
     print("  max|dlogit|")
-    images = images_per_case(args.images, args.cases.split(","))
-    for case in args.cases.split(","):
+    for case in cases:
         rows = {}
         for side in ("reference", "calprompt"):
             common = ["--device", args.device, "--precision", args.precision, "--images", str(images[case])]

@@ -269,25 +269,24 @@ def ignored_fields(protocol: str) -> tuple[str, ...]:
     return TRAINING_FIELDS if protocol == TEST_TIME_PROTOCOL else TEST_TIME_FIELDS
 
 
-def protocol_fields(config: RunConfig) -> dict[str, Any]:
-    """``config.to_dict()`` without the settings its protocol ignores (`ignored_fields`)."""
+def _fields_without(config: RunConfig, names: tuple[str, ...]) -> dict[str, Any]:
     data = config.to_dict()
-    for name in ignored_fields(config.protocol):
+    for name in names:
         data.pop(name)
     return data
+
+
+def protocol_fields(config: RunConfig) -> dict[str, Any]:
+    """``config.to_dict()`` without the settings its protocol ignores (`ignored_fields`)."""
+    return _fields_without(config, ignored_fields(config.protocol))
 
 
 def written_fields(config: RunConfig) -> dict[str, Any]:
     """What a run's config.json holds: every field but the training ones of a test-time run (a training run's file
     keeps the test-time fields it always held, so older readers and files agree)."""
-    data = config.to_dict()
-    if config.protocol == TEST_TIME_PROTOCOL:
-        for name in TRAINING_FIELDS:
-            data.pop(name)
-    return data
+    return _fields_without(config, TRAINING_FIELDS if config.protocol == TEST_TIME_PROTOCOL else ())
 
 
-#: Fields that never tell table rows apart: the mechanics, and where and on what a run ran (the tables' axes).
 #: Settings added after runs were stored, with the value that is the behaviour from before they existed: at that
 #: value a run's identity and table row leave them out, so stored runs keep their ids and share rows with new ones.
 UNSET_AS_BEFORE: dict[str, Any] = {"bootstrap": None, "optimizer": "sgd", "tta_images_per_class": None}
@@ -298,6 +297,7 @@ def without_unset(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if not (k in UNSET_AS_BEFORE and v == UNSET_AS_BEFORE[k])}
 
 
+#: Fields that never tell table rows apart: the mechanics, and where and on what a run ran (the tables' axes).
 NOT_ROW_FIELDS = frozenset({*MECHANICS, "dataset", "seed", "root", "eval_datasets", "skip_missing", "feature_cache"})
 
 
